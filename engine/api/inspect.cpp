@@ -1,0 +1,154 @@
+#include "api/inspect.h"
+
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "formats/checkpoint_files.h"
+
+namespace upcycle {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+CheckpointSummary summarizeCheckpoint(const fs::path& folder) {
+  CheckpointSummary s;
+  s.path = folder;
+  s.config = loadHfConfig(folder);
+  CheckpointFiles files(folder);
+  std::set<std::string> dtypes;
+  for (const auto& f : files.files()) {
+    for (const TensorView& v : f->tensors()) {
+      s.totalParams += v.numel();
+      dtypes.insert(dtypeName(v.dtype));
+      ++s.numTensors;
+    }
+  }
+  s.fileDtypes.assign(dtypes.begin(), dtypes.end());
+  s.fileBytes = files.totalBytes();
+  s.numFiles = static_cast<int64_t>(files.files().size());
+  const ModelConfig& c = s.config;
+  s.layout = !c.isMoe() ? "dense"
+             : c.modelType == "qwen2_moe" ? "qwen2-moe"
+             : files.contains("model.layers.0.mlp.experts.gate_up_proj") ? "mixtral-fused"
+                                                                         : "mixtral-hub";
+  const int64_t perExpert = 3 * c.hiddenSize * c.expertIntermediateSize;
+  int64_t inactive = 0;
+  for (int64_t l = 0; l < c.numLayers; ++l)
+    if (c.isMoeLayer(l)) inactive += (c.numExperts - c.topK) * perExpert;
+  s.activeParams = s.totalParams - inactive;
+  return s;
+}
+
+InspectReport inspectPath(const fs::path& path) {
+  UPCYCLE_CHECK(fs::exists(path), "no such file or folder: ", path.string());
+  InspectReport r;
+  if (fs::is_directory(path) && !fs::exists(path / "config.json") && isTrainerOutput(path)) {
+    r.kind = InspectReport::Kind::TrainerOutput;
+    r.checkpoints = listTrainerCheckpoints(path);
+    return r;
+  }
+  r.checkpoint = summarizeCheckpoint(fs::is_directory(path) ? path : path.parent_path());
+  return r;
+}
+
+std::string inspectJson(const InspectReport& r) {
+  json j;
+  if (r.kind == InspectReport::Kind::TrainerOutput) {
+    j["kind"] = "trainer_output";
+    j["checkpoints"] = json::array();
+    for (const auto& c : r.checkpoints) {
+      json e = {{"path", c.path.string()}, {"step", c.step}};
+      e["epoch"] = c.epoch ? json(*c.epoch) : json(nullptr);
+      e["loss"] = c.loss ? json(*c.loss) : json(nullptr);
+      j["checkpoints"].push_back(e);
+    }
+    return j.dump(2);
+  }
+  const CheckpointSummary& s = r.checkpoint;
+  const ModelConfig& c = s.config;
+  j["kind"] = "checkpoint";
+  j["path"] = s.path.string();
+  j["architecture"] = c.architecture();
+  j["model_type"] = c.modelType;
+  j["layout"] = s.layout;
+  j["hidden_size"] = c.hiddenSize;
+  j["intermediate_size"] = c.intermediateSize;
+  j["num_layers"] = c.numLayers;
+  j["num_heads"] = c.numHeads;
+  j["num_kv_heads"] = c.numKvHeads;
+  j["head_dim"] = c.headDim;
+  j["vocab_size"] = c.vocabSize;
+  j["tie_word_embeddings"] = c.tieWordEmbeddings;
+  j["dtype"] = torchNameOf(c.dtype);
+  j["file_dtypes"] = s.fileDtypes;
+  j["num_experts"] = c.numExperts;
+  j["top_k"] = c.topK;
+  if (c.isMoe()) {
+    j["expert_intermediate_size"] = c.expertIntermediateSize;
+    j["shared_expert_intermediate_size"] = c.sharedExpertIntermediateSize;
+    json layers = json::array();
+    for (int64_t l = 0; l < c.numLayers; ++l)
+      if (c.isMoeLayer(l)) layers.push_back(l);
+    j["moe_layers"] = layers;
+  }
+  j["params_total"] = s.totalParams;
+  j["params_active"] = s.activeParams;
+  j["file_bytes"] = s.fileBytes;
+  j["num_files"] = s.numFiles;
+  j["num_tensors"] = s.numTensors;
+  return j.dump(2);
+}
+
+namespace {
+std::string human(double n, const char* unit) {
+  const char* suffix[] = {"", "K", "M", "G", "T"};
+  int i = 0;
+  while (n >= 1000 && i < 4) { n /= 1000; ++i; }
+  std::ostringstream os;
+  os << std::setprecision(n < 10 && i ? 3 : 4) << n << suffix[i] << unit;
+  return os.str();
+}
+}  // namespace
+
+std::string inspectText(const InspectReport& r) {
+  std::ostringstream os;
+  if (r.kind == InspectReport::Kind::TrainerOutput) {
+    os << "Trainer output: " << r.checkpoints.size() << " checkpoints\n";
+    os << std::left << std::setw(10) << "step" << std::setw(10) << "epoch" << std::setw(12) << "loss"
+       << "path\n";
+    for (const auto& c : r.checkpoints) {
+      os << std::left << std::setw(10) << c.step << std::setw(10)
+         << (c.epoch ? std::to_string(*c.epoch).substr(0, 6) : "-") << std::setw(12)
+         << (c.loss ? std::to_string(*c.loss).substr(0, 8) : "-") << c.path.string() << "\n";
+    }
+    return os.str();
+  }
+  const CheckpointSummary& s = r.checkpoint;
+  const ModelConfig& c = s.config;
+  os << "Checkpoint    " << s.path.string() << "\n"
+     << "Architecture  " << c.architecture() << " (" << s.layout << ")\n"
+     << "Dimensions    d_model " << c.hiddenSize << ", d_ff " << c.intermediateSize << ", layers "
+     << c.numLayers << ", heads " << c.numHeads << " (kv " << c.numKvHeads << ", head_dim " << c.headDim
+     << "), vocab " << c.vocabSize << (c.tieWordEmbeddings ? ", tied embeddings" : "") << "\n";
+  if (c.isMoe()) {
+    int64_t moeLayers = 0;
+    for (int64_t l = 0; l < c.numLayers; ++l) moeLayers += c.isMoeLayer(l);
+    os << "Experts       " << c.numExperts << " x d_ff " << c.expertIntermediateSize << ", top-"
+       << c.topK << ", " << moeLayers << "/" << c.numLayers << " MoE layers"
+       << (c.sharedExpertIntermediateSize ? ", shared expert d_ff " + std::to_string(c.sharedExpertIntermediateSize) : "")
+       << "\n";
+  }
+  os << "Parameters    " << human(double(s.totalParams), "") << " total, " << human(double(s.activeParams), "")
+     << " active per token (" << s.totalParams << " / " << s.activeParams << ")\n"
+     << "Dtype         " << torchNameOf(c.dtype) << " (files:";
+  for (const auto& d : s.fileDtypes) os << " " << d;
+  os << ")\n"
+     << "Files         " << s.numFiles << " safetensors, " << s.numTensors << " tensors, "
+     << human(double(s.fileBytes), "B") << "\n";
+  return os.str();
+}
+
+}  // namespace upcycle

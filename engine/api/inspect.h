@@ -1,0 +1,38 @@
+#pragma once
+// `upcycle inspect`: what a checkpoint folder or a Trainer output folder holds. Torch-free: reads
+// config.json and safetensors headers only. Thread-safety: free functions.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "formats/hf_config.h"
+#include "formats/trainer_outputs.h"
+
+namespace upcycle {
+
+struct CheckpointSummary {
+  std::filesystem::path path;
+  ModelConfig config;
+  std::string layout;          // "dense", "mixtral-hub", "mixtral-fused", "qwen2-moe"
+  int64_t totalParams = 0;     // every weight tensor
+  int64_t activeParams = 0;    // per token: total less the (E - k) unchosen experts of MoE layers
+  std::vector<std::string> fileDtypes;  // distinct tensor dtypes in the files
+  uint64_t fileBytes = 0;
+  int64_t numFiles = 0;
+  int64_t numTensors = 0;
+};
+
+struct InspectReport {
+  enum class Kind { Checkpoint, TrainerOutput } kind = Kind::Checkpoint;
+  CheckpointSummary checkpoint;                 // Kind::Checkpoint
+  std::vector<TrainerCheckpoint> checkpoints;   // Kind::TrainerOutput
+};
+
+// Validates every safetensors header on the way; throws UserError naming the bad file or field.
+CheckpointSummary summarizeCheckpoint(const std::filesystem::path& folder);
+InspectReport inspectPath(const std::filesystem::path& path);
+std::string inspectJson(const InspectReport& r);
+std::string inspectText(const InspectReport& r);
+
+}  // namespace upcycle

@@ -1,0 +1,35 @@
+#include "api/runtime.h"
+
+#include <torch/torch.h>
+
+#include <thread>
+
+#include "model/model_io.h"
+#include "core/error.h"
+
+namespace upcycle {
+
+void configureRuntime(int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+}
+
+RuntimeInfo runtimeInfo() {
+  RuntimeInfo r;
+  r.torchVersion = TORCH_VERSION;
+  r.intraOpThreads = at::get_num_threads();
+  r.cudaAvailable = torch::cuda::is_available();
+  return r;
+}
+
+torch::Device resolveDevice(const std::string& name) {
+  if (name.empty() || name == "auto") return torch::cuda::is_available() ? torch::kCUDA : torch::kCPU;
+  if (name == "cpu") return torch::kCPU;
+  if (name.rfind("cuda", 0) == 0) {
+    UPCYCLE_CHECK(torch::cuda::is_available(), "device \"", name, "\" requested but CUDA is not available");
+    return torch::Device(name);
+  }
+  throw UserError("unknown device \"" + name + "\" (expected auto, cpu or cuda[:N])");
+}
+
+}  // namespace upcycle

@@ -1,0 +1,19 @@
+#pragma once
+// Process-wide runtime settings of the engine. Torch-free header.
+// Thread-safety: call configureRuntime() once at start-up, before any engine work.
+#include <string>
+
+namespace upcycle {
+
+struct RuntimeInfo {
+  std::string torchVersion;
+  int intraOpThreads = 1;
+  bool cudaAvailable = false;
+};
+
+// Sets LibTorch's intra-op thread count explicitly (OpenMP may report 1 otherwise).
+// threads <= 0 means one per hardware core.
+void configureRuntime(int threads = 0);
+RuntimeInfo runtimeInfo();
+
+}  // namespace upcycle

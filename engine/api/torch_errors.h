@@ -1,0 +1,24 @@
+#pragma once
+// Turns LibTorch's c10::Error (whose what() carries a C++ backtrace) into our Error with one clear
+// line, at the public API boundary. Internal header.
+#include <c10/util/Exception.h>
+
+#include <string>
+
+#include "core/error.h"
+
+namespace upcycle {
+
+template <typename Fn>
+auto withTorchErrors(const char* what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    auto nl = msg.find('\n');
+    if (nl != std::string::npos) msg.resize(nl);
+    throw Error(std::string(what) + ": " + msg);
+  }
+}
+
+}  // namespace upcycle

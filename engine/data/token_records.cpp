@@ -1,0 +1,89 @@
+#include "data/token_records.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace upcycle {
+
+using nlohmann::json;
+
+namespace {
+
+std::vector<int64_t> intArray(const json& j, const char* key, const std::string& where) {
+  UPCYCLE_CHECK(j[key].is_array(), where, ": \"", key, "\" is not an array");
+  std::vector<int64_t> out;
+  out.reserve(j[key].size());
+  for (const json& v : j[key]) {
+    UPCYCLE_CHECK(v.is_number_integer(), where, ": \"", key, "\" holds a non-integer ", v.dump());
+    out.push_back(v.get<int64_t>());
+  }
+  return out;
+}
+
+TokenRecord fromJson(const json& j, const std::string& where, int64_t line) {
+  UPCYCLE_CHECK(j.is_object(), where, ": record is not a JSON object");
+  UPCYCLE_CHECK(j.contains("input_ids"), where,
+                ": record has no \"input_ids\" (text records need a tokenizer; pre-tokenize them)");
+  TokenRecord r;
+  r.line = line;
+  r.inputIds = intArray(j, "input_ids", where);
+  UPCYCLE_CHECK(r.inputIds.size() >= 2, where, ": \"input_ids\" needs at least 2 tokens");
+  for (int64_t id : r.inputIds) UPCYCLE_CHECK(id >= 0, where, ": negative token id ", id);
+  if (j.contains("labels")) {
+    r.labels = intArray(j, "labels", where);
+    UPCYCLE_CHECK(r.labels.size() == r.inputIds.size(), where, ": \"labels\" has ", r.labels.size(),
+                  " entries but \"input_ids\" has ", r.inputIds.size());
+  }
+  for (const char* key : {"domain", "category"}) {
+    if (j.contains(key)) {
+      UPCYCLE_CHECK(j[key].is_string(), where, ": \"", key, "\" is not a string");
+      r.domain = j[key].get<std::string>();
+      break;
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+std::vector<TokenRecord> readTokenRecords(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  UPCYCLE_CHECK(in.good(), "cannot open data file ", path.string());
+  std::vector<TokenRecord> out;
+  std::string first;
+  in >> std::ws;
+  if (in.peek() == '[') {  // a JSON array of records
+    json arr;
+    try {
+      in >> arr;
+    } catch (const json::parse_error& e) {
+      throw UserError(path.string() + ": not valid JSON (" + e.what() + ")");
+    }
+    int64_t i = 0;
+    for (const json& j : arr) {
+      ++i;
+      out.push_back(fromJson(j, path.string() + ": record " + std::to_string(i), i));
+    }
+  } else {
+    std::string line;
+    int64_t n = 0;
+    while (std::getline(in, line)) {
+      ++n;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const std::string where = path.string() + ":" + std::to_string(n);
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const json::parse_error& e) {
+        throw UserError(where + ": not valid JSON (" + e.what() + ")");
+      }
+      out.push_back(fromJson(j, where, n));
+    }
+  }
+  UPCYCLE_CHECK(!out.empty(), path.string(), ": no records");
+  return out;
+}
+
+}  // namespace upcycle

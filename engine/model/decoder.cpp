@@ -1,0 +1,251 @@
+#include "model/decoder.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace upcycle {
+
+namespace F = torch::nn::functional;
+
+RmsNormImpl::RmsNormImpl(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
+  // As HF LlamaRMSNorm: normalize in float32, cast back, then scale.
+  auto h = x.to(torch::kFloat);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+SwiGluImpl::SwiGluImpl(int64_t d, int64_t f) {
+  gate_proj = register_module("gate_proj", torch::nn::Linear(torch::nn::LinearOptions(d, f).bias(false)));
+  up_proj = register_module("up_proj", torch::nn::Linear(torch::nn::LinearOptions(d, f).bias(false)));
+  down_proj = register_module("down_proj", torch::nn::Linear(torch::nn::LinearOptions(f, d).bias(false)));
+}
+
+torch::Tensor SwiGluImpl::forward(const torch::Tensor& x) {
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& c)
+    : numHeads(c.numHeads), numKvHeads(c.numKvHeads), headDim(c.headDim) {
+  using torch::nn::LinearOptions;
+  const int64_t d = c.hiddenSize;
+  q_proj = register_module("q_proj", torch::nn::Linear(LinearOptions(d, numHeads * headDim).bias(c.attentionBias)));
+  k_proj = register_module("k_proj", torch::nn::Linear(LinearOptions(d, numKvHeads * headDim).bias(c.attentionBias)));
+  v_proj = register_module("v_proj", torch::nn::Linear(LinearOptions(d, numKvHeads * headDim).bias(c.attentionBias)));
+  o_proj = register_module("o_proj", torch::nn::Linear(LinearOptions(numHeads * headDim, d).bias(false)));
+}
+
+namespace {
+// HF rotate_half: the first and second halves of the head dimension form the rotation pairs.
+torch::Tensor rotateHalf(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+}  // namespace
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                     const torch::Tensor& sin, const torch::Tensor& mask) {
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = q_proj(x).view({B, T, numHeads, headDim}).transpose(1, 2);    // (B, H, T, hd)
+  auto k = k_proj(x).view({B, T, numKvHeads, headDim}).transpose(1, 2);  // (B, KV, T, hd)
+  auto v = v_proj(x).view({B, T, numKvHeads, headDim}).transpose(1, 2);  // (B, KV, T, hd)
+  auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
+  q = q * c + rotateHalf(q) * s;
+  k = k * c + rotateHalf(k) * s;
+  if (numKvHeads != numHeads) {  // grouped KV: head h reads kv head h / (H / KV)
+    k = k.repeat_interleave(numHeads / numKvHeads, 1);
+    v = v.repeat_interleave(numHeads / numKvHeads, 1);
+  }
+  auto scores = torch::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(headDim));  // (B, H, T, T)
+  scores = scores.to(torch::kFloat) + mask;
+  auto attn = torch::softmax(scores, -1).to(q.scalar_type());
+  auto out = torch::matmul(attn, v).transpose(1, 2).reshape({B, T, numHeads * headDim});
+  return o_proj(out);
+}
+
+MoeBlockImpl::MoeBlockImpl(const ModelConfig& c)
+    : numExperts(c.numExperts), topK(c.topK), normTopk(c.normTopkProb), jitter(c.routerJitterNoise) {
+  const int64_t E = c.numExperts, D = c.hiddenSize, F = c.expertIntermediateSize;
+  router = register_module("router", torch::nn::Linear(torch::nn::LinearOptions(D, E).bias(false)));
+  w_gate = register_parameter("w_gate", torch::zeros({E, F, D}));
+  w_up = register_parameter("w_up", torch::zeros({E, F, D}));
+  w_down = register_parameter("w_down", torch::zeros({E, D, F}));
+  if (c.sharedExpertIntermediateSize > 0) {
+    shared_expert = register_module("shared_expert", SwiGlu(D, c.sharedExpertIntermediateSize));
+    shared_expert_gate = register_module(
+        "shared_expert_gate", torch::nn::Linear(torch::nn::LinearOptions(D, 1).bias(false)));
+  }
+}
+
+torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& record) {
+  const int64_t B = xIn.size(0), T = xIn.size(1), D = xIn.size(2), N = B * T;
+  auto x = xIn.reshape({N, D});  // (N, D)
+  if (is_training() && jitter > 0) {
+    auto noise = torch::empty(x.sizes(), torch::kFloat);
+    if (generator) noise.uniform_(1.0 - jitter, 1.0 + jitter, *generator);
+    else noise.uniform_(1.0 - jitter, 1.0 + jitter);
+    x = x * noise.to(x.device()).to(x.scalar_type());
+  }
+  // Router in float32 (SPEC §1).
+  auto logits = torch::linear(x.to(torch::kFloat), router->weight.to(torch::kFloat));  // (N, E)
+  auto probs = torch::softmax(logits, -1);                                            // (N, E)
+  auto [topW, topI] = probs.topk(topK, -1);                                           // (N, K)
+  if (normTopk) topW = topW / topW.sum(-1, /*keepdim=*/true);
+  record.logits = logits;
+  record.probs = probs;
+  record.experts = topI;
+
+  // Group the (token, slot) pairs by expert and run each expert once on its own tokens.
+  auto flatExpert = topI.reshape({-1});                                            // (N*K)
+  auto order = std::get<1>(flatExpert.sort(/*stable=*/true, 0, /*descending=*/false));  // (N*K)
+  auto tokenOf = order.div(topK, "floor");                                         // (N*K)
+  auto counts = torch::bincount(flatExpert, {}, numExperts).to(torch::kCPU);
+  auto xs = x.index_select(0, tokenOf);  // (N*K, D) tokens sorted by expert
+  std::vector<torch::Tensor> outs;
+  int64_t offset = 0;
+  const auto* cnt = counts.data_ptr<int64_t>();
+  for (int64_t e = 0; e < numExperts; ++e) {
+    const int64_t n = cnt[e];
+    if (n == 0) continue;
+    auto seg = xs.narrow(0, offset, n);                                     // (n, D)
+    auto h = torch::silu(torch::matmul(seg, w_gate[e].t())) * torch::matmul(seg, w_up[e].t());  // (n, F)
+    outs.push_back(torch::matmul(h, w_down[e].t()));                        // (n, D)
+    offset += n;
+  }
+  auto ys = torch::cat(outs, 0);  // (N*K, D)
+  auto w = topW.reshape({-1}).index_select(0, order).unsqueeze(1).to(ys.scalar_type());
+  auto out = torch::zeros({N, D}, ys.options()).index_add(0, tokenOf, ys * w);
+  if (shared_expert) {
+    auto g = torch::sigmoid(shared_expert_gate(x));  // (N, 1)
+    out = out + g * shared_expert(x);
+  }
+  return out.view({B, T, D});
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int64_t layer) {
+  input_layernorm = register_module("input_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps));
+  self_attn = register_module("self_attn", Attention(c));
+  post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps));
+  if (c.isMoeLayer(layer)) moe = register_module("moe", MoeBlock(c));
+  else mlp = register_module("mlp", SwiGlu(c.hiddenSize, c.intermediateSize));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                        const torch::Tensor& sin, const torch::Tensor& mask,
+                                        std::vector<RouterRecord>& routing) {
+  auto h = x + self_attn(input_layernorm(x), cos, sin, mask);
+  auto n = post_attention_layernorm(h);
+  if (moe) {
+    routing.emplace_back();
+    return h + moe(n, routing.back());
+  }
+  return h + mlp(n);
+}
+
+BackboneImpl::BackboneImpl(const ModelConfig& c) {
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocabSize, c.hiddenSize));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.numLayers; ++i) layers->push_back(DecoderLayer(c, i));
+  norm = register_module("norm", RmsNorm(c.hiddenSize, c.rmsNormEps));
+}
+
+DecoderLMImpl::DecoderLMImpl(ModelConfig cfg) : m_cfg(std::move(cfg)) {
+  m_cfg.validate("model config");
+  model = register_module("model", Backbone(m_cfg));
+  if (!m_cfg.tieWordEmbeddings)
+    lm_head = register_module("lm_head", torch::nn::Linear(
+        torch::nn::LinearOptions(m_cfg.hiddenSize, m_cfg.vocabSize).bias(false)));
+}
+
+torch::Tensor DecoderLMImpl::lmHeadWeight() const {
+  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+}
+
+void DecoderLMImpl::initWeights(torch::Generator& gen) {
+  torch::NoGradGuard noGrad;
+  for (auto& p : named_parameters()) {
+    const std::string& name = p.key();
+    auto& t = p.value();
+    if (name.size() >= 11 && name.compare(name.size() - 11, 11, "norm.weight") == 0) t.fill_(1.0);
+    else if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) t.zero_();
+    else t.normal_(0.0, m_cfg.initializerRange, gen);
+  }
+}
+
+void DecoderLMImpl::setJitterGenerator(const torch::Generator& gen) {
+  for (const auto& m : model->layers->children()) {
+    auto layer = std::dynamic_pointer_cast<DecoderLayerImpl>(m);
+    if (layer && layer->moe) layer->moe->generator = gen;
+  }
+}
+
+ForwardOutput DecoderLMImpl::forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask) {
+  UPCYCLE_CHECK(inputIds.dim() == 2, "input_ids must be (batch, time), got ", inputIds.sizes());
+  const int64_t T = inputIds.size(1);
+  const auto dev = inputIds.device();
+  auto fopt = torch::TensorOptions().dtype(torch::kFloat).device(dev);
+
+  // Rotary tables, HF convention: inv_freq = theta^(-2i/hd), positions scaled by a linear factor.
+  const int64_t hd = m_cfg.headDim;
+  auto invFreq = 1.0 / torch::pow(m_cfg.ropeTheta, torch::arange(0, hd, 2, fopt.dtype(torch::kLong)).to(torch::kFloat) / hd);
+  auto pos = torch::arange(T, fopt) / m_cfg.ropeLinearFactor;
+  auto freqs = torch::outer(pos, invFreq);        // (T, hd/2)
+  auto emb = torch::cat({freqs, freqs}, -1);      // (T, hd)
+  auto cos = emb.cos(), sin = emb.sin();
+
+  // Additive mask (B or 1, 1, T, T): causal, optional sliding window, optional key padding.
+  auto i = torch::arange(T, torch::TensorOptions().dtype(torch::kLong).device(dev)).unsqueeze(1);
+  auto j = i.t();
+  auto allowed = j <= i;
+  if (m_cfg.slidingWindow > 0) allowed = allowed & ((i - j) < m_cfg.slidingWindow);
+  allowed = allowed.view({1, 1, T, T});
+  if (attentionMask.defined())
+    allowed = allowed & attentionMask.to(torch::kBool).view({attentionMask.size(0), 1, 1, T});
+  auto mask = torch::zeros(allowed.sizes(), fopt).masked_fill(allowed.logical_not(), -1e9);
+
+  ForwardOutput out;
+  auto h = model->embed_tokens(inputIds);
+  for (const auto& m : model->layers->children())
+    h = std::dynamic_pointer_cast<DecoderLayerImpl>(m)->forward(h, cos, sin, mask, out.routing);
+  h = model->norm(h);
+  out.logits = torch::matmul(h, lmHeadWeight().t()).to(torch::kFloat);  // (B, T, V)
+  return out;
+}
+
+LossSum nextTokenLoss(const torch::Tensor& logits, const torch::Tensor& labels) {
+  const int64_t T = logits.size(1), V = logits.size(2);
+  auto pred = logits.narrow(1, 0, T - 1).reshape({-1, V});
+  auto target = labels.narrow(1, 1, T - 1).reshape({-1});
+  LossSum r;
+  r.sum = F::cross_entropy(pred, target, F::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+  r.count = (target != -100).sum().item<int64_t>();
+  return r;
+}
+
+torch::Tensor loadBalancingLoss(const std::vector<RouterRecord>& routing, int64_t E,
+                                const torch::Tensor& tokenMask) {
+  if (routing.empty()) return torch::zeros({});
+  std::vector<torch::Tensor> probs, experts;
+  for (const auto& r : routing) {
+    probs.push_back(tokenMask.defined() ? r.probs.index({tokenMask}) : r.probs);
+    experts.push_back(tokenMask.defined() ? r.experts.index({tokenMask}) : r.experts);
+  }
+  auto p = torch::cat(probs, 0);     // (L*N, E)
+  auto idx = torch::cat(experts, 0); // (L*N, K)
+  auto f = torch::one_hot(idx.reshape({-1}), E).to(torch::kFloat).mean(0);  // (E) share of assignments
+  auto P = p.mean(0);                                                       // (E)
+  return static_cast<double>(E) * (f * P).sum();
+}
+
+torch::Tensor routerZLoss(const std::vector<RouterRecord>& routing, const torch::Tensor& tokenMask) {
+  if (routing.empty()) return torch::zeros({});
+  std::vector<torch::Tensor> z;
+  for (const auto& r : routing) z.push_back(tokenMask.defined() ? r.logits.index({tokenMask}) : r.logits);
+  return torch::logsumexp(torch::cat(z, 0), -1).pow(2).mean();
+}
+
+}  // namespace upcycle

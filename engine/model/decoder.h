@@ -1,0 +1,129 @@
+#pragma once
+// Dense and MoE decoders of the Llama family (SPEC.md §1), as torch modules. Internal header:
+// includes torch, so never include it from ui/ or from the public api/ headers.
+//
+// Parameter names follow the Hugging Face dense layout; an MoE layer holds its experts stacked, so
+// that each expert's tokens go through one matmul per weight:
+//   model.layers.N.moe.router.weight      (E, D)
+//   model.layers.N.moe.w_gate             (E, F, D)   gate_proj / Mixtral w1
+//   model.layers.N.moe.w_up               (E, F, D)   up_proj   / Mixtral w3
+//   model.layers.N.moe.w_down             (E, D, F)   down_proj / Mixtral w2
+//   model.layers.N.moe.shared_expert.{gate,up,down}_proj.weight, moe.shared_expert_gate.weight
+// model_io.h maps these to and from every on-disk layout.
+// Thread-safety: a module is used by one thread at a time.
+#include <torch/torch.h>
+
+#include <optional>
+#include <vector>
+
+#include "formats/hf_config.h"
+
+namespace upcycle {
+
+// Routing decisions of one MoE layer, for the losses and for analysis.
+struct RouterRecord {
+  torch::Tensor logits;   // (N, E) float32, N = B*T
+  torch::Tensor probs;    // (N, E) float32 softmax over all experts
+  torch::Tensor experts;  // (N, K) int64 chosen experts, best first
+};
+
+struct ForwardOutput {
+  torch::Tensor logits;              // (B, T, V) float32
+  std::vector<RouterRecord> routing; // one per MoE layer, in layer order
+};
+
+struct RmsNormImpl : torch::nn::Module {
+  RmsNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RmsNorm);
+
+struct SwiGluImpl : torch::nn::Module {
+  SwiGluImpl(int64_t dModel, int64_t dFf);
+  torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(SwiGlu);
+
+struct AttentionImpl : torch::nn::Module {
+  explicit AttentionImpl(const ModelConfig& cfg);
+  // x (B, T, D); cos/sin (T, hd); mask (B, 1, T, T) additive float or undefined.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask);
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  int64_t numHeads, numKvHeads, headDim;
+};
+TORCH_MODULE(Attention);
+
+struct MoeBlockImpl : torch::nn::Module {
+  explicit MoeBlockImpl(const ModelConfig& cfg);
+  // x (B, T, D) -> (B, T, D); appends this layer's routing to `record`.
+  torch::Tensor forward(const torch::Tensor& x, RouterRecord& record);
+  torch::nn::Linear router{nullptr};
+  torch::Tensor w_gate, w_up, w_down;
+  SwiGlu shared_expert{nullptr};
+  torch::nn::Linear shared_expert_gate{nullptr};
+  int64_t numExperts, topK;
+  bool normTopk;
+  double jitter;
+  std::optional<torch::Generator> generator;  // for router jitter noise during training
+};
+TORCH_MODULE(MoeBlock);
+
+struct DecoderLayerImpl : torch::nn::Module {
+  DecoderLayerImpl(const ModelConfig& cfg, int64_t layer);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask, std::vector<RouterRecord>& routing);
+  RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  Attention self_attn{nullptr};
+  SwiGlu mlp{nullptr};   // dense layers
+  MoeBlock moe{nullptr}; // MoE layers
+};
+TORCH_MODULE(DecoderLayer);
+
+struct BackboneImpl : torch::nn::Module {
+  explicit BackboneImpl(const ModelConfig& cfg);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers;
+  RmsNorm norm{nullptr};
+};
+TORCH_MODULE(Backbone);
+
+class DecoderLMImpl : public torch::nn::Module {
+ public:
+  explicit DecoderLMImpl(ModelConfig cfg);
+  // inputIds (B, T) int64; attentionMask (B, T) with 1 for real tokens (right padding), optional.
+  ForwardOutput forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask = {});
+  const ModelConfig& config() const { return m_cfg; }
+  // HF-style init: normal(0, initializer_range) for matrices, ones for norms, zero biases.
+  void initWeights(torch::Generator& gen);
+  void setJitterGenerator(const torch::Generator& gen);
+  torch::Tensor lmHeadWeight() const;  // (V, D): lm_head or the tied embedding
+
+  Backbone model{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
+
+ private:
+  ModelConfig m_cfg;
+};
+TORCH_MODULE(DecoderLM);
+
+// Sum of next-token cross-entropy and the number of predicted tokens. logits (B, T, V);
+// labels (B, T) int64 aligned with the inputs, -100 = ignored; position t predicts labels[t+1].
+struct LossSum {
+  torch::Tensor sum;  // scalar float32
+  int64_t count = 0;
+};
+LossSum nextTokenLoss(const torch::Tensor& logits, const torch::Tensor& labels);
+
+// Load-balancing loss over the tokens of all MoE layers concatenated (SPEC §1):
+// E * sum_e f_e * P_e, f_e = share of (token, slot) assignments to e, P_e = mean router prob.
+// tokenMask (N,) bool selects real tokens; undefined = all. Returns 0 for dense models.
+torch::Tensor loadBalancingLoss(const std::vector<RouterRecord>& routing, int64_t numExperts,
+                                const torch::Tensor& tokenMask = {});
+// Router z-loss: mean over tokens of all MoE layers of logsumexp(z)^2.
+torch::Tensor routerZLoss(const std::vector<RouterRecord>& routing, const torch::Tensor& tokenMask = {});
+
+}  // namespace upcycle

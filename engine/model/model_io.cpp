@@ -1,0 +1,203 @@
+#include "model/model_io.h"
+
+#include <cstring>
+#include <set>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+
+namespace upcycle {
+
+namespace fs = std::filesystem;
+
+torch::Dtype torchDtype(DType t) {
+  switch (t) {
+    case DType::Bool: return torch::kBool;
+    case DType::U8: return torch::kUInt8;
+    case DType::I8: return torch::kInt8;
+    case DType::I16: return torch::kInt16;
+    case DType::I32: return torch::kInt32;
+    case DType::I64: return torch::kInt64;
+    case DType::F16: return torch::kHalf;
+    case DType::BF16: return torch::kBFloat16;
+    case DType::F32: return torch::kFloat;
+    case DType::F64: return torch::kDouble;
+    default: throw UserError("dtype " + dtypeName(t) + " has no torch equivalent");
+  }
+}
+
+DType storageDtype(torch::Dtype t) {
+  if (t == torch::kFloat) return DType::F32;
+  if (t == torch::kBFloat16) return DType::BF16;
+  if (t == torch::kHalf) return DType::F16;
+  if (t == torch::kDouble) return DType::F64;
+  throw UserError("cannot store tensors of type " + std::string(c10::toString(t)));
+}
+
+torch::Tensor tensorFromView(const TensorView& v) {
+  auto t = torch::empty(v.shape, torch::TensorOptions().dtype(torchDtype(v.dtype)));
+  if (v.nbytes) std::memcpy(t.data_ptr(), v.data, v.nbytes);
+  return t;
+}
+
+namespace {
+
+std::string layerPrefix(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
+
+// One on-disk tensor for an internal parameter: either the whole parameter, a slice of a stacked
+// expert tensor (expert index), or a half of the fused gate_up tensor.
+struct DiskTensor {
+  std::string name;
+  torch::Tensor value;  // what is written / what the loaded value must equal in shape
+};
+
+// The on-disk tensors of one internal MoE parameter, for `layout`.
+// internal: "w_gate" | "w_up" | "w_down" ; param (E, F, D) or (E, D, F).
+std::vector<std::pair<std::string, int64_t>> expertNames(MoeLayout layout, int64_t layer,
+                                                         const std::string& internal, int64_t E) {
+  std::vector<std::pair<std::string, int64_t>> out;
+  const std::string p = layerPrefix(layer);
+  for (int64_t e = 0; e < E; ++e) {
+    const std::string es = std::to_string(e);
+    if (layout == MoeLayout::MixtralHub) {
+      const char* w = internal == "w_gate" ? "w1" : internal == "w_down" ? "w2" : "w3";
+      out.push_back({p + "block_sparse_moe.experts." + es + "." + w + ".weight", e});
+    } else {
+      const char* w = internal == "w_gate" ? "gate_proj" : internal == "w_down" ? "down_proj" : "up_proj";
+      out.push_back({p + "mlp.experts." + es + "." + w + ".weight", e});
+    }
+  }
+  return out;
+}
+
+// Maps an internal non-expert parameter name to its on-disk name for an MoE layout.
+std::string diskName(const std::string& internal, MoeLayout layout, bool isMoe) {
+  if (!isMoe) return internal;
+  const std::string key = ".moe.";
+  auto pos = internal.find(key);
+  if (pos == std::string::npos) return internal;
+  const std::string head = internal.substr(0, pos + 1);  // "model.layers.N."
+  const std::string rest = internal.substr(pos + key.size());
+  if (rest == "router.weight")
+    return head + (layout == MoeLayout::MixtralHub ? "block_sparse_moe.gate.weight" : "mlp.gate.weight");
+  // shared_expert.*, shared_expert_gate.weight (Qwen2-MoE only)
+  return head + "mlp." + rest;
+}
+
+bool isExpertStack(const std::string& name, int64_t& layer, std::string& which) {
+  auto pos = name.find(".moe.w_");
+  if (pos == std::string::npos) return false;
+  which = name.substr(pos + 5);
+  layer = std::stoll(name.substr(std::string("model.layers.").size()));
+  return true;
+}
+
+void checkShape(const TensorView& v, at::IntArrayRef expected, const std::string& where) {
+  std::vector<int64_t> exp(expected.begin(), expected.end());
+  if (v.shape != exp) {
+    std::ostringstream os;
+    os << where << ": tensor \"" << v.name << "\" has shape " << at::IntArrayRef(v.shape)
+       << ", expected " << expected;
+    throw UserError(os.str());
+  }
+}
+
+}  // namespace
+
+DecoderLM loadModel(const fs::path& folder, const LoadOptions& opts) {
+  ModelConfig cfg = loadHfConfig(folder);
+  CheckpointFiles files(folder);
+  const std::string where = folder.string();
+  if (cfg.modelType == "mixtral" && files.contains("model.layers.0.mlp.experts.gate_up_proj"))
+    cfg.moeLayout = MoeLayout::MixtralFused;
+  DecoderLM model(cfg);
+  torch::NoGradGuard noGrad;
+  std::set<std::string> used;
+  auto read = [&](const std::string& name, at::IntArrayRef shape) {
+    const TensorView& v = files.tensor(name);
+    checkShape(v, shape, where);
+    used.insert(name);
+    return tensorFromView(v).to(torch::kFloat);
+  };
+  for (auto& p : model->named_parameters()) {
+    const std::string& name = p.key();
+    torch::Tensor& param = p.value();
+    int64_t layer = 0;
+    std::string which;
+    if (isExpertStack(name, layer, which)) {
+      const int64_t E = param.size(0);
+      if (cfg.moeLayout == MoeLayout::MixtralFused) {
+        const std::string p0 = layerPrefix(layer) + "mlp.experts.";
+        if (which == "w_down") {
+          param.copy_(read(p0 + "down_proj", param.sizes()));
+        } else {
+          const int64_t F = param.size(1), D = param.size(2);
+          auto fused = read(p0 + "gate_up_proj", {E, 2 * F, D});  // w1 then w3 on dim 1
+          param.copy_(fused.narrow(1, which == "w_gate" ? 0 : F, F));
+        }
+      } else {
+        for (const auto& [disk, e] : expertNames(cfg.moeLayout, layer, which, E))
+          param[e].copy_(read(disk, param[e].sizes()));
+      }
+      continue;
+    }
+    param.copy_(read(diskName(name, cfg.moeLayout, cfg.isMoe()), param.sizes()));
+  }
+  for (const std::string& n : files.names()) {
+    if (used.count(n)) continue;
+    const bool harmless = n.find("rotary_emb.inv_freq") != std::string::npos ||
+                          (cfg.tieWordEmbeddings && n == "lm_head.weight");
+    UPCYCLE_CHECK(harmless, where, ": unexpected tensor \"", n, "\" for model_type ", cfg.modelType);
+  }
+  model->to(opts.device, opts.dtype);
+  return model;
+}
+
+void saveModel(DecoderLM& model, const fs::path& folder, const SaveOptions& opts) {
+  ModelConfig cfg = model->config();
+  if (opts.dtype) cfg.dtype = *opts.dtype;
+  MoeLayout layout = cfg.modelType == "qwen2_moe" ? MoeLayout::Qwen2Moe : MoeLayout::MixtralHub;
+  if (opts.layout) layout = *opts.layout;
+  if (cfg.isMoe()) {
+    UPCYCLE_CHECK(!(cfg.modelType == "mixtral" && layout == MoeLayout::Qwen2Moe),
+                  "a mixtral model cannot be written in the qwen2_moe layout");
+    UPCYCLE_CHECK(!(cfg.modelType == "qwen2_moe" && layout != MoeLayout::Qwen2Moe),
+                  "a qwen2_moe model can only be written in its own layout");
+  }
+  cfg.moeLayout = layout;
+  const torch::Dtype store = torchDtype(cfg.dtype);
+  torch::NoGradGuard noGrad;
+
+  std::vector<std::pair<std::string, torch::Tensor>> out;  // keeps the converted tensors alive
+  for (const auto& p : model->named_parameters()) {
+    const std::string& name = p.key();
+    auto t = p.value().detach().to(torch::kCPU, store).contiguous();
+    int64_t layer = 0;
+    std::string which;
+    if (isExpertStack(name, layer, which)) {
+      if (layout == MoeLayout::MixtralFused) {
+        const std::string p0 = layerPrefix(layer) + "mlp.experts.";
+        if (which == "w_down") out.push_back({p0 + "down_proj", t});
+        else if (which == "w_gate") {
+          // gate_up_proj = cat(w_gate, w_up) on dim 1; w_up follows w_gate in named_parameters().
+          auto up = model->named_parameters()[layerPrefix(layer) + "moe.w_up"].detach().to(torch::kCPU, store);
+          out.push_back({p0 + "gate_up_proj", torch::cat({t, up}, 1).contiguous()});
+        }
+      } else {
+        for (const auto& [disk, e] : expertNames(layout, layer, which, t.size(0)))
+          out.push_back({disk, t[e].contiguous()});
+      }
+      continue;
+    }
+    out.push_back({diskName(name, layout, cfg.isMoe()), t});
+  }
+  std::vector<TensorWrite> writes;
+  writes.reserve(out.size());
+  for (const auto& [name, t] : out)
+    writes.push_back({name, storageDtype(t.scalar_type()), t.sizes().vec(), t.data_ptr()});
+  fs::create_directories(folder);
+  writeCheckpointTensors(folder, writes, opts.maxShardBytes);
+  writeFileAtomically(folder / "config.json", hfConfigJson(cfg));
+}
+
+}  // namespace upcycle

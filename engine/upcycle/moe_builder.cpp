@@ -1,0 +1,90 @@
+#include "upcycle/moe_builder.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace upcycle {
+
+ModelConfig moeConfigFromDense(const ModelConfig& dense, const MoeShape& s) {
+  UPCYCLE_CHECK(!dense.isMoe(), "the base model is already an MoE (", dense.modelType, ")");
+  UPCYCLE_CHECK(s.experts >= 1, "experts must be at least 1, got ", s.experts);
+  UPCYCLE_CHECK(s.topK >= 1 && s.topK <= s.experts, "top-k (", s.topK,
+                ") must be between 1 and the number of experts (", s.experts, ")");
+  UPCYCLE_CHECK(s.layerFreq >= 1, "moe_layer_freq must be at least 1, got ", s.layerFreq);
+  UPCYCLE_CHECK(s.expertFf >= 0 && s.expertFf <= dense.intermediateSize, "expert d_ff (", s.expertFf,
+                ") must be between 1 and the dense d_ff (", dense.intermediateSize, ")");
+  ModelConfig c = dense;
+  const bool qwen = dense.modelType == "qwen2" || s.layerFreq > 1;
+  c.modelType = qwen ? "qwen2_moe" : "mixtral";
+  c.moeLayout = qwen ? MoeLayout::Qwen2Moe : MoeLayout::MixtralHub;
+  c.numExperts = s.experts;
+  c.topK = s.topK;
+  c.expertIntermediateSize = s.expertFf > 0 ? s.expertFf : dense.intermediateSize;
+  c.sharedExpertIntermediateSize = 0;
+  c.normTopkProb = true;
+  c.moeLayers.assign(dense.numLayers, false);
+  for (int64_t l = 0; l < dense.numLayers; ++l) c.moeLayers[l] = ((l + 1) % s.layerFreq == 0);
+  if (c.modelType == "mixtral") c.intermediateSize = c.expertIntermediateSize;
+  return c;
+}
+
+void checkRouterInit(const std::string& kind) {
+  UPCYCLE_CHECK(kind == "uniform_std002" || kind == "normal_002" || kind == "uniform",
+                "router_init \"", kind, "\" is not one of uniform_std002, normal_002, uniform");
+}
+
+void initRouter(torch::Tensor& w, const std::string& kind, torch::Generator& gen) {
+  checkRouterInit(kind);
+  torch::NoGradGuard noGrad;
+  // Draw on the CPU in float32 so a seed gives the same router on every device.
+  auto t = torch::empty(w.sizes(), torch::kFloat);
+  if (kind == "normal_002") t.normal_(0.0, 0.02, gen);
+  else {
+    t.uniform_(0.0, 1.0, gen);
+    if (kind == "uniform_std002") t = (t - 0.5) * (0.02 * std::sqrt(12.0));
+  }
+  w.copy_(t);
+}
+
+void copySharedWeights(DecoderLMImpl& dense, DecoderLMImpl& moe) {
+  torch::NoGradGuard noGrad;
+  auto src = dense.named_parameters();
+  for (auto& p : moe.named_parameters()) {
+    if (const torch::Tensor* s = src.find(p.key())) {
+      UPCYCLE_ASSERT(s->sizes() == p.value().sizes(), "shape mismatch for ", p.key());
+      p.value().copy_(*s);
+    }
+  }
+}
+
+DecoderLM sparseUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::string& routerInit,
+                        torch::Generator& gen) {
+  checkRouterInit(routerInit);
+  const ModelConfig mc = moeConfigFromDense(dense.config(), shape);
+  UPCYCLE_CHECK(mc.expertIntermediateSize == dense.config().intermediateSize,
+                "sparse upcycling copies the whole FFN: expert d_ff must equal the dense d_ff");
+  DecoderLM moe(mc);
+  copySharedWeights(dense, *moe);
+  torch::NoGradGuard noGrad;
+  auto layers = moe->model->layers->children();
+  auto denseLayers = dense.model->layers->children();
+  // Routers first, layer by layer (the draw order of the Drop-Upcycling code).
+  for (auto& m : layers) {
+    auto layer = std::dynamic_pointer_cast<DecoderLayerImpl>(m);
+    if (layer->moe) initRouter(layer->moe->router->weight, routerInit, gen);
+  }
+  for (size_t l = 0; l < layers.size(); ++l) {
+    auto layer = std::dynamic_pointer_cast<DecoderLayerImpl>(layers[l]);
+    if (!layer->moe) continue;
+    auto d = std::dynamic_pointer_cast<DecoderLayerImpl>(denseLayers[l])->mlp;
+    for (int64_t e = 0; e < mc.numExperts; ++e) {
+      layer->moe->w_gate[e].copy_(d->gate_proj->weight);
+      layer->moe->w_up[e].copy_(d->up_proj->weight);
+      layer->moe->w_down[e].copy_(d->down_proj->weight);
+    }
+  }
+  return moe;
+}
+
+}  // namespace upcycle

@@ -1,0 +1,172 @@
+// The `upcycle` executable end to end, as a user runs it: outputs, exit codes, one-line errors.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+using nlohmann::json;
+using upcycle::test::TempDir;
+
+namespace {
+
+struct Result {
+  int rc = -1;
+  std::string out, err;
+};
+
+Result run(const std::string& args) {
+  TempDir tmp;
+  const auto errFile = tmp / "stderr";
+  const std::string cmd = std::string(UPCYCLE_CLI) + " " + args + " --threads 2 2>" + errFile.string();
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int status = pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = upcycle::test::readBytes(errFile);
+  return r;
+}
+
+std::string fixture(const std::string& name) { return (upcycle::test::fixtures() / "models" / name).string(); }
+
+// A JSONL file from the fixture's inputs: row 0 whole, row 1 its 5 real tokens.
+std::string writeFixtureData(const TempDir& dir, const std::string& name, const std::string& domain0,
+                             const std::string& domain1) {
+  json e = json::parse(upcycle::test::readBytes(upcycle::test::fixtures() / "models" / name / "expected.json"));
+  json r0 = {{"input_ids", e["input_ids"][0]}, {"domain", domain0}};
+  std::vector<int64_t> ids1 = e["input_ids"][1];
+  ids1.resize(5);
+  json r1 = {{"input_ids", ids1}, {"domain", domain1}};
+  const auto path = dir / "data.jsonl";
+  upcycle::test::writeBytes(path, r0.dump() + "\n" + r1.dump() + "\n");
+  return path.string();
+}
+
+void expectOneCleanLine(const Result& r) {
+  EXPECT_NE(r.rc, 0);
+  EXPECT_EQ(r.err.rfind("upcycle: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.err.find("Exception raised from"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("frame #"), std::string::npos) << r.err;
+}
+
+}  // namespace
+
+TEST(Cli, InspectJsonReportsHandCountedParameters) {
+  Result r = run("inspect " + fixture("mixtral_hub") + " --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["architecture"], "MixtralForCausalLM");
+  EXPECT_EQ(j["num_experts"], 4);
+  EXPECT_EQ(j["top_k"], 2);
+  EXPECT_EQ(j["params_total"], 47520);   // see tests/formats/test_inspect.cpp for the arithmetic
+  EXPECT_EQ(j["params_active"], 29088);
+  EXPECT_EQ(j["dtype"], "float32");
+}
+
+TEST(Cli, InspectTrainerOutputListsCheckpoints) {
+  TempDir dir;
+  for (int step : {20, 10}) {
+    auto sub = dir / ("checkpoint-" + std::to_string(step));
+    std::filesystem::create_directories(sub);
+    upcycle::test::writeBytes(sub / "trainer_state.json",
+                              R"({"global_step":)" + std::to_string(step) +
+                                  R"(,"epoch":1.0,"log_history":[{"step":10,"loss":3.0},{"step":20,"loss":2.0}]})");
+  }
+  Result r = run("inspect " + dir.path().string() + " --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  json j = json::parse(r.out);
+  ASSERT_EQ(j["checkpoints"].size(), 2u);
+  EXPECT_EQ(j["checkpoints"][0]["step"], 10);
+  EXPECT_EQ(j["checkpoints"][0]["loss"], 3.0);
+  EXPECT_EQ(j["checkpoints"][1]["loss"], 2.0);
+}
+
+TEST(Cli, EvalMatchesTheReferenceLossAndSplitsDomains) {
+  TempDir dir;
+  const std::string data = writeFixtureData(dir, "qwen2_moe_shared", "math", "code");
+  Result r = run("eval --model " + fixture("qwen2_moe_shared") + " --data " + data + " --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  json j = json::parse(r.out);
+  json e = json::parse(upcycle::test::readBytes(upcycle::test::fixtures() / "models/qwen2_moe_shared/expected.json"));
+  // The reference's mean over the 6 + 4 predicted tokens is the token-weighted mean.
+  EXPECT_NEAR(j["loss"].get<double>(), e["loss"].get<double>(), 1e-5);
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(e["loss"].get<double>()), 1e-3);
+  EXPECT_EQ(j["tokens"], 10);
+  EXPECT_EQ(j["domains"]["math"]["tokens"], 6);
+  EXPECT_EQ(j["domains"]["code"]["tokens"], 4);
+  const double weighted = (6 * j["domains"]["math"]["loss"].get<double>() + 4 * j["domains"]["code"]["loss"].get<double>()) / 10;
+  EXPECT_NEAR(weighted, j["loss"].get<double>(), 1e-9);
+}
+
+TEST(Cli, ConvertSparseKeepsTheDenseLoss) {
+  TempDir dir;
+  const std::string data = writeFixtureData(dir, "llama_gqa", "a", "b");
+  const std::string out = (dir / "moe").string();
+  Result c = run("convert --method sparse --base " + fixture("llama_gqa") + " --experts 4 --top-k 2 --seed 3 --out " + out);
+  ASSERT_EQ(c.rc, 0) << c.err;
+  Result i = run("inspect " + out + " --json");
+  json ij = json::parse(i.out);
+  EXPECT_EQ(ij["architecture"], "MixtralForCausalLM");
+  EXPECT_EQ(ij["num_experts"], 4);
+  Result d = run("eval --model " + fixture("llama_gqa") + " --data " + data + " --json");
+  Result m = run("eval --model " + out + " --data " + data + " --json");
+  ASSERT_EQ(m.rc, 0) << m.err;
+  json e = json::parse(upcycle::test::readBytes(upcycle::test::fixtures() / "models/llama_gqa/expected.json"));
+  EXPECT_NEAR(json::parse(d.out)["loss"].get<double>(), e["loss"].get<double>(), 1e-5);
+  EXPECT_NEAR(json::parse(m.out)["loss"].get<double>(), e["loss"].get<double>(), 2e-5);
+}
+
+TEST(Cli, ConvertWithTheSameSeedWritesIdenticalFiles) {
+  TempDir dir;
+  for (const char* name : {"a", "b"})
+    ASSERT_EQ(run("convert --base " + fixture("llama_gqa") + " --experts 4 --top-k 2 --seed 9 --out " + (dir / name).string()).rc, 0);
+  ASSERT_EQ(run("convert --base " + fixture("llama_gqa") + " --experts 4 --top-k 2 --seed 10 --out " + (dir / "c").string()).rc, 0);
+  const auto a = upcycle::test::readBytes(dir / "a/model.safetensors");
+  EXPECT_EQ(a, upcycle::test::readBytes(dir / "b/model.safetensors"));
+  EXPECT_NE(a, upcycle::test::readBytes(dir / "c/model.safetensors"));
+}
+
+TEST(Cli, ErrorsAreOneClearLine) {
+  TempDir dir;
+  upcycle::test::writeBytes(dir / "model.safetensors", "garbage!");
+  std::filesystem::copy_file(upcycle::test::fixtures() / "models/llama_gqa/config.json", dir / "config.json");
+  Result corrupt = run("inspect " + dir.path().string());
+  expectOneCleanLine(corrupt);
+  EXPECT_NE(corrupt.err.find((dir / "model.safetensors").string()), std::string::npos) << corrupt.err;
+
+  Result topk = run("convert --base " + fixture("llama_gqa") + " --experts 2 --top-k 3 --out " + (dir / "o").string());
+  expectOneCleanLine(topk);
+  EXPECT_NE(topk.err.find("top-k (3)"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir / "o"));  // refused before any work
+
+  upcycle::test::writeBytes(dir / "bad.jsonl", "{\"input_ids\": [1, 2, 999]}\n");
+  Result vocab = run("eval --model " + fixture("llama_gqa") + " --data " + (dir / "bad.jsonl").string());
+  expectOneCleanLine(vocab);
+  EXPECT_NE(vocab.err.find("bad.jsonl:1: token id 999"), std::string::npos) << vocab.err;
+
+  upcycle::test::writeBytes(dir / "text.jsonl", "{\"instruction\": \"hi\", \"output\": \"there\"}\n");
+  Result text = run("eval --model " + fixture("llama_gqa") + " --data " + (dir / "text.jsonl").string());
+  expectOneCleanLine(text);
+  EXPECT_NE(text.err.find("input_ids"), std::string::npos);
+
+  Result opt = run("inspect " + fixture("llama_gqa") + " --bogus 1");
+  expectOneCleanLine(opt);
+  EXPECT_NE(opt.err.find("--bogus"), std::string::npos);
+
+  Result num = run("convert --base " + fixture("llama_gqa") + " --experts eight --out " + (dir / "o").string());
+  expectOneCleanLine(num);
+  EXPECT_NE(num.err.find("--experts must be an integer, got \"eight\""), std::string::npos) << num.err;
+}
+
+TEST(Cli, DemoShowsTheUpcyclingInvariant) {
+  TempDir dir;
+  Result r = run("demo --out " + dir.path().string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("sparse upcycled 8x top-2"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(dir / "moe-sparse/model.safetensors"));
+}
