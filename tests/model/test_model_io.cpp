@@ -124,3 +124,16 @@ TEST(ModelIo, MissingTensorAndWrongShapeAreNamed) {
   writeCheckpointTensors(dir.path(), w);
   test::expectErrorContaining([&] { loadModel(dir.path()); }, {"unexpected tensor \"model.layers.0.mlp.extra.weight\""});
 }
+
+TEST(ModelIo, Float16WeightsRoundTripExactly) {
+  test::TempDir dir;
+  DecoderLM model = loadModel(test::fixtures() / "models/mixtral_hub");
+  SaveOptions f16;
+  f16.dtype = DType::F16;
+  saveModel(model, dir / "a", f16);
+  EXPECT_EQ(loadHfConfig(dir / "a").dtype, DType::F16);
+  DecoderLM reloaded = loadModel(dir / "a");  // f16 -> f32 is exact, so f32 -> f16 gives the same bits
+  saveModel(reloaded, dir / "b");             // default: the config's torch_dtype (float16)
+  expectSameTensors(dir / "a", dir / "b");
+  EXPECT_EQ(CheckpointFiles(dir / "b").tensor("model.norm.weight").dtype, DType::F16);
+}
