@@ -1,0 +1,321 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+
+#include "api/torch_errors.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "formats/trainer_outputs.h"
+#include "model/model_io.h"
+
+namespace upcycle {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+double learningRateAt(const TrainOptions& o, int64_t step, int64_t total) {
+  if (o.warmupSteps > 0 && step < o.warmupSteps) return o.lr * double(step + 1) / double(o.warmupSteps);
+  const int64_t decaySteps = std::max<int64_t>(1, total - o.warmupSteps - 1);
+  const double progress = std::min(1.0, double(step - o.warmupSteps) / double(decaySteps));
+  const double cosine = 0.5 * (1.0 + std::cos(M_PI * progress));
+  return o.lr * (o.minLrRatio + (1.0 - o.minLrRatio) * cosine);
+}
+
+void validateTrainOptions(const TrainOptions& o) {
+  UPCYCLE_CHECK(o.lr > 0 && std::isfinite(o.lr), "lr must be positive, got ", o.lr);
+  UPCYCLE_CHECK(o.beta1 >= 0 && o.beta1 < 1, "beta1 must be in [0, 1), got ", o.beta1);
+  UPCYCLE_CHECK(o.beta2 >= 0 && o.beta2 < 1, "beta2 must be in [0, 1), got ", o.beta2);
+  UPCYCLE_CHECK(o.eps > 0, "eps must be positive, got ", o.eps);
+  UPCYCLE_CHECK(o.weightDecay >= 0, "weight_decay must be non-negative, got ", o.weightDecay);
+  UPCYCLE_CHECK(o.warmupSteps >= 0, "warmup_steps must be non-negative, got ", o.warmupSteps);
+  UPCYCLE_CHECK(o.minLrRatio >= 0 && o.minLrRatio <= 1, "min_lr_ratio must be in [0, 1], got ", o.minLrRatio);
+  UPCYCLE_CHECK(o.batchSize >= 1, "batch_size must be at least 1, got ", o.batchSize);
+  UPCYCLE_CHECK(o.gradAccum >= 1, "grad_accum must be at least 1, got ", o.gradAccum);
+  UPCYCLE_CHECK(o.maxSteps > 0 || o.epochs > 0, "epochs must be positive, got ", o.epochs);
+  UPCYCLE_CHECK(o.maxSteps >= 0, "max_steps must be non-negative, got ", o.maxSteps);
+  UPCYCLE_CHECK(o.maxLength == 0 || o.maxLength >= 2, "max_length must be 0 or at least 2, got ", o.maxLength);
+  UPCYCLE_CHECK(o.auxLossCoef >= 0, "aux_loss_coef must be non-negative, got ", o.auxLossCoef);
+  UPCYCLE_CHECK(o.zLossCoef >= 0, "z_loss_coef must be non-negative, got ", o.zLossCoef);
+  UPCYCLE_CHECK(o.saveSteps >= 0, "save_steps must be non-negative, got ", o.saveSteps);
+  UPCYCLE_CHECK(o.saveEveryEpochFraction >= 0 && o.saveEveryEpochFraction <= 1,
+                "save_every (fraction of an epoch) must be in [0, 1], got ", o.saveEveryEpochFraction);
+  UPCYCLE_CHECK(!(o.resume && o.outDir.empty()), "resume needs an output folder");
+}
+
+std::vector<size_t> epochOrder(size_t n, uint64_t seed, int64_t epoch) {
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 rng(seed + static_cast<uint64_t>(epoch));
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
+  return order;
+}
+
+Batch makeBatch(const std::vector<TokenRecord>& data, const std::vector<size_t>& rows, int64_t maxLength) {
+  const int64_t B = static_cast<int64_t>(rows.size());
+  int64_t T = 0;
+  for (size_t r : rows) {
+    int64_t n = static_cast<int64_t>(data[r].inputIds.size());
+    T = std::max(T, maxLength > 0 ? std::min(n, maxLength) : n);
+  }
+  std::vector<int64_t> ids(B * T, 0), labels(B * T, -100), mask(B * T, 0);
+  Batch b;
+  for (int64_t i = 0; i < B; ++i) {
+    const TokenRecord& rec = data[rows[i]];
+    const auto& lab = rec.labels.empty() ? rec.inputIds : rec.labels;
+    const int64_t n = std::min<int64_t>(rec.inputIds.size(), T);
+    for (int64_t t = 0; t < n; ++t) {
+      ids[i * T + t] = rec.inputIds[t];
+      labels[i * T + t] = lab[t];
+      mask[i * T + t] = 1;
+      if (t > 0 && lab[t] != -100) ++b.predictedTokens;
+    }
+    b.inputTokens += n;
+  }
+  auto opt = torch::TensorOptions().dtype(torch::kLong);
+  b.ids = torch::tensor(ids, opt).view({B, T});
+  b.labels = torch::tensor(labels, opt).view({B, T});
+  b.mask = torch::tensor(mask, opt).view({B, T});
+  return b;
+}
+
+namespace {
+
+bool nameMatches(const std::string& name, const std::vector<std::string>& patterns) {
+  for (const auto& p : patterns)
+    if (name.find(p) != std::string::npos) return true;
+  return false;
+}
+
+json metricsJson(const StepMetrics& m) {
+  return {{"step", m.step}, {"epoch", m.epoch}, {"loss", m.loss}, {"lm_loss", m.lmLoss},
+          {"aux_loss", m.auxLoss}, {"z_loss", m.zLoss}, {"learning_rate", m.lr}, {"grad_norm", m.gradNorm},
+          {"tokens_per_s", m.tokensPerSec}, {"stage", m.stage}};
+}
+
+StepMetrics metricsFromJson(const json& j) {
+  StepMetrics m;
+  m.step = j.value("step", int64_t(0));
+  m.epoch = j.value("epoch", 0.0);
+  m.loss = j.value("loss", 0.0);
+  m.lmLoss = j.value("lm_loss", m.loss);
+  m.auxLoss = j.value("aux_loss", 0.0);
+  m.zLoss = j.value("z_loss", 0.0);
+  m.lr = j.value("learning_rate", 0.0);
+  m.gradNorm = j.value("grad_norm", 0.0);
+  m.tokensPerSec = j.value("tokens_per_s", 0.0);
+  m.stage = j.value("stage", std::string());
+  return m;
+}
+
+// Writes OUT/checkpoint-STEP/ through a temporary folder renamed at the end, so a crash never leaves a
+// half-written checkpoint under the real name.
+fs::path saveCheckpoint(DecoderLM& model, torch::optim::Optimizer& opt, const TrainOptions& o, int64_t step,
+                        double epoch, int64_t totalSteps, const std::vector<StepMetrics>& history) {
+  const fs::path final = o.outDir / ("checkpoint-" + std::to_string(step));
+  const fs::path tmp = o.outDir / ("checkpoint-" + std::to_string(step) + ".tmp");
+  fs::remove_all(tmp);
+  saveModel(model, tmp);
+  json state = {{"global_step", step}, {"epoch", epoch}, {"max_steps", totalSteps},
+                {"train_batch_size", o.batchSize}, {"gradient_accumulation_steps", o.gradAccum},
+                {"seed", o.seed}, {"log_history", json::array()}};
+  for (const auto& m : history) state["log_history"].push_back(metricsJson(m));
+  writeFileAtomically(tmp / "trainer_state.json", state.dump(1) + "\n");
+  torch::save(opt, (tmp / "optimizer.pt").string());
+  fs::remove_all(final);
+  fs::rename(tmp, final);
+  return final;
+}
+
+// The latest checkpoint-STEP folder of `out` that holds an optimizer state.
+std::optional<TrainerCheckpoint> latestResumable(const fs::path& out) {
+  if (!fs::is_directory(out)) return std::nullopt;
+  std::optional<TrainerCheckpoint> best;
+  for (const auto& c : listTrainerCheckpoints(out))
+    if (fs::exists(c.path / "optimizer.pt") && fs::exists(c.path / "trainer_state.json")) best = c;
+  return best;
+}
+
+}  // namespace
+
+TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data, const TrainOptions& o,
+                         TrainObserver* obs, const std::atomic<bool>* cancel) {
+  validateTrainOptions(o);
+  UPCYCLE_CHECK(!data.empty(), "no training records");
+  const ModelConfig& cfg = model->config();
+  for (const TokenRecord& r : data)
+    for (int64_t id : r.inputIds)
+      UPCYCLE_CHECK(id < cfg.vocabSize, "record at line ", r.line, ": token id ", id,
+                    " is outside the model's vocabulary (", cfg.vocabSize, ")");
+  return withTorchErrors("train", [&] {
+    const torch::Device dev = resolveDevice(o.device);
+    model->to(dev);
+    model->train();
+    model->setJitterGenerator(at::detail::createCPUGenerator(o.seed ^ 0x9e3779b97f4a7c15ull));
+
+    // Trainable parameters: decay for matrices, none for vectors (norms, biases).
+    std::vector<torch::Tensor> decay, noDecay, trainable;
+    for (auto& p : model->named_parameters()) {
+      const bool train = (o.trainOnly.empty() || nameMatches(p.key(), o.trainOnly)) && !nameMatches(p.key(), o.freeze);
+      p.value().set_requires_grad(train);
+      if (!train) continue;
+      (p.value().dim() >= 2 ? decay : noDecay).push_back(p.value());
+      trainable.push_back(p.value());
+    }
+    UPCYCLE_CHECK(!trainable.empty(), "no parameter is left to train (check train_only / freeze patterns)");
+    auto base = torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    if (!decay.empty())
+      groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                     torch::optim::AdamWOptions(base).weight_decay(o.weightDecay)));
+    if (!noDecay.empty())
+      groups.emplace_back(noDecay, std::make_unique<torch::optim::AdamWOptions>(
+                                       torch::optim::AdamWOptions(base).weight_decay(0.0)));
+    torch::optim::AdamW optimizer(std::move(groups), base);
+
+    const int64_t N = static_cast<int64_t>(data.size());
+    const int64_t microPerEpoch = (N + o.batchSize - 1) / o.batchSize;
+    const int64_t stepsPerEpoch = (microPerEpoch + o.gradAccum - 1) / o.gradAccum;
+    const int64_t total = o.maxSteps > 0 ? o.maxSteps
+                                         : std::max<int64_t>(1, std::llround(std::ceil(o.epochs * stepsPerEpoch - 1e-9)));
+    std::set<int64_t> saveAt;
+    if (!o.outDir.empty()) {
+      if (o.saveSteps > 0)
+        for (int64_t s = o.saveSteps; s <= total; s += o.saveSteps) saveAt.insert(s);
+      if (o.saveEveryEpochFraction > 0)
+        for (int64_t k = 1;; ++k) {
+          int64_t s = std::max<int64_t>(1, std::llround(k * o.saveEveryEpochFraction * stepsPerEpoch));
+          if (s > total) break;
+          saveAt.insert(s);
+        }
+      if (o.saveFinal) saveAt.insert(total);
+      fs::create_directories(o.outDir);
+    }
+
+    TrainResult result;
+    int64_t start = 0;
+    if (o.resume) {
+      if (auto ck = latestResumable(o.outDir)) {
+        DecoderLM saved = loadModel(ck->path, {dev, torch::kFloat});
+        {
+          torch::NoGradGuard ng;
+          auto src = saved->named_parameters();
+          for (auto& p : model->named_parameters()) p.value().copy_(src[p.key()]);
+        }
+        torch::load(optimizer, (ck->path / "optimizer.pt").string());
+        json state = json::parse(readTextFile(ck->path / "trainer_state.json"));
+        start = state.at("global_step").get<int64_t>();
+        for (const auto& h : state["log_history"]) result.history.push_back(metricsFromJson(h));
+        if (obs) obs->onLog("resumed from " + ck->path.string() + " at step " + std::to_string(start));
+      } else if (obs) {
+        obs->onLog("no checkpoint to resume from in " + o.outDir.string() + "; starting fresh");
+      }
+    }
+    UPCYCLE_CHECK(start <= total, "the checkpoint is at step ", start, ", past the run's ", total, " steps");
+
+    int64_t cachedEpoch = -1;
+    std::vector<size_t> order;
+    double epochLossSum = 0;
+    int64_t epochSteps = 0;
+    fs::path lastCheckpoint;
+    for (int64_t step = start; step < total; ++step) {
+      if (cancel && cancel->load()) {
+        result.cancelled = true;
+        break;
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      const int64_t epoch = step / stepsPerEpoch;
+      if (epoch != cachedEpoch) {
+        order = epochOrder(data.size(), o.seed, epoch);
+        cachedEpoch = epoch;
+      }
+      const int64_t firstMicro = (step % stepsPerEpoch) * o.gradAccum;
+      const int64_t lastMicro = std::min(firstMicro + o.gradAccum, microPerEpoch);
+      std::vector<Batch> micro;
+      int64_t predicted = 0, inputTokens = 0;
+      for (int64_t m = firstMicro; m < lastMicro; ++m) {
+        std::vector<size_t> rows(order.begin() + m * o.batchSize,
+                                 order.begin() + std::min<int64_t>((m + 1) * o.batchSize, N));
+        micro.push_back(makeBatch(data, rows, o.maxLength));
+        predicted += micro.back().predictedTokens;
+        inputTokens += micro.back().inputTokens;
+      }
+      UPCYCLE_CHECK(predicted > 0, "step ", step + 1, ": no token to predict in this batch");
+
+      optimizer.zero_grad();
+      double lmSum = 0, auxSum = 0, zSum = 0;
+      const double nMicro = static_cast<double>(micro.size());
+      for (const Batch& b : micro) {
+        auto ids = b.ids.to(dev), labels = b.labels.to(dev), mask = b.mask.to(dev);
+        ForwardOutput out = model->forward(ids, mask);
+        LossSum ls = nextTokenLoss(out.logits, labels);
+        auto lm = ls.sum / static_cast<double>(predicted);  // token-weighted over the whole step
+        auto objective = lm;
+        if (!out.routing.empty()) {
+          auto tokenMask = mask.reshape({-1}).to(torch::kBool);
+          auto aux = loadBalancingLoss(out.routing, cfg.numExperts, tokenMask);
+          auto z = routerZLoss(out.routing, tokenMask);
+          objective = objective + (o.auxLossCoef * aux + o.zLossCoef * z) / nMicro;
+          auxSum += aux.item<double>();
+          zSum += z.item<double>();
+        }
+        lmSum += lm.item<double>();
+        objective.backward();
+      }
+      StepMetrics m;
+      m.stage = o.stage;
+      m.step = step + 1;
+      m.totalSteps = total;
+      m.lmLoss = lmSum;
+      m.auxLoss = auxSum / nMicro;
+      m.zLoss = zSum / nMicro;
+      m.loss = m.lmLoss + o.auxLossCoef * m.auxLoss + o.zLossCoef * m.zLoss;
+      if (!std::isfinite(m.loss)) {
+        throw UserError("step " + std::to_string(step + 1) + ": the loss became " +
+                        (std::isnan(m.loss) ? "NaN" : "Inf") + "; training stopped" +
+                        (lastCheckpoint.empty() ? std::string(" (no checkpoint was saved yet)")
+                                                : "; the last good checkpoint is " + lastCheckpoint.string()));
+      }
+      m.gradNorm = torch::nn::utils::clip_grad_norm_(
+          trainable, o.gradClip > 0 ? o.gradClip : std::numeric_limits<double>::infinity());
+      m.lr = learningRateAt(o, step, total);
+      for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(m.lr);
+      optimizer.step();
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      m.epoch = double(step + 1) / double(stepsPerEpoch);
+      m.tokens = inputTokens;
+      m.tokensPerSec = secs > 0 ? inputTokens / secs : 0;
+      result.history.push_back(m);
+      result.steps = step + 1;
+      result.finalLoss = m.loss;
+      if (obs) obs->onStep(m);
+      epochLossSum += m.loss;
+      ++epochSteps;
+      if (saveAt.count(step + 1)) {
+        lastCheckpoint = saveCheckpoint(model, optimizer, o, step + 1, m.epoch, total, result.history);
+        result.checkpoints.push_back(lastCheckpoint);
+        if (obs) obs->onCheckpoint(lastCheckpoint, step + 1);
+      }
+      if ((step + 1) % stepsPerEpoch == 0) {
+        if (obs) obs->onEpochEnd((step + 1) / stepsPerEpoch, epochLossSum / std::max<int64_t>(1, epochSteps));
+        epochLossSum = 0;
+        epochSteps = 0;
+      }
+    }
+    for (auto& p : model->parameters()) p.set_requires_grad(true);
+    model->eval();
+    return result;
+  });
+}
+
+TrainResult trainModel(const fs::path& modelPath, const std::vector<TokenRecord>& data, const TrainOptions& o,
+                       TrainObserver* observer, const std::atomic<bool>* cancel) {
+  validateTrainOptions(o);
+  DecoderLM model = withTorchErrors("load", [&] { return loadModel(modelPath); });
+  return trainDecoder(model, data, o, observer, cancel);
+}
+
+}  // namespace upcycle

@@ -1,0 +1,26 @@
+#pragma once
+// The training loop (internal: includes torch). api/training.h holds the options and observer.
+// Thread-safety: runs on the calling thread; see api/training.h.
+#include "api/training.h"
+#include "model/decoder.h"
+
+namespace upcycle {
+
+// One padded micro-batch: ids/labels/mask (B, T); labels -100 where ignored.
+struct Batch {
+  torch::Tensor ids, labels, mask;
+  int64_t inputTokens = 0;     // real tokens
+  int64_t predictedTokens = 0; // labels[:, 1:] != -100
+};
+
+Batch makeBatch(const std::vector<TokenRecord>& data, const std::vector<size_t>& rows, int64_t maxLength);
+
+// The record order of one epoch: a Fisher-Yates shuffle driven by std::mt19937_64(seed + epoch)
+// (both fully specified by the C++ standard, so the order is the same on every platform).
+std::vector<size_t> epochOrder(size_t n, uint64_t seed, int64_t epoch);
+
+// Trains `model` in place (moved to the options' device).
+TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data, const TrainOptions& o,
+                         TrainObserver* observer, const std::atomic<bool>* cancel);
+
+}  // namespace upcycle
