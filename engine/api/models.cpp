@@ -9,8 +9,11 @@
 
 #include "api/torch_errors.h"
 #include "core/error.h"
+#include "data/instruction_data.h"
 #include "data/token_records.h"
+#include "data/tokenizer.h"
 #include "model/model_io.h"
+#include "train/evaluator.h"
 #include "upcycle/moe_builder.h"
 
 namespace upcycle {
@@ -20,87 +23,80 @@ using nlohmann::json;
 
 // ------------------------------------------------------------------------------------ evaluate
 
+std::string resolveTemplateName(const fs::path& model, const std::string& requested) {
+  if (!requested.empty()) return requested;
+  return storedPromptTemplate(model).value_or("alpaca");
+}
+
 EvalReport evaluateModel(const fs::path& modelPath, const fs::path& dataPath, const EvalOptions& opts) {
-  return withTorchErrors("evaluate", [&] {
   UPCYCLE_CHECK(opts.batchSize >= 1, "batch size must be at least 1, got ", opts.batchSize);
   const torch::Device device = resolveDevice(opts.device);
-  std::vector<TokenRecord> records = readTokenRecords(dataPath);
-  DecoderLM model = loadModel(modelPath, {device, torch::kFloat});
-  model->eval();
-  torch::NoGradGuard noGrad;
-  const int64_t V = model->config().vocabSize;
-  for (const TokenRecord& r : records)
-    for (int64_t id : r.inputIds)
-      UPCYCLE_CHECK(id < V, dataPath.string(), ":", r.line, ": token id ", id,
-                    " is outside the model's vocabulary (", V, ")");
-
-  // Batches of similar length waste the least padding.
-  std::vector<size_t> order(records.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return records[a].inputIds.size() < records[b].inputIds.size();
-  });
-  std::map<std::string, std::pair<double, int64_t>> perDomain;  // loss sum, tokens
-  std::map<std::string, int64_t> recordsPerDomain;
-  double total = 0;
-  int64_t tokens = 0;
-  for (size_t start = 0; start < order.size(); start += opts.batchSize) {
-    const size_t end = std::min(order.size(), start + static_cast<size_t>(opts.batchSize));
-    const int64_t B = static_cast<int64_t>(end - start);
-    int64_t T = 0;
-    for (size_t i = start; i < end; ++i) T = std::max<int64_t>(T, records[order[i]].inputIds.size());
-    auto ids = torch::zeros({B, T}, torch::kLong);
-    auto labels = torch::full({B, T}, -100, torch::kLong);
-    auto mask = torch::zeros({B, T}, torch::kLong);
-    for (int64_t b = 0; b < B; ++b) {
-      const TokenRecord& r = records[order[start + b]];
-      const int64_t n = static_cast<int64_t>(r.inputIds.size());
-      const auto& lab = r.labels.empty() ? r.inputIds : r.labels;
-      for (int64_t t = 0; t < n; ++t) {
-        ids[b][t] = r.inputIds[t];
-        labels[b][t] = lab[t];
-        mask[b][t] = 1;
-      }
-    }
-    auto out = model->forward(ids.to(device), mask.to(device));
-    auto logits = out.logits.narrow(1, 0, T - 1);                 // (B, T-1, V)
-    auto target = labels.narrow(1, 1, T - 1).to(device);           // (B, T-1)
-    auto ce = torch::nn::functional::cross_entropy(
-        logits.reshape({-1, V}), target.reshape({-1}),
-        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
-    auto perRow = ce.view({B, T - 1}).sum(1).to(torch::kDouble).cpu();  // (B)
-    auto count = (target != -100).sum(1).cpu();                          // (B)
-    for (int64_t b = 0; b < B; ++b) {
-      const TokenRecord& r = records[order[start + b]];
-      const double s = perRow[b].item<double>();
-      const int64_t c = count[b].item<int64_t>();
-      total += s;
-      tokens += c;
-      if (!r.domain.empty()) {
-        perDomain[r.domain].first += s;
-        perDomain[r.domain].second += c;
-        recordsPerDomain[r.domain] += 1;
-      }
+  std::vector<Example> examples = readExamples(dataPath);
+  std::unique_ptr<Tokenizer> tok;
+  const bool needsTokenizer = opts.accuracy || std::any_of(examples.begin(), examples.end(), [](const Example& e) {
+                                return e.kind != Example::Kind::Tokens;
+                              });
+  if (needsTokenizer) tok = loadTokenizer(modelPath);
+  std::vector<TokenRecord> records;
+  if (tok) {
+    TokenizeOptions to;
+    to.promptTemplate = PromptTemplate::byName(resolveTemplateName(modelPath, opts.promptTemplate));
+    to.maxLength = opts.maxLength;
+    records = tokenizeExamples(examples, *tok, to);
+  } else {
+    for (const Example& e : examples) {
+      TokenRecord r = e.tokens;
+      if (r.labels.empty()) r.labels = r.inputIds;
+      records.push_back(std::move(r));
     }
   }
-  UPCYCLE_CHECK(tokens > 0, dataPath.string(), ": no token to predict (all labels ignored?)");
-  EvalReport rep;
-  rep.overall = {total / tokens, std::exp(total / tokens), tokens, static_cast<int64_t>(records.size())};
-  for (const auto& [d, st] : perDomain) {
-    const double loss = st.second ? st.first / st.second : 0.0;
-    rep.domains[d] = {loss, std::exp(loss), st.second, recordsPerDomain[d]};
-  }
-  return rep;
+  return withTorchErrors("evaluate", [&] {
+    DecoderLM model = loadModel(modelPath, {device, torch::kFloat});
+    const int64_t V = model->config().vocabSize;
+    for (const TokenRecord& r : records)
+      for (int64_t id : r.inputIds)
+        UPCYCLE_CHECK(id < V, dataPath.string(), ":", r.line, ": token id ", id,
+                      " is outside the model's vocabulary (", V, ")");
+    return evaluateRecords(*model, records, opts, tok.get());
   });
 }
 
+std::string generateText(const GenerateRequest& r) {
+  const torch::Device device = resolveDevice(r.device);
+  auto tok = loadTokenizer(r.model);
+  std::string text = r.prompt;
+  if (!r.raw) text = PromptTemplate::byName(resolveTemplateName(r.model, r.promptTemplate)).render(r.prompt, "");
+  std::vector<int64_t> prompt;
+  if (tok->bos) prompt.push_back(*tok->bos);
+  for (int64_t id : tok->encode(text)) prompt.push_back(id);
+  return withTorchErrors("generate", [&] {
+    DecoderLM model = loadModel(r.model, {device, torch::kFloat});
+    model->eval();
+    GenerateOptions g;
+    g.maxNewTokens = r.maxNewTokens;
+    g.temperature = r.temperature;
+    g.eos = tok->eos;
+    torch::Generator gen = at::detail::createCPUGenerator(r.seed);
+    return tok->decode(generateTokens(*model, prompt, g, &gen));
+  });
+}
+
+namespace {
+json figuresJson(const EvalFigures& f) {
+  json j = {{"loss", f.loss}, {"perplexity", f.perplexity}, {"tokens", f.tokens}, {"records", f.records}};
+  if (f.answered > 0) {
+    j["accuracy"] = f.accuracy;
+    j["answered"] = f.answered;
+  }
+  return j;
+}
+}  // namespace
+
 std::string evalJson(const EvalReport& r) {
-  json j = {{"loss", r.overall.loss}, {"perplexity", r.overall.perplexity},
-            {"tokens", r.overall.tokens}, {"records", r.overall.records}};
+  json j = figuresJson(r.overall);
   if (!r.domains.empty()) {
     json d = json::object();
-    for (const auto& [name, f] : r.domains)
-      d[name] = {{"loss", f.loss}, {"perplexity", f.perplexity}, {"tokens", f.tokens}, {"records", f.records}};
+    for (const auto& [name, f] : r.domains) d[name] = figuresJson(f);
     j["domains"] = d;
   }
   return j.dump(2);
@@ -109,14 +105,18 @@ std::string evalJson(const EvalReport& r) {
 std::string evalText(const EvalReport& r) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(4);
-  os << "loss " << r.overall.loss << "  perplexity " << r.overall.perplexity << "  (" << r.overall.tokens
-     << " tokens, " << r.overall.records << " records)\n";
+  const bool acc = r.overall.answered > 0;
+  os << "loss " << r.overall.loss << "  perplexity " << r.overall.perplexity;
+  if (acc) os << "  accuracy " << r.overall.accuracy;
+  os << "  (" << r.overall.tokens << " tokens, " << r.overall.records << " records)\n";
   if (!r.domains.empty()) {
     os << std::left << std::setw(20) << "domain" << std::setw(10) << "loss" << std::setw(12) << "perplexity"
-       << "tokens\n";
-    for (const auto& [name, f] : r.domains)
-      os << std::left << std::setw(20) << name << std::setw(10) << f.loss << std::setw(12) << f.perplexity
-         << f.tokens << "\n";
+       << (acc ? "accuracy  " : "") << "tokens\n";
+    for (const auto& [name, f] : r.domains) {
+      os << std::left << std::setw(20) << name << std::setw(10) << f.loss << std::setw(12) << f.perplexity;
+      if (acc) os << std::setw(10) << f.accuracy;
+      os << f.tokens << "\n";
+    }
   }
   return os.str();
 }
@@ -150,6 +150,7 @@ ConvertReport convertModel(const ConvertOptions& o) {
   if (moe->config().modelType == "mixtral")
     save.layout = o.layout == "mixtral-fused" ? MoeLayout::MixtralFused : MoeLayout::MixtralHub;
   saveModel(moe, o.out, save);
+  copyTokenizerFiles(o.base, o.out);
   return ConvertReport{o.out, moe->config()};
   });
 }
@@ -174,6 +175,11 @@ ModelConfig createRandomModel(const CreateOptions& o) {
   c.attentionBias = o.modelType == "qwen2" || o.modelType == "qwen2_moe";
   c.rmsNormEps = 1e-5;
   c.maxPositionEmbeddings = 2048;
+  if (c.vocabSize >= ByteTokenizer::kVocab) {  // room for the byte tokenizer's specials
+    c.bosTokenId = ByteTokenizer::kBos;
+    c.eosTokenId = ByteTokenizer::kEos;
+    c.padTokenId = ByteTokenizer::kPad;
+  }
   if (o.modelType == "mixtral" || o.modelType == "qwen2_moe") {
     c.numExperts = o.experts > 0 ? o.experts : 4;
     c.topK = o.topK;
@@ -190,6 +196,7 @@ ModelConfig createRandomModel(const CreateOptions& o) {
   torch::Generator gen = at::detail::createCPUGenerator(o.seed);
   model->initWeights(gen);
   saveModel(model, o.out);
+  if (c.vocabSize >= ByteTokenizer::kVocab) writeByteTokenizerConfig(o.out, o.promptTemplate);
   return c;
   });
 }

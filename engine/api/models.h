@@ -14,6 +14,10 @@ namespace upcycle {
 struct EvalOptions {
   int64_t batchSize = 8;
   std::string device = "auto";
+  bool accuracy = false;        // exact match of greedy answers (records with a prompt and answer)
+  int64_t maxNewTokens = 32;    // for accuracy
+  std::string promptTemplate;   // text records: empty = the model's stored template, else alpaca
+  int64_t maxLength = 0;        // > 0: truncate records
 };
 
 struct EvalFigures {
@@ -21,6 +25,8 @@ struct EvalFigures {
   double perplexity = 0;  // exp(loss)
   int64_t tokens = 0;     // predicted tokens
   int64_t records = 0;
+  double accuracy = 0;    // NaN when no record was answered
+  int64_t answered = 0;   // records decoded for accuracy
 };
 
 struct EvalReport {
@@ -28,10 +34,24 @@ struct EvalReport {
   std::map<std::string, EvalFigures> domains;  // empty when no record has a domain
 };
 
+// Reads any data kind of FORMATS.md; text records are tokenized with the model's tokenizer.
 EvalReport evaluateModel(const std::filesystem::path& model, const std::filesystem::path& data,
                          const EvalOptions& opts = {});
 std::string evalJson(const EvalReport& r);
 std::string evalText(const EvalReport& r);
+
+struct GenerateRequest {
+  std::filesystem::path model;
+  std::string prompt;
+  bool raw = false;             // false: wrap the prompt in the prompt template
+  std::string promptTemplate;   // empty = the model's stored template, else alpaca
+  int64_t maxNewTokens = 64;
+  double temperature = 0;       // 0 = greedy
+  uint64_t seed = 0;
+  std::string device = "auto";
+};
+
+std::string generateText(const GenerateRequest& r);
 
 struct ConvertOptions {
   std::string method = "sparse";  // sparse (more methods: upcycling issue)
@@ -56,7 +76,7 @@ ConvertReport convertModel(const ConvertOptions& o);
 
 struct CreateOptions {
   std::string modelType = "llama";  // llama | mistral | qwen2 | mixtral | qwen2_moe
-  int64_t vocabSize = 256;
+  int64_t vocabSize = 264;          // >= 264: the built-in byte tokenizer is attached
   int64_t hiddenSize = 64;
   int64_t intermediateSize = 172;
   int64_t numLayers = 2;
@@ -67,6 +87,7 @@ struct CreateOptions {
   bool tieWordEmbeddings = false;
   std::string dtype = "float32";
   uint64_t seed = 0;
+  std::string promptTemplate;       // stored with the byte tokenizer (empty: none)
   std::filesystem::path out;
 };
 

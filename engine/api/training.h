@@ -42,6 +42,7 @@ struct TrainOptions {
   double saveEveryEpochFraction = 0;  // or every fraction of an epoch (UpIT: 0.25)
   bool saveFinal = true;            // a checkpoint at the last step
   bool resume = false;              // continue from the latest checkpoint in outDir
+  std::filesystem::path tokenizerFrom;  // tokenizer files copied into every checkpoint
   std::string device = "auto";
   int threads = 0;
   uint64_t seed = 0;                // shuffling (std::mt19937_64 seeded with seed + epoch) and jitter

@@ -48,7 +48,8 @@ torch::Tensor rotateHalf(const torch::Tensor& x) {
 }  // namespace
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                     const torch::Tensor& sin, const torch::Tensor& mask) {
+                                     const torch::Tensor& sin, const torch::Tensor& mask,
+                                     torch::Tensor* cacheK, torch::Tensor* cacheV) {
   const int64_t B = x.size(0), T = x.size(1);
   auto q = q_proj(x).view({B, T, numHeads, headDim}).transpose(1, 2);    // (B, H, T, hd)
   auto k = k_proj(x).view({B, T, numKvHeads, headDim}).transpose(1, 2);  // (B, KV, T, hd)
@@ -56,11 +57,19 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
   q = q * c + rotateHalf(q) * s;
   k = k * c + rotateHalf(k) * s;
+  if (cacheK) {  // append to the cached positions: (B, KV, Tpast + T, hd)
+    if (cacheK->defined()) {
+      k = torch::cat({*cacheK, k}, 2);
+      v = torch::cat({*cacheV, v}, 2);
+    }
+    *cacheK = k;
+    *cacheV = v;
+  }
   if (numKvHeads != numHeads) {  // grouped KV: head h reads kv head h / (H / KV)
     k = k.repeat_interleave(numHeads / numKvHeads, 1);
     v = v.repeat_interleave(numHeads / numKvHeads, 1);
   }
-  auto scores = torch::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(headDim));  // (B, H, T, T)
+  auto scores = torch::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(headDim));  // (B, H, T, Tk)
   scores = scores.to(torch::kFloat) + mask;
   auto attn = torch::softmax(scores, -1).to(q.scalar_type());
   auto out = torch::matmul(attn, v).transpose(1, 2).reshape({B, T, numHeads * headDim});
@@ -136,8 +145,9 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int64_t layer) {
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                         const torch::Tensor& sin, const torch::Tensor& mask,
-                                        std::vector<RouterRecord>& routing) {
-  auto h = x + self_attn(input_layernorm(x), cos, sin, mask);
+                                        std::vector<RouterRecord>& routing, torch::Tensor* cacheK,
+                                        torch::Tensor* cacheV) {
+  auto h = x + self_attn->forward(input_layernorm(x), cos, sin, mask, cacheK, cacheV);
   auto n = post_attention_layernorm(h);
   if (moe) {
     routing.emplace_back();
@@ -184,33 +194,54 @@ void DecoderLMImpl::setJitterGenerator(const torch::Generator& gen) {
 }
 
 ForwardOutput DecoderLMImpl::forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask) {
+  return run(inputIds, attentionMask, nullptr);
+}
+
+ForwardOutput DecoderLMImpl::forwardCached(const torch::Tensor& inputIds, KVCache& cache) {
+  return run(inputIds, {}, &cache);
+}
+
+ForwardOutput DecoderLMImpl::run(const torch::Tensor& inputIds, const torch::Tensor& attentionMask,
+                                 KVCache* cache) {
   UPCYCLE_CHECK(inputIds.dim() == 2, "input_ids must be (batch, time), got ", inputIds.sizes());
   const int64_t T = inputIds.size(1);
+  const int64_t past = cache ? cache->length : 0;
   const auto dev = inputIds.device();
   auto fopt = torch::TensorOptions().dtype(torch::kFloat).device(dev);
+  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(dev);
 
-  // Rotary tables, HF convention: inv_freq = theta^(-2i/hd), positions scaled by a linear factor.
+  // Rotary tables for positions past..past+T-1, HF convention: inv_freq = theta^(-2i/hd), positions
+  // scaled by a linear factor.
   const int64_t hd = m_cfg.headDim;
-  auto invFreq = 1.0 / torch::pow(m_cfg.ropeTheta, torch::arange(0, hd, 2, fopt.dtype(torch::kLong)).to(torch::kFloat) / hd);
-  auto pos = torch::arange(T, fopt) / m_cfg.ropeLinearFactor;
+  auto invFreq = 1.0 / torch::pow(m_cfg.ropeTheta, torch::arange(0, hd, 2, lopt).to(torch::kFloat) / hd);
+  auto pos = torch::arange(past, past + T, fopt) / m_cfg.ropeLinearFactor;
   auto freqs = torch::outer(pos, invFreq);        // (T, hd/2)
   auto emb = torch::cat({freqs, freqs}, -1);      // (T, hd)
   auto cos = emb.cos(), sin = emb.sin();
 
-  // Additive mask (B or 1, 1, T, T): causal, optional sliding window, optional key padding.
-  auto i = torch::arange(T, torch::TensorOptions().dtype(torch::kLong).device(dev)).unsqueeze(1);
-  auto j = i.t();
+  // Additive mask (B or 1, 1, T, past+T): causal, optional sliding window, optional key padding.
+  auto i = torch::arange(past, past + T, lopt).unsqueeze(1);  // query positions
+  auto j = torch::arange(0, past + T, lopt).unsqueeze(0);     // key positions
   auto allowed = j <= i;
   if (m_cfg.slidingWindow > 0) allowed = allowed & ((i - j) < m_cfg.slidingWindow);
-  allowed = allowed.view({1, 1, T, T});
+  allowed = allowed.view({1, 1, T, past + T});
   if (attentionMask.defined())
     allowed = allowed & attentionMask.to(torch::kBool).view({attentionMask.size(0), 1, 1, T});
   auto mask = torch::zeros(allowed.sizes(), fopt).masked_fill(allowed.logical_not(), -1e9);
 
   ForwardOutput out;
   auto h = model->embed_tokens(inputIds);
-  for (const auto& m : model->layers->children())
-    h = std::dynamic_pointer_cast<DecoderLayerImpl>(m)->forward(h, cos, sin, mask, out.routing);
+  const auto layers = model->layers->children();
+  if (cache && cache->keys.empty()) {
+    cache->keys.resize(layers.size());
+    cache->values.resize(layers.size());
+  }
+  for (size_t l = 0; l < layers.size(); ++l) {
+    auto layer = std::static_pointer_cast<DecoderLayerImpl>(layers[l]);
+    h = layer->forward(h, cos, sin, mask, out.routing, cache ? &cache->keys[l] : nullptr,
+                       cache ? &cache->values[l] : nullptr);
+  }
+  if (cache) cache->length += T;
   h = model->norm(h);
   out.logits = torch::matmul(h, lmHeadWeight().t()).to(torch::kFloat);  // (B, T, V)
   return out;

@@ -27,6 +27,12 @@ struct RouterRecord {
   torch::Tensor experts;  // (N, K) int64 chosen experts, best first
 };
 
+// Keys and values of earlier positions, per layer, for incremental decoding. (B, KV, T, hd) each.
+struct KVCache {
+  std::vector<torch::Tensor> keys, values;
+  int64_t length = 0;  // positions already cached
+};
+
 struct ForwardOutput {
   torch::Tensor logits;              // (B, T, V) float32
   std::vector<RouterRecord> routing; // one per MoE layer, in layer order
@@ -49,9 +55,11 @@ TORCH_MODULE(SwiGlu);
 
 struct AttentionImpl : torch::nn::Module {
   explicit AttentionImpl(const ModelConfig& cfg);
-  // x (B, T, D); cos/sin (T, hd); mask (B, 1, T, T) additive float or undefined.
+  // x (B, T, D); cos/sin (T, hd); mask (B|1, 1, T, Tpast+T) additive float. With a cache, the new
+  // keys/values are appended to (*cacheK, *cacheV) and attention covers every cached position.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask);
+                        const torch::Tensor& mask, torch::Tensor* cacheK = nullptr,
+                        torch::Tensor* cacheV = nullptr);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t numHeads, numKvHeads, headDim;
 };
@@ -75,7 +83,8 @@ TORCH_MODULE(MoeBlock);
 struct DecoderLayerImpl : torch::nn::Module {
   DecoderLayerImpl(const ModelConfig& cfg, int64_t layer);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask, std::vector<RouterRecord>& routing);
+                        const torch::Tensor& mask, std::vector<RouterRecord>& routing,
+                        torch::Tensor* cacheK = nullptr, torch::Tensor* cacheV = nullptr);
   RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   SwiGlu mlp{nullptr};   // dense layers
@@ -96,6 +105,8 @@ class DecoderLMImpl : public torch::nn::Module {
   explicit DecoderLMImpl(ModelConfig cfg);
   // inputIds (B, T) int64; attentionMask (B, T) with 1 for real tokens (right padding), optional.
   ForwardOutput forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask = {});
+  // Incremental decoding: inputIds (B, T) continue the sequence held in `cache` (no padding).
+  ForwardOutput forwardCached(const torch::Tensor& inputIds, KVCache& cache);
   const ModelConfig& config() const { return m_cfg; }
   // HF-style init: normal(0, initializer_range) for matrices, ones for norms, zero biases.
   void initWeights(torch::Generator& gen);
@@ -106,6 +117,7 @@ class DecoderLMImpl : public torch::nn::Module {
   torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
 
  private:
+  ForwardOutput run(const torch::Tensor& inputIds, const torch::Tensor& attentionMask, KVCache* cache);
   ModelConfig m_cfg;
 };
 TORCH_MODULE(DecoderLM);

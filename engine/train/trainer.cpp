@@ -9,6 +9,7 @@
 #include "api/torch_errors.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "data/tokenizer.h"
 #include "formats/trainer_outputs.h"
 #include "model/model_io.h"
 
@@ -119,6 +120,7 @@ fs::path saveCheckpoint(DecoderLM& model, torch::optim::Optimizer& opt, const Tr
   const fs::path tmp = o.outDir / ("checkpoint-" + std::to_string(step) + ".tmp");
   fs::remove_all(tmp);
   saveModel(model, tmp);
+  copyTokenizerFiles(o.tokenizerFrom, tmp);
   json state = {{"global_step", step}, {"epoch", epoch}, {"max_steps", totalSteps},
                 {"train_batch_size", o.batchSize}, {"gradient_accumulation_steps", o.gradAccum},
                 {"seed", o.seed}, {"log_history", json::array()}};
@@ -315,7 +317,9 @@ TrainResult trainModel(const fs::path& modelPath, const std::vector<TokenRecord>
                        TrainObserver* observer, const std::atomic<bool>* cancel) {
   validateTrainOptions(o);
   DecoderLM model = withTorchErrors("load", [&] { return loadModel(modelPath); });
-  return trainDecoder(model, data, o, observer, cancel);
+  TrainOptions withTokenizer = o;
+  if (withTokenizer.tokenizerFrom.empty()) withTokenizer.tokenizerFrom = modelPath;
+  return trainDecoder(model, data, withTokenizer, observer, cancel);
 }
 
 }  // namespace upcycle

@@ -1,0 +1,28 @@
+#pragma once
+// The built-in multi-domain data for the demo: instruction data whose answers are exact, and a plain
+// text corpus from the same domains for pretraining a tiny base. Deterministic from the seed (a
+// std::mt19937_64; draws use `rng() % n`, which the standard fixes, unlike the distributions).
+// Torch-free. Thread-safety: free functions.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace upcycle {
+
+struct DemoSample {
+  std::string domain, instruction, input, output;
+};
+
+// arithmetic, sorting, reversing, counting, brackets, cipher, units
+const std::vector<std::string>& demoDomains();
+
+// `perDomain` samples of every domain, interleaved (domain order repeats).
+std::vector<DemoSample> generateDemoInstructions(uint64_t seed, int64_t perDomain);
+// `documents` plain-text lines, each holding several solved problems of mixed domains.
+std::vector<std::string> generateDemoCorpus(uint64_t seed, int64_t documents);
+
+// JSONL writers: {"instruction","input","output","domain"} and {"text"} per line.
+std::string demoInstructionsJsonl(const std::vector<DemoSample>& samples);
+std::string demoCorpusJsonl(const std::vector<std::string>& docs);
+
+}  // namespace upcycle

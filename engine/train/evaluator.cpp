@@ -1,0 +1,144 @@
+#include "train/evaluator.h"
+
+#include <cmath>
+#include <map>
+#include <numeric>
+
+#include "core/error.h"
+#include "model/model_io.h"
+
+namespace upcycle {
+
+namespace {
+std::string trim(const std::string& s) {
+  const char* ws = " \t\r\n";
+  const size_t b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+}  // namespace
+
+bool exactMatch(const std::string& generated, const std::string& answer) { return trim(generated) == trim(answer); }
+
+std::vector<int64_t> generateTokens(DecoderLMImpl& model, const std::vector<int64_t>& prompt,
+                                    const GenerateOptions& o, torch::Generator* gen) {
+  UPCYCLE_CHECK(!prompt.empty(), "generation needs a non-empty prompt");
+  UPCYCLE_CHECK(o.temperature >= 0, "temperature must be non-negative, got ", o.temperature);
+  torch::NoGradGuard ng;
+  const auto dev = model.lmHeadWeight().device();
+  KVCache cache;
+  auto ids = torch::tensor(prompt, torch::kLong).view({1, -1}).to(dev);
+  std::vector<int64_t> out;
+  for (int64_t t = 0; t < o.maxNewTokens; ++t) {
+    auto logits = model.forwardCached(ids, cache).logits.select(1, -1).squeeze(0);  // (V)
+    int64_t next;
+    if (o.temperature == 0) {
+      next = logits.argmax().item<int64_t>();
+    } else {
+      auto probs = torch::softmax(logits.cpu() / o.temperature, -1);
+      next = gen ? torch::multinomial(probs, 1, false, *gen).item<int64_t>()
+                 : torch::multinomial(probs, 1).item<int64_t>();
+    }
+    if (o.eos && next == *o.eos) break;
+    out.push_back(next);
+    ids = torch::tensor({next}, torch::kLong).view({1, 1}).to(dev);
+  }
+  return out;
+}
+
+EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>& records, const EvalOptions& o,
+                           const Tokenizer* tok) {
+  UPCYCLE_CHECK(o.batchSize >= 1, "batch size must be at least 1, got ", o.batchSize);
+  UPCYCLE_CHECK(!records.empty(), "no records to evaluate");
+  const bool wasTraining = model.is_training();
+  model.eval();
+  torch::NoGradGuard noGrad;
+  const auto device = model.lmHeadWeight().device();
+  const int64_t V = model.config().vocabSize;
+  for (const TokenRecord& r : records)
+    for (int64_t id : r.inputIds)
+      UPCYCLE_CHECK(id < V, "record at line ", r.line, ": token id ", id, " is outside the model's vocabulary (", V, ")");
+
+  // Batches of similar length waste the least padding.
+  std::vector<size_t> order(records.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return records[a].inputIds.size() < records[b].inputIds.size();
+  });
+  struct Acc { double loss = 0; int64_t tokens = 0, records = 0, answered = 0, correct = 0; };
+  Acc all;
+  std::map<std::string, Acc> dom;
+  for (size_t start = 0; start < order.size(); start += o.batchSize) {
+    const size_t end = std::min(order.size(), start + static_cast<size_t>(o.batchSize));
+    const int64_t B = static_cast<int64_t>(end - start);
+    int64_t T = 0;
+    for (size_t i = start; i < end; ++i) T = std::max<int64_t>(T, records[order[i]].inputIds.size());
+    std::vector<int64_t> ids(B * T, 0), labels(B * T, -100), mask(B * T, 0);
+    for (int64_t b = 0; b < B; ++b) {
+      const TokenRecord& r = records[order[start + b]];
+      const auto& lab = r.labels.empty() ? r.inputIds : r.labels;
+      for (size_t t = 0; t < r.inputIds.size(); ++t) {
+        ids[b * T + t] = r.inputIds[t];
+        labels[b * T + t] = lab[t];
+        mask[b * T + t] = 1;
+      }
+    }
+    auto lopt = torch::TensorOptions().dtype(torch::kLong);
+    auto idT = torch::tensor(ids, lopt).view({B, T}).to(device);
+    auto maskT = torch::tensor(mask, lopt).view({B, T}).to(device);
+    auto target = torch::tensor(labels, lopt).view({B, T}).narrow(1, 1, T - 1).to(device);
+    auto logits = model.forward(idT, maskT).logits.narrow(1, 0, T - 1);  // (B, T-1, V)
+    auto ce = torch::nn::functional::cross_entropy(
+        logits.reshape({-1, V}), target.reshape({-1}),
+        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
+    auto perRow = ce.view({B, T - 1}).sum(1).to(torch::kDouble).cpu();
+    auto count = (target != -100).sum(1).cpu();
+    for (int64_t b = 0; b < B; ++b) {
+      const TokenRecord& r = records[order[start + b]];
+      const double s = perRow[b].item<double>();
+      const int64_t c = count[b].item<int64_t>();
+      all.loss += s;
+      all.tokens += c;
+      all.records += 1;
+      if (!r.domain.empty()) {
+        dom[r.domain].loss += s;
+        dom[r.domain].tokens += c;
+        dom[r.domain].records += 1;
+      }
+    }
+  }
+  if (o.accuracy && tok) {
+    GenerateOptions g;
+    g.maxNewTokens = o.maxNewTokens;
+    g.eos = tok->eos;
+    for (const TokenRecord& r : records) {
+      if (r.promptLength <= 0 || r.answer.empty()) continue;
+      std::vector<int64_t> prompt(r.inputIds.begin(), r.inputIds.begin() + r.promptLength);
+      const bool ok = exactMatch(tok->decode(generateTokens(model, prompt, g)), r.answer);
+      all.answered += 1;
+      all.correct += ok;
+      if (!r.domain.empty()) {
+        dom[r.domain].answered += 1;
+        dom[r.domain].correct += ok;
+      }
+    }
+  }
+  if (wasTraining) model.train();
+  UPCYCLE_CHECK(all.tokens > 0, "no token to predict (all labels ignored?)");
+  auto figures = [](const Acc& a) {
+    EvalFigures f;
+    f.loss = a.tokens ? a.loss / a.tokens : 0.0;
+    f.perplexity = std::exp(f.loss);
+    f.tokens = a.tokens;
+    f.records = a.records;
+    f.answered = a.answered;
+    f.accuracy = a.answered ? double(a.correct) / a.answered : std::nan("");
+    return f;
+  };
+  EvalReport rep;
+  rep.overall = figures(all);
+  for (const auto& [d, a] : dom) rep.domains[d] = figures(a);
+  return rep;
+}
+
+}  // namespace upcycle
