@@ -11,7 +11,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libyaml-cpp-dev libsentencepiece-dev
   libsqlite3-dev sqlite3
-  python3 python3-torch python3-numpy
+  python3 python3-torch python3-numpy python3-sentencepiece
   xvfb xauth
 )
 

@@ -2,16 +2,24 @@
 // Never includes torch headers: it speaks the engine's plain C++ API.
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <set>
 
 #include "api/demo.h"
 #include "api/inspect.h"
 #include "api/models.h"
 #include "api/runtime.h"
+#include "api/training.h"
 #include "cli/args.h"
+#include "cli/progress.h"
+#include "core/atomic_file.h"
 #include "core/error.h"
+#include "data/demo_data.h"
+#include "data/prepare.h"
 
 namespace {
 
@@ -26,9 +34,26 @@ verbs:
       A checkpoint folder (or .safetensors file): architecture, dimensions, experts, top-k, parameters
       (total and active per token), dtype, file sizes. A HF Trainer output folder: its checkpoint-STEP
       folders with step, epoch and logged loss.
-  eval --model PATH --data FILE.jsonl [--batch-size N] [--device auto|cpu|cuda] [--json]
-      Token-weighted mean next-token cross-entropy and perplexity, per domain when records have one.
-      Records: {"input_ids": [...], "labels"?: [...], "domain"?: "..."}.
+  eval --model PATH --data FILE.jsonl [--accuracy] [--max-new-tokens N] [--template NAME]
+       [--max-length N] [--batch-size N] [--device auto|cpu|cuda] [--json]
+      Token-weighted mean next-token cross-entropy and perplexity, per domain when records have one;
+      with --accuracy, exact-match accuracy of greedy answers. Any record kind (Alpaca, ShareGPT,
+      messages, text, pre-tokenized input_ids); text is tokenized with the model's tokenizer.
+  data generate --out FILE.jsonl [--kind instruct|corpus] [--per-domain N] [--documents N] [--seed S]
+      The built-in multi-domain data: instruction records with exact answers in 7 domains, or a
+      plain-text corpus of the same domains for pretraining.
+  pretrain --out DIR [--corpus FILE] [--documents N] [--max-steps N | --epochs X] [--hidden N] [--ff N]
+           [--layers N] [--heads N] [--kv-heads N] [--block N] [training options]
+      Pretrain a tiny byte-level Llama on the built-in corpus; checkpoints in DIR/checkpoint-STEP.
+  train --model PATH --data FILE --out DIR [--epochs N | --max-steps N] [--save-every FRACTION |
+        --save-steps N] [--lr X] [--batch-size N] [--seed S] [training options]
+      Fine-tune (instruction-tune) a model; HF checkpoints with trainer_state.json in DIR.
+      training options: --grad-accum N --warmup N --min-lr-ratio X --weight-decay X --clip X
+        --aux-coef X --z-coef X --max-length N --template alpaca|compact|raw --train-on-prompt
+        --val-fraction F --train-only PATTERN --freeze PATTERN --resume --device D
+  generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S] [--raw]
+           [--template NAME]
+      Greedy decoding (or sampling with a temperature) with a KV cache.
   convert --method sparse --base DENSE --experts E --top-k K --out MOE [--seed S]
           [--router-init uniform_std002|normal_002|uniform] [--moe-layer-freq N]
           [--layout mixtral-hub|mixtral-fused]
@@ -52,11 +77,19 @@ int cmdInspect(const Args& a) {
   return 0;
 }
 
+std::atomic<bool> g_cancel{false};
+extern "C" void onSigint(int) { g_cancel.store(true); }
+
 int cmdEval(const Args& a) {
-  a.allowOnly({"model", "data", "batch-size", "device", "json", "threads"});
+  a.allowOnly({"model", "data", "batch-size", "device", "json", "threads", "accuracy", "max-new-tokens",
+               "template", "max-length"});
   upcycle::EvalOptions o;
   o.batchSize = a.getInt("batch-size", 8);
   o.device = a.get("device", "auto");
+  o.accuracy = a.has("accuracy");
+  o.maxNewTokens = a.getInt("max-new-tokens", 32);
+  o.promptTemplate = a.get("template", "");
+  o.maxLength = a.getInt("max-length", 0);
   auto r = upcycle::evaluateModel(a.require("model"), a.require("data"), o);
   std::cout << (a.has("json") ? upcycle::evalJson(r) + "\n" : upcycle::evalText(r));
   return 0;
@@ -87,7 +120,7 @@ int cmdCreate(const Args& a) {
   upcycle::CreateOptions o;
   o.out = a.require("out");
   o.modelType = a.get("arch", "llama");
-  o.vocabSize = a.getInt("vocab", 256);
+  o.vocabSize = a.getInt("vocab", 264);
   o.hiddenSize = a.getInt("hidden", 64);
   o.intermediateSize = a.getInt("ff", 172);
   o.numLayers = a.getInt("layers", 2);
@@ -120,6 +153,129 @@ int cmdDemo(const Args& a) {
   return 0;
 }
 
+const std::set<std::string> kTrainKeys = {"lr", "batch-size", "grad-accum", "warmup", "min-lr-ratio", "weight-decay",
+                                          "clip", "aux-coef", "z-coef", "epochs", "max-steps", "save-every",
+                                          "save-steps", "seed", "device", "resume", "train-only", "freeze",
+                                          "threads", "out"};
+
+upcycle::TrainOptions trainOptions(const Args& a, double defaultLr) {
+  upcycle::TrainOptions o;
+  o.lr = a.getDouble("lr", defaultLr);
+  o.batchSize = a.getInt("batch-size", 16);
+  o.gradAccum = a.getInt("grad-accum", 1);
+  o.warmupSteps = a.getInt("warmup", 10);
+  o.minLrRatio = a.getDouble("min-lr-ratio", 0.1);
+  o.weightDecay = a.getDouble("weight-decay", 0.0);
+  o.gradClip = a.getDouble("clip", 1.0);
+  o.auxLossCoef = a.getDouble("aux-coef", 0.01);
+  o.zLossCoef = a.getDouble("z-coef", 0.0);
+  o.epochs = a.getDouble("epochs", 1.0);
+  o.maxSteps = a.getInt("max-steps", 0);
+  o.saveEveryEpochFraction = a.getDouble("save-every", 0.0);
+  o.saveSteps = a.getInt("save-steps", 0);
+  o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
+  o.device = a.get("device", "auto");
+  o.resume = a.has("resume");
+  if (a.has("train-only")) o.trainOnly = {a.get("train-only")};
+  if (a.has("freeze")) o.freeze = {a.get("freeze")};
+  o.outDir = a.require("out");
+  return o;
+}
+
+int reportTraining(const upcycle::TrainResult& r, upcycle::cli::ProgressPrinter& progress) {
+  progress.finish();
+  if (r.cancelled) std::printf("cancelled at step %lld; resume with --resume\n", static_cast<long long>(r.steps));
+  else std::printf("finished %lld steps, final loss %.4f\n", static_cast<long long>(r.steps), r.finalLoss);
+  if (!r.checkpoints.empty()) std::printf("model: %s\n", r.checkpoints.back().string().c_str());
+  return r.cancelled ? 130 : 0;
+}
+
+int cmdData(const Args& a) {
+  a.allowOnly({"out", "kind", "per-domain", "documents", "seed", "threads"});
+  UPCYCLE_CHECK(a.positional().size() == 1 && a.positional()[0] == "generate", "usage: upcycle data generate --out FILE");
+  const std::string kind = a.get("kind", "instruct");
+  const uint64_t seed = static_cast<uint64_t>(a.getInt("seed", 0));
+  const std::string out = a.require("out");
+  if (kind == "instruct") {
+    auto s = upcycle::generateDemoInstructions(seed, a.getInt("per-domain", 300));
+    upcycle::writeFileAtomically(out, upcycle::demoInstructionsJsonl(s));
+    std::printf("wrote %zu instruction records in %zu domains to %s\n", s.size(), upcycle::demoDomains().size(), out.c_str());
+  } else if (kind == "corpus") {
+    auto d = upcycle::generateDemoCorpus(seed, a.getInt("documents", 4000));
+    upcycle::writeFileAtomically(out, upcycle::demoCorpusJsonl(d));
+    std::printf("wrote %zu corpus documents to %s\n", d.size(), out.c_str());
+  } else {
+    throw upcycle::UserError("--kind must be instruct or corpus, got \"" + kind + "\"");
+  }
+  return 0;
+}
+
+int cmdPretrain(const Args& a) {
+  auto keys = kTrainKeys;
+  keys.insert({"corpus", "documents", "hidden", "ff", "layers", "heads", "kv-heads", "block"});
+  a.allowOnly(keys);
+  upcycle::PretrainOptions o;
+  o.train = trainOptions(a, 3e-3);
+  if (!a.has("max-steps") && !a.has("epochs")) o.train.maxSteps = 300;
+  if (!a.has("save-steps") && !a.has("save-every")) o.train.saveSteps = 0;
+  o.out = o.train.outDir;
+  o.corpus = a.get("corpus", "");
+  o.documents = a.getInt("documents", 4000);
+  o.hiddenSize = a.getInt("hidden", 128);
+  o.intermediateSize = a.getInt("ff", 344);
+  o.numLayers = a.getInt("layers", 4);
+  o.numHeads = a.getInt("heads", 4);
+  o.numKvHeads = a.getInt("kv-heads", 2);
+  o.blockSize = a.getInt("block", 128);
+  upcycle::cli::ProgressPrinter progress(::isatty(1));
+  return reportTraining(upcycle::pretrainTinyBase(o, &progress, &g_cancel), progress);
+}
+
+int cmdTrain(const Args& a) {
+  auto keys = kTrainKeys;
+  keys.insert({"model", "data", "max-length", "template", "train-on-prompt", "val-fraction"});
+  a.allowOnly(keys);
+  const std::string model = a.require("model");
+  upcycle::TrainOptions o = trainOptions(a, 1e-3);
+  upcycle::DataOptions d;
+  d.path = a.require("data");
+  d.promptTemplate = a.get("template", "");
+  d.maxLength = a.getInt("max-length", 0);
+  d.trainOnPrompt = a.has("train-on-prompt");
+  d.valFraction = a.getDouble("val-fraction", 0.0);
+  d.splitSeed = o.seed;
+  upcycle::validateTrainOptions(o);  // refuse bad settings before reading data or model
+  upcycle::PreparedData data = upcycle::prepareData(model, d);
+  o.maxLength = d.maxLength;
+  std::printf("%zu training records (%lld dropped), %zu validation, template %s\n", data.train.size(),
+              static_cast<long long>(data.dropped), data.val.size(), data.promptTemplate.c_str());
+  upcycle::cli::ProgressPrinter progress(::isatty(1));
+  upcycle::TrainResult r = upcycle::trainModel(model, data.train, o, &progress, &g_cancel);
+  const int rc = reportTraining(r, progress);
+  if (!data.val.empty() && !r.checkpoints.empty()) {
+    upcycle::EvalOptions eo;
+    eo.device = o.device;
+    eo.accuracy = true;
+    std::cout << "validation:\n" << upcycle::evalText(upcycle::evaluateModelOnRecords(r.checkpoints.back(), data.val, eo));
+  }
+  return rc;
+}
+
+int cmdGenerate(const Args& a) {
+  a.allowOnly({"model", "prompt", "max-new-tokens", "temperature", "seed", "raw", "template", "device", "threads"});
+  upcycle::GenerateRequest r;
+  r.model = a.require("model");
+  r.prompt = a.require("prompt");
+  r.maxNewTokens = a.getInt("max-new-tokens", 64);
+  r.temperature = a.getDouble("temperature", 0.0);
+  r.seed = static_cast<uint64_t>(a.getInt("seed", 0));
+  r.raw = a.has("raw");
+  r.promptTemplate = a.get("template", "");
+  r.device = a.get("device", "auto");
+  std::cout << upcycle::generateText(r) << "\n";
+  return 0;
+}
+
 int cmdVersion() {
   auto info = upcycle::runtimeInfo();
   std::cout << "upcycle " << UPCYCLE_VERSION << "\nLibTorch " << info.torchVersion << " ("
@@ -138,13 +294,18 @@ int main(int argc, char** argv) {
   }
   const std::string verb = argv[1];
   try {
-    Args args(argc, argv, 2, {"json", "quick", "tie", "diff-only"});
+    Args args(argc, argv, 2, {"json", "quick", "tie", "diff-only", "accuracy", "resume", "raw", "train-on-prompt"});
+    std::signal(SIGINT, onSigint);  // training stops at the next step boundary
     upcycle::configureRuntime(static_cast<int>(args.getInt("threads", 0)));
     if (verb == "inspect") return cmdInspect(args);
     if (verb == "eval") return cmdEval(args);
     if (verb == "convert") return cmdConvert(args);
     if (verb == "create") return cmdCreate(args);
     if (verb == "demo") return cmdDemo(args);
+    if (verb == "data") return cmdData(args);
+    if (verb == "pretrain") return cmdPretrain(args);
+    if (verb == "train") return cmdTrain(args);
+    if (verb == "generate") return cmdGenerate(args);
     if (verb == "version" || verb == "--version") return cmdVersion();
     std::cerr << "upcycle: unknown verb \"" << verb << "\" (try: upcycle help)\n";
     return 2;

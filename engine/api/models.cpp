@@ -61,6 +61,17 @@ EvalReport evaluateModel(const fs::path& modelPath, const fs::path& dataPath, co
   });
 }
 
+EvalReport evaluateModelOnRecords(const fs::path& modelPath, const std::vector<TokenRecord>& records,
+                                  const EvalOptions& opts) {
+  const torch::Device device = resolveDevice(opts.device);
+  std::unique_ptr<Tokenizer> tok;
+  if (opts.accuracy) tok = loadTokenizer(modelPath);
+  return withTorchErrors("evaluate", [&] {
+    DecoderLM model = loadModel(modelPath, {device, torch::kFloat});
+    return evaluateRecords(*model, records, opts, tok.get());
+  });
+}
+
 std::string generateText(const GenerateRequest& r) {
   const torch::Device device = resolveDevice(r.device);
   auto tok = loadTokenizer(r.model);

@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 
+#include "data/token_records.h"
 #include "formats/hf_config.h"
 
 namespace upcycle {
@@ -37,6 +38,10 @@ struct EvalReport {
 // Reads any data kind of FORMATS.md; text records are tokenized with the model's tokenizer.
 EvalReport evaluateModel(const std::filesystem::path& model, const std::filesystem::path& data,
                          const EvalOptions& opts = {});
+// Evaluates already-tokenized records (e.g. a validation split) on the model at `model`; accuracy
+// uses the model's tokenizer.
+EvalReport evaluateModelOnRecords(const std::filesystem::path& model, const std::vector<TokenRecord>& records,
+                                  const EvalOptions& opts = {});
 std::string evalJson(const EvalReport& r);
 std::string evalText(const EvalReport& r);
 

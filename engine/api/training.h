@@ -93,4 +93,24 @@ TrainResult trainModel(const std::filesystem::path& modelPath, const std::vector
 
 void validateTrainOptions(const TrainOptions& o);
 
+// Pretraining a tiny byte-level base on the built-in corpus (or a corpus file): the first stage of
+// the demo, and `upcycle pretrain`.
+struct PretrainOptions {
+  std::filesystem::path out;        // checkpoints in OUT/checkpoint-STEP, the corpus in OUT/corpus.jsonl
+  std::filesystem::path corpus;     // empty: generate the built-in corpus
+  int64_t documents = 4000;         // built-in corpus size
+  int64_t hiddenSize = 128;
+  int64_t intermediateSize = 344;
+  int64_t numLayers = 4;
+  int64_t numHeads = 4;
+  int64_t numKvHeads = 2;
+  int64_t blockSize = 128;          // packed sequence length
+  std::string promptTemplate = "compact";  // stored with the tokenizer for later SFT and eval
+  TrainOptions train;               // outDir is set to `out`
+};
+
+// Returns the training result; the pretrained model is the last checkpoint (result.checkpoints.back()).
+TrainResult pretrainTinyBase(const PretrainOptions& o, TrainObserver* observer = nullptr,
+                             const std::atomic<bool>* cancel = nullptr);
+
 }  // namespace upcycle

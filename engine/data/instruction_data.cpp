@@ -126,39 +126,10 @@ Example fromJson(const json& j, const std::string& where, int64_t line) {
 }  // namespace
 
 std::vector<Example> readExamples(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  UPCYCLE_CHECK(in.good(), "cannot open data file ", path.string());
   std::vector<Example> out;
-  in >> std::ws;
-  if (in.peek() == '[') {
-    json arr;
-    try {
-      in >> arr;
-    } catch (const json::parse_error& e) {
-      throw UserError(path.string() + ": not valid JSON (" + e.what() + ")");
-    }
-    int64_t i = 0;
-    for (const json& j : arr) {
-      ++i;
-      out.push_back(fromJson(j, path.string() + ": record " + std::to_string(i), i));
-    }
-  } else {
-    std::string line;
-    int64_t n = 0;
-    while (std::getline(in, line)) {
-      ++n;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      const std::string where = path.string() + ":" + std::to_string(n);
-      json j;
-      try {
-        j = json::parse(line);
-      } catch (const json::parse_error& e) {
-        throw UserError(where + ": not valid JSON (" + e.what() + ")");
-      }
-      out.push_back(fromJson(j, where, n));
-    }
-  }
-  UPCYCLE_CHECK(!out.empty(), path.string(), ": no records");
+  forEachJsonRecord(path, [&](const void* j, const std::string& where, int64_t line) {
+    out.push_back(fromJson(*static_cast<const json*>(j), where, line));
+  });
   return out;
 }
 

@@ -48,28 +48,32 @@ TokenRecord fromJson(const json& j, const std::string& where, int64_t line) {
 
 }  // namespace
 
-std::vector<TokenRecord> readTokenRecords(const std::filesystem::path& path) {
-  std::ifstream in(path);
+void forEachJsonRecord(const std::filesystem::path& path,
+                       const std::function<void(const void*, const std::string&, int64_t)>& fn) {
+  std::ifstream in(path, std::ios::binary);
   UPCYCLE_CHECK(in.good(), "cannot open data file ", path.string());
-  std::vector<TokenRecord> out;
-  std::string first;
-  in >> std::ws;
-  if (in.peek() == '[') {  // a JSON array of records
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  int64_t count = 0;
+  if (first != std::string::npos && text[first] == '[') {  // a JSON array of records
     json arr;
     try {
-      in >> arr;
+      arr = json::parse(text);
     } catch (const json::parse_error& e) {
       throw UserError(path.string() + ": not valid JSON (" + e.what() + ")");
     }
-    int64_t i = 0;
     for (const json& j : arr) {
-      ++i;
-      out.push_back(fromJson(j, path.string() + ": record " + std::to_string(i), i));
+      ++count;
+      fn(&j, path.string() + ": record " + std::to_string(count), count);
     }
   } else {
-    std::string line;
     int64_t n = 0;
-    while (std::getline(in, line)) {
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t end = text.find('\n', pos);
+      if (end == std::string::npos) end = text.size();
+      const std::string line = text.substr(pos, end - pos);
+      pos = end + 1;
       ++n;
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
       const std::string where = path.string() + ":" + std::to_string(n);
@@ -79,10 +83,18 @@ std::vector<TokenRecord> readTokenRecords(const std::filesystem::path& path) {
       } catch (const json::parse_error& e) {
         throw UserError(where + ": not valid JSON (" + e.what() + ")");
       }
-      out.push_back(fromJson(j, where, n));
+      ++count;
+      fn(&j, where, n);
     }
   }
-  UPCYCLE_CHECK(!out.empty(), path.string(), ": no records");
+  UPCYCLE_CHECK(count > 0, path.string(), ": no records");
+}
+
+std::vector<TokenRecord> readTokenRecords(const std::filesystem::path& path) {
+  std::vector<TokenRecord> out;
+  forEachJsonRecord(path, [&](const void* j, const std::string& where, int64_t line) {
+    out.push_back(fromJson(*static_cast<const json*>(j), where, line));
+  });
   return out;
 }
 

@@ -3,6 +3,7 @@
 // Torch-free. Thread-safety: free functions.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,5 +22,11 @@ struct TokenRecord {
 
 // Reads a JSONL file (a JSON array is accepted too). Throws UserError naming FILE:LINE and field.
 std::vector<TokenRecord> readTokenRecords(const std::filesystem::path& path);
+
+// Calls fn(recordJsonText, where, line) for each record of a JSONL file or JSON array file; `where`
+// is "FILE:LINE" (or "FILE: record N" for arrays). Blank lines are skipped but counted. Throws
+// UserError naming the place for invalid JSON, and for a file without records.
+void forEachJsonRecord(const std::filesystem::path& path,
+                       const std::function<void(const void* json, const std::string& where, int64_t line)>& fn);
 
 }  // namespace upcycle

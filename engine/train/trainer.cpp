@@ -9,6 +9,9 @@
 #include "api/torch_errors.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "api/models.h"
+#include "data/demo_data.h"
+#include "data/prepare.h"
 #include "data/tokenizer.h"
 #include "formats/trainer_outputs.h"
 #include "model/model_io.h"
@@ -320,6 +323,43 @@ TrainResult trainModel(const fs::path& modelPath, const std::vector<TokenRecord>
   TrainOptions withTokenizer = o;
   if (withTokenizer.tokenizerFrom.empty()) withTokenizer.tokenizerFrom = modelPath;
   return trainDecoder(model, data, withTokenizer, observer, cancel);
+}
+
+}  // namespace upcycle
+
+namespace upcycle {
+
+TrainResult pretrainTinyBase(const PretrainOptions& o, TrainObserver* observer, const std::atomic<bool>* cancel) {
+  UPCYCLE_CHECK(!o.out.empty(), "pretrain needs an output folder");
+  UPCYCLE_CHECK(o.blockSize >= 8, "block size must be at least 8, got ", o.blockSize);
+  fs::create_directories(o.out);
+  const fs::path init = o.out / "init";
+  CreateOptions c;
+  c.out = init;
+  c.hiddenSize = o.hiddenSize;
+  c.intermediateSize = o.intermediateSize;
+  c.numLayers = o.numLayers;
+  c.numHeads = o.numHeads;
+  c.numKvHeads = o.numKvHeads;
+  c.seed = o.train.seed;
+  c.promptTemplate = o.promptTemplate;
+  createRandomModel(c);
+  fs::path corpus = o.corpus;
+  if (corpus.empty()) {
+    corpus = o.out / "corpus.jsonl";
+    writeFileAtomically(corpus, demoCorpusJsonl(generateDemoCorpus(o.train.seed, o.documents)));
+  }
+  DataOptions d;
+  d.path = corpus;
+  d.packBlock = o.blockSize;
+  PreparedData data = prepareData(init, d);
+  if (observer)
+    observer->onLog("pretraining on " + std::to_string(data.train.size()) + " packed blocks of " +
+                    std::to_string(o.blockSize) + " tokens from " + corpus.string());
+  TrainOptions t = o.train;
+  t.outDir = o.out;
+  t.stage = "pretrain";
+  return trainModel(init, data.train, t, observer, cancel);
 }
 
 }  // namespace upcycle

@@ -170,3 +170,57 @@ TEST(Cli, DemoShowsTheUpcyclingInvariant) {
   EXPECT_NE(r.out.find("sparse upcycled 8x top-2"), std::string::npos);
   EXPECT_TRUE(std::filesystem::exists(dir / "moe-sparse/model.safetensors"));
 }
+
+TEST(Cli, DataGenerateIsDeterministic) {
+  TempDir dir;
+  ASSERT_EQ(run("data generate --out " + (dir / "a.jsonl").string() + " --per-domain 3 --seed 4").rc, 0);
+  ASSERT_EQ(run("data generate --out " + (dir / "b.jsonl").string() + " --per-domain 3 --seed 4").rc, 0);
+  ASSERT_EQ(run("data generate --out " + (dir / "c.jsonl").string() + " --kind corpus --documents 5").rc, 0);
+  const std::string a = upcycle::test::readBytes(dir / "a.jsonl");
+  EXPECT_EQ(a, upcycle::test::readBytes(dir / "b.jsonl"));
+  EXPECT_EQ(std::count(a.begin(), a.end(), '\n'), 21);  // 7 domains x 3
+  EXPECT_NE(a.find("\"domain\":\"brackets\""), std::string::npos);
+  const std::string c = upcycle::test::readBytes(dir / "c.jsonl");
+  EXPECT_EQ(std::count(c.begin(), c.end(), '\n'), 5);
+  EXPECT_EQ(c.rfind("{\"text\":", 0), 0u);
+}
+
+TEST(Cli, TrainWritesCheckpointsThatInspectAndEvalRead) {
+  TempDir dir;
+  const std::string model = (dir / "tiny").string(), data = (dir / "d.jsonl").string(), out = (dir / "run").string();
+  ASSERT_EQ(run("create --out " + model + " --hidden 32 --ff 64 --layers 1 --heads 2 --kv-heads 1").rc, 0);
+  ASSERT_EQ(run("data generate --out " + data + " --per-domain 4").rc, 0);  // 28 records
+  // 28 records / batch 7 = 4 steps per epoch; 2 epochs; a checkpoint every half epoch.
+  Result t = run("train --model " + model + " --data " + data + " --out " + out +
+                 " --epochs 2 --batch-size 7 --save-every 0.5 --template compact --lr 3e-3");
+  ASSERT_EQ(t.rc, 0) << t.err << t.out;
+  EXPECT_NE(t.out.find("finished 8 steps"), std::string::npos) << t.out;
+  json list = json::parse(run("inspect " + out + " --json").out);
+  ASSERT_EQ(list["checkpoints"].size(), 4u);
+  EXPECT_EQ(list["checkpoints"][0]["step"], 2);
+  EXPECT_EQ(list["checkpoints"][3]["step"], 8);
+  EXPECT_NEAR(list["checkpoints"][3]["epoch"].get<double>(), 2.0, 1e-9);
+  EXPECT_TRUE(std::filesystem::exists(dir / "run/checkpoint-8/tokenizer_config.json"));
+  Result e = run("eval --model " + out + "/checkpoint-8 --data " + data + " --accuracy --template compact --json");
+  ASSERT_EQ(e.rc, 0) << e.err;
+  json ej = json::parse(e.out);
+  EXPECT_EQ(ej["answered"], 28);
+  EXPECT_GE(ej["accuracy"].get<double>(), 0.0);
+  EXPECT_LE(ej["accuracy"].get<double>(), 1.0);
+  EXPECT_EQ(ej["domains"].size(), 7u);
+  Result g = run("generate --model " + out + "/checkpoint-8 --prompt 'add 1+2' --max-new-tokens 4");
+  EXPECT_EQ(g.rc, 0) << g.err;
+}
+
+TEST(Cli, TrainRefusesBadSettingsBeforeAnyWork) {
+  TempDir dir;
+  Result r = run("train --model " + fixture("llama_gqa") + " --data /nonexistent.jsonl --out " + (dir / "o").string() +
+                 " --batch-size 0");
+  expectOneCleanLine(r);
+  EXPECT_NE(r.err.find("batch_size must be at least 1, got 0"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "o"));
+  Result s = run("train --model " + fixture("llama_gqa") + " --data /nonexistent.jsonl --out " + (dir / "o").string() +
+                 " --save-every 2");
+  expectOneCleanLine(s);
+  EXPECT_NE(s.err.find("save_every"), std::string::npos) << s.err;
+}
