@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/torch_compat.h"
 
 namespace upcycle {
 
@@ -99,11 +100,15 @@ torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& reco
     else noise.uniform_(1.0 - jitter, 1.0 + jitter);
     x = x * noise.to(x.device()).to(x.scalar_type());
   }
-  // Router in float32 (SPEC §1).
-  auto logits = torch::linear(x.to(torch::kFloat), router->weight.to(torch::kFloat));  // (N, E)
-  auto probs = torch::softmax(logits, -1);                                            // (N, E)
-  auto [topW, topI] = probs.topk(topK, -1);                                           // (N, K)
-  if (normTopk) topW = topW / topW.sum(-1, /*keepdim=*/true);
+  // Router in float32 (SPEC §1), also under bf16 autocast.
+  torch::Tensor logits, probs, topW, topI;
+  {
+    NoAutocast fp32(autocastKeys());
+    logits = torch::linear(x.to(torch::kFloat), router->weight.to(torch::kFloat));  // (N, E)
+    probs = torch::softmax(logits, -1);                                            // (N, E)
+    std::tie(topW, topI) = probs.topk(topK, -1);                                   // (N, K)
+    if (normTopk) topW = topW / topW.sum(-1, /*keepdim=*/true);
+  }
   record.logits = logits;
   record.probs = probs;
   record.experts = topI;
@@ -127,7 +132,7 @@ torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& reco
   }
   auto ys = torch::cat(outs, 0);  // (N*K, D)
   auto w = topW.reshape({-1}).index_select(0, order).unsqueeze(1).to(ys.scalar_type());
-  auto out = torch::zeros({N, D}, ys.options()).index_add(0, tokenOf, ys * w);
+  auto out = torch::zeros({N, D}, ys.options()).index_add(0, tokenOf, ys * w).to(x.scalar_type());
   if (shared_expert) {
     auto g = torch::sigmoid(shared_expert_gate(x));  // (N, 1)
     out = out + g * shared_expert(x);

@@ -9,6 +9,7 @@
 #include "api/torch_errors.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/torch_compat.h"
 #include "api/models.h"
 #include "data/demo_data.h"
 #include "data/prepare.h"
@@ -87,6 +88,11 @@ Batch makeBatch(const std::vector<TokenRecord>& data, const std::vector<size_t>&
 }
 
 namespace {
+
+// Batches travel to a GPU from pinned memory without blocking the host.
+torch::Tensor toDevice(const torch::Tensor& t, const torch::Device& dev) {
+  return dev.is_cuda() ? t.pin_memory().to(dev, /*non_blocking=*/true) : t;
+}
 
 bool nameMatches(const std::string& name, const std::vector<std::string>& patterns) {
   for (const auto& p : patterns)
@@ -254,8 +260,13 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
       double lmSum = 0, auxSum = 0, zSum = 0;
       const double nMicro = static_cast<double>(micro.size());
       for (const Batch& b : micro) {
-        auto ids = b.ids.to(dev), labels = b.labels.to(dev), mask = b.mask.to(dev);
-        ForwardOutput out = model->forward(ids, mask);
+        auto ids = toDevice(b.ids, dev), labels = toDevice(b.labels, dev), mask = toDevice(b.mask, dev);
+        ForwardOutput out;
+        {
+          CudaBf16Autocast autocast(dev.is_cuda());  // bf16 matmuls on CUDA, float32 master weights
+          out = model->forward(ids, mask);
+        }
+        NoAutocast fp32(autocastKeys());
         LossSum ls = nextTokenLoss(out.logits, labels);
         auto lm = ls.sum / static_cast<double>(predicted);  // token-weighted over the whole step
         auto objective = lm;
