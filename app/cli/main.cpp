@@ -3,13 +3,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <exception>
 #include <iostream>
 #include <set>
 
-#include "api/demo.h"
+#include "api/pipeline.h"
 #include "api/inspect.h"
 #include "api/models.h"
 #include "api/runtime.h"
@@ -62,8 +63,14 @@ verbs:
          [--layers N] [--heads N] [--kv-heads N] [--experts E] [--top-k K] [--tie]
          [--dtype float32|bfloat16|float16] [--seed S]
       Write a randomly initialized model (for experiments, tests and benchmarks).
-  demo [--out DIR] [--seed S] [--quick]
-      The built-in demo experiment.
+  run EXPERIMENT.yaml [--out DIR] [--device D]
+      Run a whole experiment (base, data, dense SFT with checkpoints, each method, post-training,
+      evaluation) and print per-domain accuracy and loss for every run.
+  demo [--quick] [--out DIR]
+      The built-in demo experiment (resources/experiments/demo.yaml; --quick: demo-quick.yaml):
+      pretrain a tiny base, instruction-tune it keeping 8 checkpoints, then dense SFT continued,
+      sparse upcycling, Drop-Upcycling r=0.5 and UpIT (8 experts from 4 checkpoints + GA), each with
+      the same post-training budget.
   version                 Versions of the workbench and LibTorch.
 
 common options: --threads N (intra-op threads; default: all cores)
@@ -133,23 +140,6 @@ int cmdCreate(const Args& a) {
   o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
   auto c = upcycle::createRandomModel(o);
   std::cout << "wrote a random " << c.architecture() << " to " << o.out.string() << "\n";
-  return 0;
-}
-
-int cmdDemo(const Args& a) {
-  a.allowOnly({"out", "seed", "quick", "threads", "db"});
-  const std::string out = a.get("out", "out/demo");
-  auto log = [](const std::string& s) { std::cout << "[demo] " << s << std::endl; };
-  auto r = upcycle::runDemo(out, static_cast<uint64_t>(a.getInt("seed", 0)), log);
-  std::printf("\n%-28s %10s %12s\n", "model", "loss", "perplexity");
-  std::printf("%-28s %10.6f %12.4f\n", "dense (random Llama)", r.dense.overall.loss, r.dense.overall.perplexity);
-  std::printf("%-28s %10.6f %12.4f\n", "sparse upcycled 8x top-2", r.moe.overall.loss, r.moe.overall.perplexity);
-  std::printf("\nper domain (dense / MoE):\n");
-  for (const auto& [d, f] : r.dense.domains)
-    std::printf("  %-10s %10.6f %10.6f\n", d.c_str(), f.loss, r.moe.domains.at(d).loss);
-  std::printf("\nSPEC §1 invariant: identical experts with renormalized top-k compute the dense function;\n"
-              "|loss difference| = %.3g. Outputs are in %s\n",
-              std::abs(r.dense.overall.loss - r.moe.overall.loss), out.c_str());
   return 0;
 }
 
@@ -276,6 +266,56 @@ int cmdGenerate(const Args& a) {
   return 0;
 }
 
+class PipelinePrinter : public upcycle::PipelineObserver {
+ public:
+  explicit PipelinePrinter(bool terminal) : m_progress(terminal) {}
+  void onStep(const upcycle::StepMetrics& m) override { m_progress.onStep(m); }
+  void onCheckpoint(const std::filesystem::path& f, int64_t s) override { m_progress.onCheckpoint(f, s); }
+  void onEpochEnd(int64_t e, double l) override { m_progress.onEpochEnd(e, l); }
+  void onLog(const std::string& m) override { m_progress.onLog(m); }
+  void onStage(const std::string& stage, const std::string& detail) override {
+    m_progress.onLog("== " + stage + ": " + detail);
+  }
+  void onRunFinished(const upcycle::RunSummary& r) override {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "== %s finished: eval loss %.4f, accuracy %.1f%%, %.0f s", r.name.c_str(),
+                  r.eval.overall.loss, 100.0 * r.eval.overall.accuracy, r.seconds);
+    m_progress.onLog(buf);
+  }
+  void finish() { m_progress.finish(); }
+
+ private:
+  upcycle::cli::ProgressPrinter m_progress;
+};
+
+int runAndReport(upcycle::Experiment e, const Args& a) {
+  if (a.has("out")) e.out = a.get("out");
+  if (a.has("device")) e.device = a.get("device");
+  std::printf("experiment %s -> %s (%zu runs)\n", e.name.c_str(), e.out.string().c_str(), e.runs.size());
+  PipelinePrinter printer(::isatty(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  upcycle::ExperimentReport r = upcycle::runExperiment(e, &printer, &g_cancel);
+  printer.finish();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string table = upcycle::experimentTable(r);
+  std::printf("\n%s\ntotal %.0f s%s; outputs in %s\n", table.c_str(), secs, r.cancelled ? " (cancelled)" : "",
+              e.out.string().c_str());
+  upcycle::writeFileAtomically(e.out / "results.txt", table);
+  return r.cancelled ? 130 : 0;
+}
+
+int cmdRun(const Args& a) {
+  a.allowOnly({"out", "device", "threads", "db"});
+  UPCYCLE_CHECK(a.positional().size() == 1, "usage: upcycle run EXPERIMENT.yaml [--out DIR]");
+  return runAndReport(upcycle::loadExperiment(a.positional()[0]), a);
+}
+
+int cmdDemo(const Args& a) {
+  a.allowOnly({"out", "quick", "threads", "db", "device"});
+  const auto file = upcycle::findResource(a.has("quick") ? "experiments/demo-quick.yaml" : "experiments/demo.yaml");
+  return runAndReport(upcycle::loadExperiment(file), a);
+}
+
 int cmdVersion() {
   auto info = upcycle::runtimeInfo();
   std::cout << "upcycle " << UPCYCLE_VERSION << "\nLibTorch " << info.torchVersion << " ("
@@ -302,6 +342,7 @@ int main(int argc, char** argv) {
     if (verb == "convert") return cmdConvert(args);
     if (verb == "create") return cmdCreate(args);
     if (verb == "demo") return cmdDemo(args);
+    if (verb == "run") return cmdRun(args);
     if (verb == "data") return cmdData(args);
     if (verb == "pretrain") return cmdPretrain(args);
     if (verb == "train") return cmdTrain(args);

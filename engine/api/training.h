@@ -58,6 +58,7 @@ struct StepMetrics {
   double lmLoss = 0;       // token-weighted next-token cross-entropy
   double auxLoss = 0;      // load-balancing loss (unscaled); 0 for dense models
   double zLoss = 0;
+  double extraLoss = 0;    // a stage's own term (UpIT router pre-optimization: L_cls)
   double lr = 0;
   double gradNorm = 0;     // before clipping
   double tokensPerSec = 0;

@@ -18,6 +18,7 @@ struct TokenRecord {
   // (exact-match accuracy by greedy decoding). promptLength == 0 for other records.
   int64_t promptLength = 0;
   std::string answer;
+  int64_t tag = -1;  // a per-record class, e.g. the UpIT expert a seed sample was assigned to
 };
 
 // Reads a JSONL file (a JSON array is accepted too). Throws UserError naming FILE:LINE and field.

@@ -46,10 +46,9 @@ std::vector<int64_t> generateTokens(DecoderLMImpl& model, const std::vector<int6
   return out;
 }
 
-EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>& records, const EvalOptions& o,
-                           const Tokenizer* tok) {
-  UPCYCLE_CHECK(o.batchSize >= 1, "batch size must be at least 1, got ", o.batchSize);
-  UPCYCLE_CHECK(!records.empty(), "no records to evaluate");
+std::vector<RecordLoss> recordLosses(DecoderLMImpl& model, const std::vector<TokenRecord>& records,
+                                     int64_t batchSize) {
+  UPCYCLE_CHECK(batchSize >= 1, "batch size must be at least 1, got ", batchSize);
   const bool wasTraining = model.is_training();
   model.eval();
   torch::NoGradGuard noGrad;
@@ -58,18 +57,15 @@ EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>&
   for (const TokenRecord& r : records)
     for (int64_t id : r.inputIds)
       UPCYCLE_CHECK(id < V, "record at line ", r.line, ": token id ", id, " is outside the model's vocabulary (", V, ")");
-
   // Batches of similar length waste the least padding.
   std::vector<size_t> order(records.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     return records[a].inputIds.size() < records[b].inputIds.size();
   });
-  struct Acc { double loss = 0; int64_t tokens = 0, records = 0, answered = 0, correct = 0; };
-  Acc all;
-  std::map<std::string, Acc> dom;
-  for (size_t start = 0; start < order.size(); start += o.batchSize) {
-    const size_t end = std::min(order.size(), start + static_cast<size_t>(o.batchSize));
+  std::vector<RecordLoss> out(records.size());
+  for (size_t start = 0; start < order.size(); start += batchSize) {
+    const size_t end = std::min(order.size(), start + static_cast<size_t>(batchSize));
     const int64_t B = static_cast<int64_t>(end - start);
     int64_t T = 0;
     for (size_t i = start; i < end; ++i) T = std::max<int64_t>(T, records[order[i]].inputIds.size());
@@ -93,18 +89,30 @@ EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>&
         torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
     auto perRow = ce.view({B, T - 1}).sum(1).to(torch::kDouble).cpu();
     auto count = (target != -100).sum(1).cpu();
-    for (int64_t b = 0; b < B; ++b) {
-      const TokenRecord& r = records[order[start + b]];
-      const double s = perRow[b].item<double>();
-      const int64_t c = count[b].item<int64_t>();
-      all.loss += s;
-      all.tokens += c;
-      all.records += 1;
-      if (!r.domain.empty()) {
-        dom[r.domain].loss += s;
-        dom[r.domain].tokens += c;
-        dom[r.domain].records += 1;
-      }
+    for (int64_t b = 0; b < B; ++b) out[order[start + b]] = {perRow[b].item<double>(), count[b].item<int64_t>()};
+  }
+  if (wasTraining) model.train();
+  return out;
+}
+
+EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>& records, const EvalOptions& o,
+                           const Tokenizer* tok) {
+  UPCYCLE_CHECK(!records.empty(), "no records to evaluate");
+  const auto losses = recordLosses(model, records, o.batchSize);
+  const bool wasTraining = model.is_training();
+  model.eval();
+  struct Acc { double loss = 0; int64_t tokens = 0, records = 0, answered = 0, correct = 0; };
+  Acc all;
+  std::map<std::string, Acc> dom;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const TokenRecord& r = records[i];
+    all.loss += losses[i].sum;
+    all.tokens += losses[i].tokens;
+    all.records += 1;
+    if (!r.domain.empty()) {
+      dom[r.domain].loss += losses[i].sum;
+      dom[r.domain].tokens += losses[i].tokens;
+      dom[r.domain].records += 1;
     }
   }
   if (o.accuracy && tok) {

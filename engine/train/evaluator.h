@@ -25,6 +25,15 @@ std::vector<int64_t> generateTokens(DecoderLMImpl& model, const std::vector<int6
 EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>& records,
                            const EvalOptions& o, const Tokenizer* tok);
 
+// Per record: the summed next-token cross-entropy and the number of predicted tokens, in record order.
+struct RecordLoss {
+  double sum = 0;
+  int64_t tokens = 0;
+  double mean() const { return tokens ? sum / tokens : 0.0; }
+};
+std::vector<RecordLoss> recordLosses(DecoderLMImpl& model, const std::vector<TokenRecord>& records,
+                                     int64_t batchSize);
+
 // Whitespace-trimmed equality, the exact-match rule.
 bool exactMatch(const std::string& generated, const std::string& answer);
 

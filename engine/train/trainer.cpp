@@ -66,10 +66,11 @@ Batch makeBatch(const std::vector<TokenRecord>& data, const std::vector<size_t>&
     int64_t n = static_cast<int64_t>(data[r].inputIds.size());
     T = std::max(T, maxLength > 0 ? std::min(n, maxLength) : n);
   }
-  std::vector<int64_t> ids(B * T, 0), labels(B * T, -100), mask(B * T, 0);
+  std::vector<int64_t> ids(B * T, 0), labels(B * T, -100), mask(B * T, 0), tags(B, -1);
   Batch b;
   for (int64_t i = 0; i < B; ++i) {
     const TokenRecord& rec = data[rows[i]];
+    tags[i] = rec.tag;
     const auto& lab = rec.labels.empty() ? rec.inputIds : rec.labels;
     const int64_t n = std::min<int64_t>(rec.inputIds.size(), T);
     for (int64_t t = 0; t < n; ++t) {
@@ -84,6 +85,7 @@ Batch makeBatch(const std::vector<TokenRecord>& data, const std::vector<size_t>&
   b.ids = torch::tensor(ids, opt).view({B, T});
   b.labels = torch::tensor(labels, opt).view({B, T});
   b.mask = torch::tensor(mask, opt).view({B, T});
+  b.tags = torch::tensor(tags, opt);
   return b;
 }
 
@@ -153,7 +155,7 @@ std::optional<TrainerCheckpoint> latestResumable(const fs::path& out) {
 }  // namespace
 
 TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data, const TrainOptions& o,
-                         TrainObserver* obs, const std::atomic<bool>* cancel) {
+                         TrainObserver* obs, const std::atomic<bool>* cancel, const TrainHooks& hooks) {
   validateTrainOptions(o);
   UPCYCLE_CHECK(!data.empty(), "no training records");
   const ModelConfig& cfg = model->config();
@@ -257,7 +259,7 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
       UPCYCLE_CHECK(predicted > 0, "step ", step + 1, ": no token to predict in this batch");
 
       optimizer.zero_grad();
-      double lmSum = 0, auxSum = 0, zSum = 0;
+      double lmSum = 0, auxSum = 0, zSum = 0, extraSum = 0;
       const double nMicro = static_cast<double>(micro.size());
       for (const Batch& b : micro) {
         auto ids = toDevice(b.ids, dev), labels = toDevice(b.labels, dev), mask = toDevice(b.mask, dev);
@@ -269,7 +271,12 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
         NoAutocast fp32(autocastKeys());
         LossSum ls = nextTokenLoss(out.logits, labels);
         auto lm = ls.sum / static_cast<double>(predicted);  // token-weighted over the whole step
-        auto objective = lm;
+        auto objective = hooks.lmWeight * lm;
+        if (hooks.extraLoss) {
+          auto extra = hooks.extraLoss(out, toDevice(b.tags, dev), mask);
+          objective = objective + hooks.extraWeight * extra / nMicro;
+          extraSum += extra.item<double>();
+        }
         if (!out.routing.empty()) {
           auto tokenMask = mask.reshape({-1}).to(torch::kBool);
           auto aux = loadBalancingLoss(out.routing, cfg.numExperts, tokenMask);
@@ -288,7 +295,9 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
       m.lmLoss = lmSum;
       m.auxLoss = auxSum / nMicro;
       m.zLoss = zSum / nMicro;
-      m.loss = m.lmLoss + o.auxLossCoef * m.auxLoss + o.zLossCoef * m.zLoss;
+      m.extraLoss = extraSum / nMicro;
+      m.loss = hooks.lmWeight * m.lmLoss + o.auxLossCoef * m.auxLoss + o.zLossCoef * m.zLoss +
+               (hooks.extraLoss ? hooks.extraWeight * m.extraLoss : 0.0);
       if (!std::isfinite(m.loss)) {
         throw UserError("step " + std::to_string(step + 1) + ": the loss became " +
                         (std::isnan(m.loss) ? "NaN" : "Inf") + "; training stopped" +

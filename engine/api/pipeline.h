@@ -1,0 +1,60 @@
+#pragma once
+// Running a whole experiment (pipeline/experiment.h): data, base, dense SFT with checkpoints, each
+// run's conversion (+ UpIT's expansion and router pre-optimization), post-training with the same
+// budget for every run, evaluation. Torch-free header, shared by the CLI and the GUI.
+// Thread-safety: runExperiment runs on the calling thread (the engine's worker thread); observer
+// callbacks come on that thread; `cancel` may be set from any thread and stops at a step boundary.
+#include <atomic>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "api/models.h"
+#include "api/training.h"
+#include "pipeline/experiment.h"
+
+namespace upcycle {
+
+struct LineageInfo {
+  int64_t child = 0, parentA = 0, parentB = 0;
+  double alpha = 0, dareP = 0, distance = 0;
+  uint64_t maskSeed = 0;
+  std::string mergeOp;
+};
+
+struct RunSummary {
+  std::string name, method;
+  std::filesystem::path model;            // the post-trained model (HF folder)
+  EvalReport eval;                        // on the evaluation records
+  int64_t steps = 0;                      // post-training steps
+  double finalTrainLoss = 0;
+  double seconds = 0;
+  std::vector<int64_t> checkpointsUsed;   // UpIT: 1-based positions of the SFT checkpoints used
+  std::vector<LineageInfo> lineage;       // UpIT: the GA children
+  std::vector<int64_t> seedBuckets;       // UpIT: seed samples per expert
+};
+
+struct ExperimentReport {
+  std::filesystem::path out, baseModel;
+  std::vector<std::filesystem::path> sftCheckpoints;
+  std::vector<RunSummary> runs;
+  bool cancelled = false;
+};
+
+class PipelineObserver : public TrainObserver {
+ public:
+  virtual void onStage(const std::string& /*stage*/, const std::string& /*detail*/) {}
+  virtual void onRunFinished(const RunSummary& /*run*/) {}
+};
+
+ExperimentReport runExperiment(const Experiment& e, PipelineObserver* observer = nullptr,
+                               const std::atomic<bool>* cancel = nullptr);
+
+// Per-domain exact-match accuracy and loss of every run, as a text table.
+std::string experimentTable(const ExperimentReport& r);
+
+// A file shipped in resources/ (e.g. "experiments/demo.yaml"): looked up in $UPCYCLE_RESOURCES, next to
+// the executable's ../share/upcycle-workbench, and in the source tree the binary was built from.
+std::filesystem::path findResource(const std::string& relative);
+
+}  // namespace upcycle

@@ -1,0 +1,390 @@
+#include "pipeline/experiment.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <set>
+#include <sstream>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+
+namespace upcycle {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Reads a YAML map strictly: unknown keys are refused, types are checked, and every message names
+// the context ("demo.yaml: runs[2].ratio").
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string path, std::string ctx) : m_node(node), m_path(std::move(path)), m_ctx(std::move(ctx)) {
+    UPCYCLE_CHECK(!m_node || m_node.IsNull() || m_node.IsMap(), m_ctx, ": ", where(""), " must be a mapping");
+  }
+  std::string where(const std::string& key) const {
+    if (m_path.empty()) return key.empty() ? "the document" : key;
+    return key.empty() ? m_path : m_path + "." + key;
+  }
+  bool has(const std::string& key) {
+    m_known.insert(key);
+    return m_node && m_node.IsMap() && m_node[key] && !m_node[key].IsNull();
+  }
+  template <typename T>
+  void read(const std::string& key, T& value) {
+    if (!has(key)) return;
+    try {
+      value = m_node[key].as<T>();
+    } catch (const YAML::Exception&) {
+      throw UserError(m_ctx + ": " + where(key) + " has a value of the wrong type (\"" + YAML::Dump(m_node[key]) + "\")");
+    }
+  }
+  void readPath(const std::string& key, fs::path& value) {
+    std::string s;
+    read(key, s);
+    if (!s.empty()) value = s;
+  }
+  Section child(const std::string& key) {
+    has(key);
+    return Section(m_node && m_node.IsMap() ? m_node[key] : YAML::Node(), where(key), m_ctx);
+  }
+  YAML::Node node(const std::string& key) {
+    has(key);
+    return m_node && m_node.IsMap() ? m_node[key] : YAML::Node();
+  }
+  // Call after reading: any key not read is a typo or an unsupported option.
+  void finish() const {
+    if (!m_node || !m_node.IsMap()) return;
+    for (const auto& kv : m_node) {
+      const std::string k = kv.first.as<std::string>();
+      UPCYCLE_CHECK(m_known.count(k), m_ctx, ": unknown key ", where(k));
+    }
+  }
+
+ private:
+  YAML::Node m_node;
+  std::string m_path, m_ctx;
+  std::set<std::string> m_known;
+};
+
+void readTraining(Section s, StageTraining& t) {
+  s.read("epochs", t.epochs);
+  s.read("max_steps", t.maxSteps);
+  s.read("save_every", t.saveEvery);
+  s.read("lr", t.lr);
+  s.read("batch_size", t.batchSize);
+  s.read("warmup_steps", t.warmupSteps);
+  s.read("weight_decay", t.weightDecay);
+  s.read("aux_loss_coef", t.auxLossCoef);
+  s.read("z_loss_coef", t.zLossCoef);
+  s.read("grad_clip", t.gradClip);
+  s.finish();
+}
+
+}  // namespace
+
+Experiment parseExperiment(const std::string& text, const std::string& ctx) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw UserError(ctx + ": not valid YAML (" + e.msg + " at line " + std::to_string(e.mark.line + 1) + ")");
+  }
+  Experiment e;
+  Section top(root, "", ctx);
+  top.read("name", e.name);
+  top.read("seed", e.seed);
+  top.read("device", e.device);
+  top.read("threads", e.threads);
+  top.readPath("out", e.out);
+  {
+    Section base = top.child("base");
+    base.readPath("path", e.basePath);
+    if (base.has("pretrain")) {
+      e.pretrain = true;
+      Section p = base.child("pretrain");
+      p.read("steps", e.pretrainSteps);
+      p.read("documents", e.pretrainDocuments);
+      p.read("hidden", e.hidden);
+      p.read("ff", e.ff);
+      p.read("layers", e.layers);
+      p.read("heads", e.heads);
+      p.read("kv_heads", e.kvHeads);
+      p.read("block", e.block);
+      p.read("lr", e.pretrainLr);
+      p.read("batch_size", e.pretrainBatch);
+      p.finish();
+    }
+    base.finish();
+  }
+  {
+    Section d = top.child("data");
+    if (d.has("generate")) {
+      Section g = d.child("generate");
+      g.read("per_domain", e.perDomain);
+      g.read("eval_per_domain", e.evalPerDomain);
+      g.finish();
+    }
+    d.readPath("train", e.trainData);
+    d.readPath("eval", e.evalData);
+    if (!e.trainData.empty()) e.generateData = false;
+    d.read("template", e.promptTemplate);
+    d.read("max_length", e.maxLength);
+    d.finish();
+  }
+  if (top.has("sft")) {
+    YAML::Node n = top.node("sft");
+    if (n.IsScalar() && n.as<std::string>() == "false") e.sft = false;
+    else readTraining(Section(n, "sft", ctx), e.sftTraining);
+  }
+  if (top.has("post")) readTraining(top.child("post"), e.post);
+  {
+    Section ev = top.child("eval");
+    ev.read("accuracy", e.evalAccuracy);
+    ev.read("max_new_tokens", e.maxNewTokens);
+    ev.finish();
+  }
+  YAML::Node runs = top.node("runs");
+  UPCYCLE_CHECK(runs && runs.IsSequence(), ctx, ": runs must be a list of runs");
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const std::string path = "runs[" + std::to_string(i) + "]";
+    Section r(runs[i], path, ctx);
+    RunSpec s;
+    r.read("method", s.method);
+    s.name = s.method;
+    r.read("name", s.name);
+    r.read("experts", s.experts);
+    r.read("top_k", s.topK);
+    r.read("moe_layer_freq", s.moeLayerFreq);
+    r.read("expert_ff", s.expertFf);
+    r.read("router_init", s.routerInit);
+    if (r.has("seed")) {
+      r.read("seed", s.seed);
+      s.seedSet = true;
+    }
+    r.read("ratio", s.ratio);
+    r.read("shared_indices", s.sharedIndices);
+    r.read("noise_std", s.noiseStd);
+    r.read("noise_fraction", s.noiseFraction);
+    std::vector<std::string> sources;
+    r.read("sources", sources);
+    for (auto& p : sources) s.sources.emplace_back(p);
+    r.read("checkpoints", s.checkpoints);
+    r.read("select", s.select);
+    r.read("checkpoint_list", s.checkpointList);
+    r.read("non_ffn", s.nonFfn);
+    r.read("expand", s.expand);
+    if (r.has("ga")) {
+      Section g = r.child("ga");
+      g.read("parent_rule", s.parentRule);
+      g.read("distance", s.distance);
+      std::vector<double> alpha;
+      g.read("alpha", alpha);
+      if (!alpha.empty()) {
+        UPCYCLE_CHECK(alpha.size() == 2, ctx, ": ", path, ".ga.alpha must be [min, max]");
+        s.alphaMin = alpha[0];
+        s.alphaMax = alpha[1];
+      }
+      g.read("dare_p", s.dareP);
+      g.read("dare_rescale", s.dareRescale);
+      g.read("merge", s.mergeOp);
+      g.finish();
+    }
+    if (r.has("router")) {
+      Section g = r.child("router");
+      g.read("preoptimize", s.preoptimize);
+      g.read("seed_fraction", s.seedFraction);
+      g.read("min_seed", s.minSeed);
+      g.read("epochs", s.routerEpochs);
+      g.read("a", s.clsWeightA);
+      g.read("lr", s.routerLr);
+      g.finish();
+    }
+    r.finish();
+    e.runs.push_back(s);
+  }
+  top.finish();
+  for (auto& r : e.runs)
+    if (!r.seedSet) r.seed = e.seed;
+  e.sourceFile = ctx;
+  validateExperiment(e);
+  return e;
+}
+
+Experiment loadExperiment(const fs::path& path) {
+  UPCYCLE_CHECK(fs::exists(path), "experiment file not found: ", path.string());
+  return parseExperiment(readTextFile(path), path.string());
+}
+
+void validateExperiment(const Experiment& e) {
+  const std::string ctx = e.sourceFile.empty() ? std::string("experiment") : e.sourceFile.string();
+  auto check = [&](bool ok, const std::string& field, const std::string& why) {
+    UPCYCLE_CHECK(ok, ctx, ": ", field, " ", why);
+  };
+  check(!e.runs.empty(), "runs", "must list at least one run");
+  check(e.pretrain || !e.basePath.empty(), "base", "needs a path or a pretrain section");
+  check(!(e.pretrain && !e.basePath.empty()), "base", "takes a path or a pretrain section, not both");
+  if (!e.basePath.empty()) check(fs::exists(e.basePath / "config.json"), "base.path", "has no config.json: " + e.basePath.string());
+  if (e.pretrain) {
+    check(e.pretrainSteps >= 1, "base.pretrain.steps", "must be at least 1");
+    check(e.hidden % e.heads == 0, "base.pretrain.hidden", "must be a multiple of heads");
+    check(e.heads % e.kvHeads == 0, "base.pretrain.heads", "must be a multiple of kv_heads");
+  }
+  if (!e.generateData) {
+    check(fs::exists(e.trainData), "data.train", "file not found: " + e.trainData.string());
+    check(e.evalData.empty() || fs::exists(e.evalData), "data.eval", "file not found: " + e.evalData.string());
+  } else {
+    check(e.perDomain >= 1 && e.evalPerDomain >= 1, "data.generate", "sizes must be at least 1");
+  }
+  check(e.promptTemplate == "alpaca" || e.promptTemplate == "compact" || e.promptTemplate == "raw", "data.template",
+        "\"" + e.promptTemplate + "\" is not one of alpaca, compact, raw");
+  for (const auto* t : {&e.sftTraining, &e.post}) {
+    const std::string f = t == &e.post ? "post" : "sft";
+    check(t->lr > 0, f + ".lr", "must be positive");
+    check(t->batchSize >= 1, f + ".batch_size", "must be at least 1");
+    check(t->epochs > 0 || t->maxSteps > 0, f + ".epochs", "must be positive");
+    check(t->saveEvery >= 0 && t->saveEvery <= 1, f + ".save_every", "must be in [0, 1]");
+  }
+  bool needsSft = false;
+  for (size_t i = 0; i < e.runs.size(); ++i) {
+    const RunSpec& r = e.runs[i];
+    const std::string f = "runs[" + std::to_string(i) + "]";
+    const std::set<std::string> methods = {"dense", "sparse", "drop", "noise", "scratch", "btx", "upit"};
+    check(methods.count(r.method), f + ".method", "\"" + r.method + "\" is not one of dense, sparse, drop, noise, scratch, btx, upit");
+    if (r.method == "dense") continue;
+    check(r.experts >= 1, f + ".experts", "must be at least 1, got " + std::to_string(r.experts));
+    check(r.topK >= 1 && r.topK <= r.experts, f + ".top_k",
+          "(" + std::to_string(r.topK) + ") must be between 1 and experts (" + std::to_string(r.experts) + ")");
+    check(r.moeLayerFreq >= 1, f + ".moe_layer_freq", "must be at least 1");
+    check(r.routerInit == "uniform_std002" || r.routerInit == "normal_002" || r.routerInit == "uniform",
+          f + ".router_init", "\"" + r.routerInit + "\" is not one of uniform_std002, normal_002, uniform");
+    check(r.ratio >= 0 && r.ratio <= 1, f + ".ratio", "must be in [0, 1], got " + std::to_string(r.ratio));
+    check(r.noiseFraction >= 0 && r.noiseFraction <= 1, f + ".noise_fraction", "must be in [0, 1]");
+    check(r.expertFf >= 0, f + ".expert_ff", "must be non-negative");
+    if (r.method == "btx") {
+      check(!r.sources.empty(), f + ".sources", "must list the dense source models");
+      check(r.experts % static_cast<int64_t>(r.sources.size()) == 0, f + ".experts", "must be a multiple of the number of sources");
+      for (const auto& s : r.sources) check(fs::exists(s / "config.json"), f + ".sources", "has no config.json: " + s.string());
+    }
+    if (r.method == "upit") {
+      needsSft = true;
+      check(r.checkpoints >= 1, f + ".checkpoints", "must be at least 1");
+      check(r.expand || r.checkpoints >= r.experts, f + ".expand",
+            "is off, so checkpoints (" + std::to_string(r.checkpoints) + ") must be at least experts (" +
+                std::to_string(r.experts) + ")");
+      check(r.expand || r.checkpoints == r.experts, f + ".checkpoints", "must equal experts when expansion is off");
+      check(r.checkpoints >= 2 || r.checkpoints >= r.experts, f + ".checkpoints", "must be at least 2 to merge experts");
+      check(r.select == "even" || r.select == "latest" || r.select == "list", f + ".select", "is not one of even, latest, list");
+      check(r.select != "list" || static_cast<int64_t>(r.checkpointList.size()) == r.checkpoints, f + ".checkpoint_list",
+            "must name exactly `checkpoints` positions");
+      check(r.nonFfn == "average" || r.nonFfn == "last", f + ".non_ffn", "is not one of average, last");
+      check(r.parentRule == "distance" || r.parentRule == "random" || r.parentRule == "tournament", f + ".ga.parent_rule",
+            "is not one of distance, random, tournament");
+      check(r.distance == "cosine_delta" || r.distance == "cosine" || r.distance == "l2", f + ".ga.distance",
+            "is not one of cosine_delta, cosine, l2");
+      check(r.alphaMin >= 0 && r.alphaMax <= 1 && r.alphaMin <= r.alphaMax, f + ".ga.alpha", "must be [min, max] within [0, 1]");
+      check(r.dareP >= 0 && r.dareP < 1, f + ".ga.dare_p", "must be in [0, 1)");
+      check(r.dareRescale == "inverse" || r.dareRescale == "l1", f + ".ga.dare_rescale", "is not one of inverse, l1");
+      const std::set<std::string> ops = {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"};
+      check(ops.count(r.mergeOp), f + ".ga.merge", "\"" + r.mergeOp + "\" is not a merge operator");
+      check(r.seedFraction > 0 && r.seedFraction <= 1, f + ".router.seed_fraction", "must be in (0, 1]");
+      check(r.minSeed >= 1, f + ".router.min_seed", "must be at least 1");
+      check(r.clsWeightA >= 0 && r.clsWeightA <= 1, f + ".router.a", "must be in [0, 1]");
+      check(r.routerEpochs > 0 && r.routerLr > 0, f + ".router", "epochs and lr must be positive");
+    }
+
+  }
+  if (needsSft) {
+    check(e.sft, "sft", "is needed: UpIT builds its experts from the SFT checkpoints");
+    check(e.sftTraining.saveEvery > 0, "sft.save_every", "must be positive: UpIT needs intermediate checkpoints");
+    for (size_t i = 0; i < e.runs.size(); ++i) {
+      const RunSpec& r = e.runs[i];
+      if (r.method != "upit") continue;
+      const double epochs = e.sftTraining.epochs;
+      const int64_t expected = e.sftTraining.maxSteps > 0 ? 0 : static_cast<int64_t>(std::floor(epochs / e.sftTraining.saveEvery + 1e-9));
+      check(expected == 0 || expected >= r.checkpoints, "runs[" + std::to_string(i) + "].checkpoints",
+            "(" + std::to_string(r.checkpoints) + ") exceeds the " + std::to_string(expected) +
+                " checkpoints the SFT stage saves (epochs / save_every)");
+    }
+  }
+}
+
+std::string experimentYaml(const Experiment& e) {
+  YAML::Emitter y;
+  y << YAML::BeginMap;
+  y << YAML::Key << "name" << YAML::Value << e.name << YAML::Key << "seed" << YAML::Value << e.seed;
+  y << YAML::Key << "device" << YAML::Value << e.device << YAML::Key << "threads" << YAML::Value << e.threads;
+  y << YAML::Key << "out" << YAML::Value << e.out.string();
+  y << YAML::Key << "base" << YAML::Value << YAML::BeginMap;
+  if (e.pretrain) {
+    y << YAML::Key << "pretrain" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "steps" << YAML::Value
+      << e.pretrainSteps << YAML::Key << "documents" << YAML::Value << e.pretrainDocuments << YAML::Key << "hidden"
+      << YAML::Value << e.hidden << YAML::Key << "ff" << YAML::Value << e.ff << YAML::Key << "layers" << YAML::Value
+      << e.layers << YAML::Key << "heads" << YAML::Value << e.heads << YAML::Key << "kv_heads" << YAML::Value << e.kvHeads
+      << YAML::Key << "block" << YAML::Value << e.block << YAML::Key << "lr" << YAML::Value << e.pretrainLr << YAML::Key
+      << "batch_size" << YAML::Value << e.pretrainBatch << YAML::EndMap;
+  } else {
+    y << YAML::Key << "path" << YAML::Value << e.basePath.string();
+  }
+  y << YAML::EndMap;
+  y << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
+  if (e.generateData)
+    y << YAML::Key << "generate" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "per_domain" << YAML::Value
+      << e.perDomain << YAML::Key << "eval_per_domain" << YAML::Value << e.evalPerDomain << YAML::EndMap;
+  else {
+    y << YAML::Key << "train" << YAML::Value << e.trainData.string();
+    if (!e.evalData.empty()) y << YAML::Key << "eval" << YAML::Value << e.evalData.string();
+  }
+  y << YAML::Key << "template" << YAML::Value << e.promptTemplate << YAML::Key << "max_length" << YAML::Value << e.maxLength;
+  y << YAML::EndMap;
+  auto training = [&](const char* key, const StageTraining& t) {
+    y << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "epochs" << YAML::Value << t.epochs
+      << YAML::Key << "max_steps" << YAML::Value << t.maxSteps << YAML::Key << "save_every" << YAML::Value << t.saveEvery
+      << YAML::Key << "lr" << YAML::Value << t.lr << YAML::Key << "batch_size" << YAML::Value << t.batchSize << YAML::Key
+      << "warmup_steps" << YAML::Value << t.warmupSteps << YAML::Key << "weight_decay" << YAML::Value << t.weightDecay
+      << YAML::Key << "aux_loss_coef" << YAML::Value << t.auxLossCoef << YAML::Key << "z_loss_coef" << YAML::Value
+      << t.zLossCoef << YAML::Key << "grad_clip" << YAML::Value << t.gradClip << YAML::EndMap;
+  };
+  if (e.sft) training("sft", e.sftTraining);
+  else y << YAML::Key << "sft" << YAML::Value << false;
+  training("post", e.post);
+  y << YAML::Key << "eval" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "accuracy" << YAML::Value
+    << e.evalAccuracy << YAML::Key << "max_new_tokens" << YAML::Value << e.maxNewTokens << YAML::EndMap;
+  y << YAML::Key << "runs" << YAML::Value << YAML::BeginSeq;
+  for (const RunSpec& r : e.runs) {
+    y << YAML::BeginMap << YAML::Key << "name" << YAML::Value << r.name << YAML::Key << "method" << YAML::Value << r.method
+      << YAML::Key << "seed" << YAML::Value << r.seed;
+    if (r.method != "dense") {
+      y << YAML::Key << "experts" << YAML::Value << r.experts << YAML::Key << "top_k" << YAML::Value << r.topK << YAML::Key
+        << "moe_layer_freq" << YAML::Value << r.moeLayerFreq << YAML::Key << "router_init" << YAML::Value << r.routerInit;
+    }
+    if (r.method == "drop")
+      y << YAML::Key << "ratio" << YAML::Value << r.ratio << YAML::Key << "shared_indices" << YAML::Value << r.sharedIndices
+        << YAML::Key << "expert_ff" << YAML::Value << r.expertFf;
+    if (r.method == "noise")
+      y << YAML::Key << "noise_std" << YAML::Value << r.noiseStd << YAML::Key << "noise_fraction" << YAML::Value << r.noiseFraction;
+    if (r.method == "btx") {
+      y << YAML::Key << "sources" << YAML::Value << YAML::BeginSeq;
+      for (const auto& s : r.sources) y << s.string();
+      y << YAML::EndSeq;
+    }
+    if (r.method == "upit") {
+      y << YAML::Key << "checkpoints" << YAML::Value << r.checkpoints << YAML::Key << "select" << YAML::Value << r.select;
+      if (!r.checkpointList.empty()) y << YAML::Key << "checkpoint_list" << YAML::Value << YAML::Flow << r.checkpointList;
+      y << YAML::Key << "non_ffn" << YAML::Value << r.nonFfn << YAML::Key << "expand" << YAML::Value << r.expand;
+      y << YAML::Key << "ga" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "parent_rule" << YAML::Value
+        << r.parentRule << YAML::Key << "distance" << YAML::Value << r.distance << YAML::Key << "alpha" << YAML::Value
+        << YAML::Flow << std::vector<double>{r.alphaMin, r.alphaMax} << YAML::Key << "dare_p" << YAML::Value << r.dareP
+        << YAML::Key << "dare_rescale" << YAML::Value << r.dareRescale << YAML::Key << "merge" << YAML::Value << r.mergeOp
+        << YAML::EndMap;
+      y << YAML::Key << "router" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "preoptimize" << YAML::Value
+        << r.preoptimize << YAML::Key << "seed_fraction" << YAML::Value << r.seedFraction << YAML::Key << "min_seed"
+        << YAML::Value << r.minSeed << YAML::Key << "epochs" << YAML::Value << r.routerEpochs << YAML::Key << "a"
+        << YAML::Value << r.clsWeightA << YAML::Key << "lr" << YAML::Value << r.routerLr << YAML::EndMap;
+    }
+    y << YAML::EndMap;
+  }
+  y << YAML::EndSeq << YAML::EndMap;
+  return std::string(y.c_str()) + "\n";
+}
+
+}  // namespace upcycle

@@ -1,0 +1,117 @@
+#pragma once
+// An experiment: the whole pipeline in one YAML file that the CLI (`upcycle run`) and the GUI share.
+// Torch-free. Thread-safety: plain values and free functions.
+//
+//   name: demo
+//   seed: 0                     # every random draw of the run derives from it
+//   device: auto                # auto | cpu | cuda
+//   threads: 0                  # intra-op threads (0 = all cores)
+//   out: out/demo
+//   base: {pretrain: {steps: 600, documents: 6000, hidden: 128, ff: 344, layers: 4, heads: 4,
+//          kv_heads: 2, block: 128, lr: 3.0e-3, batch_size: 16}}     # or {path: /models/llama}
+//   data: {generate: {per_domain: 300, eval_per_domain: 40}, template: compact}
+//         # or {train: FILE, eval: FILE, template: alpaca, max_length: 512}
+//   sft: {epochs: 2, save_every: 0.25, lr: 2.0e-3, batch_size: 32}   # dense instruction tuning
+//   post: {epochs: 1, lr: 1.0e-3, batch_size: 32, aux_loss_coef: 0.01}  # the same budget for every run
+//   eval: {accuracy: true, max_new_tokens: 16}
+//   runs:
+//     - {name: dense-sft, method: dense}
+//     - {name: sparse, method: sparse, experts: 8, top_k: 2}
+//     - {name: drop, method: drop, experts: 8, top_k: 2, ratio: 0.5}
+//     - {name: upit, method: upit, experts: 8, top_k: 2, checkpoints: 4,
+//        ga: {parent_rule: distance, alpha: [0, 1], dare_p: 0.3, merge: linear},
+//        router: {seed_fraction: 0.01, min_seed: 32, epochs: 4, a: 0.5, lr: 1.0e-3}}
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace upcycle {
+
+struct StageTraining {
+  double epochs = 1.0;
+  int64_t maxSteps = 0;
+  double saveEvery = 0;  // fraction of an epoch
+  double lr = 1e-3;
+  int64_t batchSize = 32;
+  int64_t warmupSteps = 10;
+  double weightDecay = 0.0;
+  double auxLossCoef = 0.01;
+  double zLossCoef = 0.0;
+  double gradClip = 1.0;
+};
+
+struct RunSpec {
+  std::string name;
+  std::string method = "sparse";  // dense | sparse | drop | noise | scratch | btx | upit
+  int64_t experts = 8;
+  int64_t topK = 2;
+  int64_t moeLayerFreq = 1;
+  int64_t expertFf = 0;           // drop only: fine-grained experts (0 = the dense d_ff)
+  std::string routerInit = "uniform_std002";
+  uint64_t seed = 0;              // default: the experiment's seed
+  bool seedSet = false;
+  // drop / noise
+  double ratio = 0.5;
+  bool sharedIndices = false;
+  double noiseStd = 0.02;
+  double noiseFraction = 0.5;
+  // btx
+  std::vector<std::filesystem::path> sources;
+  // upit (SPEC §5)
+  int64_t checkpoints = 4;        // how many SFT checkpoints become experts (M)
+  std::string select = "even";    // even | latest | list
+  std::vector<int64_t> checkpointList;
+  std::string nonFfn = "average"; // average | last
+  bool expand = true;
+  std::string parentRule = "distance";
+  std::string distance = "cosine_delta";
+  double alphaMin = 0.0, alphaMax = 1.0;
+  double dareP = 0.3;
+  std::string dareRescale = "inverse";
+  std::string mergeOp = "linear";
+  bool preoptimize = true;
+  double seedFraction = 0.01;
+  int64_t minSeed = 32;
+  double routerEpochs = 4;
+  double clsWeightA = 0.5;        // a in a * L_lm + (1 - a) * L_cls
+  double routerLr = 1e-3;
+};
+
+struct Experiment {
+  std::string name = "experiment";
+  uint64_t seed = 0;
+  std::string device = "auto";
+  int threads = 0;
+  std::filesystem::path out = "out/experiment";
+  // base
+  std::filesystem::path basePath;
+  bool pretrain = false;
+  int64_t pretrainSteps = 600, pretrainDocuments = 6000, hidden = 128, ff = 344, layers = 4, heads = 4,
+          kvHeads = 2, block = 128, pretrainBatch = 16;
+  double pretrainLr = 3e-3;
+  // data
+  bool generateData = true;
+  int64_t perDomain = 300, evalPerDomain = 40;
+  std::filesystem::path trainData, evalData;
+  std::string promptTemplate = "compact";
+  int64_t maxLength = 0;
+  // stages
+  bool sft = true;
+  StageTraining sftTraining{2.0, 0, 0.25, 2e-3, 32};
+  StageTraining post{1.0, 0, 0, 1e-3, 32};
+  bool evalAccuracy = true;
+  int64_t maxNewTokens = 16;
+  std::vector<RunSpec> runs;
+  std::filesystem::path sourceFile;  // where it was read from (for messages)
+};
+
+// Reads and validates; throws UserError naming the file and the key ("runs[2].ratio: ...").
+Experiment loadExperiment(const std::filesystem::path& path);
+Experiment parseExperiment(const std::string& yamlText, const std::string& context);
+// Refuses bad settings before any work starts, naming the field.
+void validateExperiment(const Experiment& e);
+// The experiment as YAML (what the GUI saves, and what every run records).
+std::string experimentYaml(const Experiment& e);
+
+}  // namespace upcycle

@@ -1,0 +1,319 @@
+#include <chrono>
+#include <cmath>
+#include <iomanip>
+#include <set>
+#include <sstream>
+
+#include "api/pipeline.h"
+#include "api/runtime.h"
+#include "api/torch_errors.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "data/demo_data.h"
+#include "data/prepare.h"
+#include "data/tokenizer.h"
+#include "formats/trainer_outputs.h"
+#include "model/model_io.h"
+#include "train/evaluator.h"
+#include "train/trainer.h"
+#include "upcycle/methods.h"
+#include "upcycle/upit.h"
+
+namespace upcycle {
+
+namespace fs = std::filesystem;
+
+fs::path findResource(const std::string& relative) {
+  std::vector<fs::path> roots;
+  if (const char* env = std::getenv("UPCYCLE_RESOURCES")) roots.emplace_back(env);
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) roots.push_back(exe.parent_path() / "../share/upcycle-workbench");
+#ifdef UPCYCLE_SOURCE_RESOURCES
+  roots.emplace_back(UPCYCLE_SOURCE_RESOURCES);
+#endif
+  for (const auto& r : roots)
+    if (fs::exists(r / relative)) return fs::weakly_canonical(r / relative);
+  throw UserError("resource " + relative + " not found (set UPCYCLE_RESOURCES to the resources folder)");
+}
+
+namespace {
+
+TrainOptions stageOptions(const StageTraining& t, const Experiment& e, uint64_t seed, const fs::path& out,
+                          const std::string& stage) {
+  TrainOptions o;
+  o.lr = t.lr;
+  o.batchSize = t.batchSize;
+  o.epochs = t.epochs;
+  o.maxSteps = t.maxSteps;
+  o.saveEveryEpochFraction = t.saveEvery;
+  o.warmupSteps = t.warmupSteps;
+  o.weightDecay = t.weightDecay;
+  o.auxLossCoef = t.auxLossCoef;
+  o.zLossCoef = t.zLossCoef;
+  o.gradClip = t.gradClip;
+  o.maxLength = e.maxLength;
+  o.device = e.device;
+  o.seed = seed;
+  o.outDir = out;
+  o.stage = stage;
+  return o;
+}
+
+MoeShape shapeOf(const RunSpec& r) { return MoeShape{r.experts, r.topK, r.moeLayerFreq, r.expertFf}; }
+
+struct Context {
+  const Experiment& e;
+  PipelineObserver* obs;
+  const std::atomic<bool>* cancel;
+  fs::path base, start;  // the pretrained base; the model the methods start from (SFT final, or base)
+  std::vector<fs::path> sftCheckpoints;
+  std::vector<TokenRecord> train, eval;
+  void stage(const std::string& s, const std::string& d) const {
+    if (obs) obs->onStage(s, d);
+  }
+  bool cancelled() const { return cancel && cancel->load(); }
+};
+
+DecoderLM buildModel(Context& c, const RunSpec& r, torch::Generator& gen, RunSummary& summary) {
+  const std::string& m = r.method;
+  if (m == "dense") return loadModel(c.start);
+  if (m == "btx") {
+    std::vector<DecoderLM> models;
+    std::vector<DecoderLMImpl*> ptrs;
+    for (const auto& s : r.sources) models.push_back(loadModel(s));
+    for (auto& x : models) ptrs.push_back(x.get());
+    return btxUpcycle(ptrs, shapeOf(r), r.routerInit, gen);
+  }
+  if (m == "upit") {
+    const int64_t n = static_cast<int64_t>(c.sftCheckpoints.size());
+    const auto chosen = selectCheckpoints(n, r.checkpoints, r.select, r.checkpointList);
+    std::vector<DecoderLM> models;
+    std::vector<ExpertFfn> pool;
+    for (int64_t i : chosen) {
+      models.push_back(loadModel(c.sftCheckpoints[i]));
+      pool.push_back(ffnOf(*models.back()));
+      summary.checkpointsUsed.push_back(i + 1);
+    }
+    c.stage("upit", "experts from SFT checkpoints " + [&] {
+      std::string s;
+      for (int64_t i : chosen) s += (s.empty() ? "" : ", ") + c.sftCheckpoints[i].filename().string();
+      return s;
+    }());
+    DecoderLM baseModel = loadModel(c.base);
+    const ExpertFfn baseFfn = ffnOf(*baseModel);
+    if (r.expand && r.experts > static_cast<int64_t>(pool.size())) {
+      GaConfig ga;
+      ga.parentRule = r.parentRule;
+      ga.distance = r.distance;
+      ga.alphaMin = r.alphaMin;
+      ga.alphaMax = r.alphaMax;
+      ga.dareP = r.dareP;
+      ga.dareRescale = r.dareRescale;
+      ga.mergeOp = r.mergeOp;
+      const auto lineage = expandPool(pool, baseFfn, r.experts, ga, gen);
+      for (const auto& l : lineage)
+        summary.lineage.push_back({l.child, l.parentA, l.parentB, l.alpha, l.dareP, l.distance, l.maskSeed, l.mergeOp});
+      c.stage("upit", "grew " + std::to_string(lineage.size()) + " experts by merging (" + r.mergeOp + " + DARE p=" +
+                          std::to_string(r.dareP).substr(0, 4) + ")");
+    }
+    std::vector<DecoderLMImpl*> nonFfn;
+    if (r.nonFfn == "last") nonFfn.push_back(models.back().get());
+    else for (auto& x : models) nonFfn.push_back(x.get());
+    DecoderLM moe = assembleMoe(nonFfn, pool, shapeOf(r), r.routerInit, gen);
+    if (r.preoptimize) {
+      // Seed set: a random seed_fraction of the training records, at least min_seed.
+      const int64_t N = static_cast<int64_t>(c.train.size());
+      const int64_t k = std::min<int64_t>(N, std::max<int64_t>(r.minSeed, std::llround(r.seedFraction * N)));
+      auto pick = torch::randperm(N, gen, torch::kLong).narrow(0, 0, k);
+      std::vector<TokenRecord> seeds;
+      for (int64_t i = 0; i < k; ++i) seeds.push_back(c.train[pick[i].item<int64_t>()]);
+      moe->to(resolveDevice(c.e.device));
+      const auto bucket = assignSeeds(*moe, pool, seeds, c.e.post.batchSize);
+      summary.seedBuckets.assign(r.experts, 0);
+      for (size_t i = 0; i < seeds.size(); ++i) {
+        seeds[i].tag = bucket[i];
+        summary.seedBuckets[bucket[i]] += 1;
+      }
+      std::string counts;
+      for (int64_t b : summary.seedBuckets) counts += (counts.empty() ? "" : " ") + std::to_string(b);
+      c.stage("upit", "seed data (" + std::to_string(k) + " samples) per expert: " + counts);
+      if (std::count(summary.seedBuckets.begin(), summary.seedBuckets.end(), 0) > 0 && c.obs)
+        c.obs->onLog("warning: some experts won no seed sample (empty buckets)");
+      TrainOptions o = stageOptions(c.e.post, c.e, r.seed, {}, "router-preopt");
+      o.epochs = r.routerEpochs;
+      o.maxSteps = 0;
+      o.lr = r.routerLr;
+      o.warmupSteps = 0;
+      preoptimizeRouters(moe, seeds, r.clsWeightA, o, c.obs, c.cancel);
+    }
+    return moe;
+  }
+  DecoderLM dense = loadModel(c.start);
+  if (m == "sparse") return sparseUpcycle(*dense, shapeOf(r), r.routerInit, gen);
+  if (m == "drop") return dropUpcycle(*dense, shapeOf(r), r.routerInit, r.ratio, r.sharedIndices, gen);
+  if (m == "noise") return noiseUpcycle(*dense, shapeOf(r), r.routerInit, r.noiseStd, r.noiseFraction, gen);
+  if (m == "scratch") return scratchMoe(dense->config(), shapeOf(r), r.routerInit, gen);
+  throw InternalError("unknown method " + m);
+}
+
+}  // namespace
+
+ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const std::atomic<bool>* cancel) {
+  validateExperiment(e);
+  if (e.threads > 0) configureRuntime(e.threads);
+  ExperimentReport report;
+  report.out = e.out;
+  fs::create_directories(e.out);
+  writeFileAtomically(e.out / "experiment.yaml", experimentYaml(e));
+  Context c{e, obs, cancel, {}, {}, {}, {}, {}};
+
+  // Data.
+  fs::path trainFile = e.trainData, evalFile = e.evalData;
+  if (e.generateData) {
+    fs::create_directories(e.out / "data");
+    trainFile = e.out / "data/train.jsonl";
+    evalFile = e.out / "data/eval.jsonl";
+    writeFileAtomically(trainFile, demoInstructionsJsonl(generateDemoInstructions(e.seed + 1, e.perDomain)));
+    writeFileAtomically(evalFile, demoInstructionsJsonl(generateDemoInstructions(e.seed + 7919, e.evalPerDomain)));
+    c.stage("data", std::to_string(e.perDomain * 7) + " training and " + std::to_string(e.evalPerDomain * 7) +
+                        " evaluation records in " + (e.out / "data").string());
+  }
+
+  // Base.
+  if (e.pretrain) {
+    c.stage("pretrain", "a tiny byte-level Llama on the built-in corpus");
+    PretrainOptions p;
+    p.out = e.out / "base";
+    p.documents = e.pretrainDocuments;
+    p.hiddenSize = e.hidden;
+    p.intermediateSize = e.ff;
+    p.numLayers = e.layers;
+    p.numHeads = e.heads;
+    p.numKvHeads = e.kvHeads;
+    p.blockSize = e.block;
+    p.promptTemplate = e.promptTemplate;
+    p.train = stageOptions(StageTraining{1.0, e.pretrainSteps, 0, e.pretrainLr, e.pretrainBatch}, e, e.seed, {}, "pretrain");
+    TrainResult r = pretrainTinyBase(p, obs, cancel);
+    if (r.cancelled || r.checkpoints.empty()) {
+      report.cancelled = true;
+      return report;
+    }
+    c.base = r.checkpoints.back();
+  } else {
+    c.base = e.basePath;
+  }
+  report.baseModel = c.base;
+
+  DataOptions d;
+  d.path = trainFile;
+  d.promptTemplate = e.promptTemplate;
+  d.maxLength = e.maxLength;
+  d.valFraction = evalFile.empty() ? 0.1 : 0.0;
+  d.splitSeed = e.seed;
+  PreparedData train = prepareData(c.base, d);
+  c.train = std::move(train.train);
+  if (evalFile.empty()) {
+    c.eval = std::move(train.val);
+  } else {
+    d.path = evalFile;
+    d.valFraction = 0;
+    c.eval = prepareData(c.base, d).train;
+  }
+  auto tok = loadTokenizer(c.base);
+
+  // Dense instruction tuning with intermediate checkpoints.
+  c.start = c.base;
+  if (e.sft) {
+    c.stage("sft", "dense instruction tuning, a checkpoint every " + std::to_string(e.sftTraining.saveEvery).substr(0, 4) + " epoch");
+    TrainOptions o = stageOptions(e.sftTraining, e, e.seed, e.out / "sft", "sft");
+    o.tokenizerFrom = c.base;
+    TrainResult r = withTorchErrors("sft", [&] {
+      DecoderLM m = loadModel(c.base);
+      return trainDecoder(m, c.train, o, obs, cancel);
+    });
+    if (r.cancelled) {
+      report.cancelled = true;
+      return report;
+    }
+    for (const auto& ck : listTrainerCheckpoints(e.out / "sft")) c.sftCheckpoints.push_back(ck.path);
+    report.sftCheckpoints = c.sftCheckpoints;
+    c.start = c.sftCheckpoints.back();
+  }
+
+  // The runs, each post-trained with the same budget.
+  for (const RunSpec& r : e.runs) {
+    if (c.cancelled()) {
+      report.cancelled = true;
+      break;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    RunSummary s;
+    s.name = r.name;
+    s.method = r.method;
+    c.stage("run", r.name + " (" + r.method + ")");
+    TrainResult post = withTorchErrors(r.name.c_str(), [&] {
+      torch::Generator gen = at::detail::createCPUGenerator(r.seed);
+      DecoderLM model = buildModel(c, r, gen, s);
+      TrainOptions o = stageOptions(e.post, e, r.seed, e.out / "runs" / r.name, "post:" + r.name);
+      o.tokenizerFrom = c.base;
+      TrainResult tr = trainDecoder(model, c.train, o, obs, cancel);
+      if (!tr.cancelled) {
+        EvalOptions eo;
+        eo.accuracy = e.evalAccuracy;
+        eo.maxNewTokens = e.maxNewTokens;
+        eo.batchSize = e.post.batchSize;
+        s.eval = evaluateRecords(*model, c.eval, eo, tok.get());
+      }
+      return tr;
+    });
+    if (post.cancelled) {
+      report.cancelled = true;
+      break;
+    }
+    s.steps = post.steps;
+    s.finalTrainLoss = post.finalLoss;
+    s.model = post.checkpoints.empty() ? fs::path() : post.checkpoints.back();
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (obs) obs->onRunFinished(s);
+    report.runs.push_back(std::move(s));
+  }
+  return report;
+}
+
+std::string experimentTable(const ExperimentReport& r) {
+  std::ostringstream os;
+  if (r.runs.empty()) return "no finished runs\n";
+  std::set<std::string> domains;
+  for (const auto& run : r.runs)
+    for (const auto& [d, f] : run.eval.domains) domains.insert(d);
+  const bool acc = r.runs[0].eval.overall.answered > 0;
+  os << "Exact-match accuracy (loss) per domain, after the same post-training budget:\n\n";
+  os << std::left << std::setw(12) << "domain";
+  for (const auto& run : r.runs) os << std::setw(20) << run.name;
+  os << "\n";
+  auto cell = [&](const EvalFigures& f) {
+    std::ostringstream c;
+    c << std::fixed;
+    if (acc) c << std::setprecision(1) << 100.0 * f.accuracy << "% ";
+    c << "(" << std::setprecision(3) << f.loss << ")";
+    return c.str();
+  };
+  for (const auto& d : domains) {
+    os << std::left << std::setw(12) << d;
+    for (const auto& run : r.runs) os << std::setw(20) << (run.eval.domains.count(d) ? cell(run.eval.domains.at(d)) : "-");
+    os << "\n";
+  }
+  os << std::left << std::setw(12) << "overall";
+  for (const auto& run : r.runs) os << std::setw(20) << cell(run.eval.overall);
+  os << "\n" << std::setw(12) << "time";
+  for (const auto& run : r.runs) {
+    std::ostringstream t;
+    t << std::fixed << std::setprecision(0) << run.seconds << " s, " << run.steps << " steps";
+    os << std::setw(20) << t.str();
+  }
+  os << "\n";
+  return os.str();
+}
+
+}  // namespace upcycle
