@@ -55,10 +55,19 @@ verbs:
   generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S] [--raw]
            [--template NAME]
       Greedy decoding (or sampling with a temperature) with a KV cache.
-  convert --method sparse --base DENSE --experts E --top-k K --out MOE [--seed S]
-          [--router-init uniform_std002|normal_002|uniform] [--moe-layer-freq N]
+  convert --method sparse|drop|noise|scratch|btx|upit --base DENSE --experts E --top-k K --out MOE
+          [--seed S] [--router-init uniform_std002|normal_002|uniform] [--moe-layer-freq N]
           [--layout mixtral-hub|mixtral-fused]
-      Upcycle a dense checkpoint into an MoE checkpoint (Mixtral layout; Qwen2-MoE for qwen2 bases).
+          drop: [--ratio R] [--shared-indices] [--expert-ff F]    noise: [--noise-std S] [--noise-fraction F]
+          btx: --sources DIR,DIR...
+          upit: --checkpoints DIR[,DIR...] [--num-checkpoints M] [--select even|latest] [--non-ffn average|last]
+                [--no-expand] [--parent-rule distance|random|tournament] [--distance cosine_delta|cosine|l2]
+                [--alpha-min A] [--alpha-max A] [--dare-p P] [--dare-rescale inverse|l1]
+                [--merge linear|task_arithmetic|ties|dare_linear|dare_ties|slerp]
+                [--data FILE [--seed-fraction F] [--min-seed N] [--router-epochs N] [--cls-weight A]
+                 [--router-lr X] [--template NAME]]
+      Upcycle a dense checkpoint into an MoE checkpoint (Mixtral layout; Qwen2-MoE for qwen2 bases or
+      --moe-layer-freq > 1). Bad settings are refused before any work, naming the option.
   create --out DIR [--arch llama|mistral|qwen2|mixtral|qwen2_moe] [--vocab N] [--hidden N] [--ff N]
          [--layers N] [--heads N] [--kv-heads N] [--experts E] [--top-k K] [--tie]
          [--dtype float32|bfloat16|float16] [--seed S]
@@ -102,22 +111,82 @@ int cmdEval(const Args& a) {
   return 0;
 }
 
+std::vector<std::filesystem::path> pathList(const std::string& s) {
+  std::vector<std::filesystem::path> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    const size_t comma = s.find(',', pos);
+    const std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (!item.empty()) out.emplace_back(item);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
 int cmdConvert(const Args& a) {
-  a.allowOnly({"method", "base", "out", "experts", "top-k", "seed", "router-init", "moe-layer-freq",
-               "layout", "threads", "json"});
+  a.allowOnly({"method", "base", "out", "experts", "top-k", "seed", "router-init", "moe-layer-freq", "layout",
+               "threads", "ratio", "shared-indices", "expert-ff", "noise-std", "noise-fraction", "sources",
+               "checkpoints", "num-checkpoints", "select", "non-ffn", "no-expand", "parent-rule", "distance",
+               "alpha-min", "alpha-max", "dare-p", "dare-rescale", "merge", "data", "seed-fraction", "min-seed",
+               "router-epochs", "cls-weight", "router-lr", "template", "device"});
   upcycle::ConvertOptions o;
-  o.method = a.get("method", "sparse");
-  o.base = a.require("base");
+  upcycle::RunSpec& r = o.run;
+  r.method = a.get("method", "sparse");
+  r.name = r.method;
+  r.experts = a.getInt("experts", 8);
+  r.topK = a.getInt("top-k", 2);
+  r.seed = static_cast<uint64_t>(a.getInt("seed", 0));
+  r.routerInit = a.get("router-init", "uniform_std002");
+  r.moeLayerFreq = a.getInt("moe-layer-freq", 1);
+  r.ratio = a.getDouble("ratio", 0.5);
+  r.sharedIndices = a.has("shared-indices");
+  r.expertFf = a.getInt("expert-ff", 0);
+  r.noiseStd = a.getDouble("noise-std", 0.02);
+  r.noiseFraction = a.getDouble("noise-fraction", 0.5);
+  r.sources = pathList(a.get("sources", ""));
+  r.checkpoints = a.getInt("num-checkpoints", 0);
+  r.select = a.get("select", "even");
+  r.nonFfn = a.get("non-ffn", "average");
+  r.expand = !a.has("no-expand");
+  r.parentRule = a.get("parent-rule", "distance");
+  r.distance = a.get("distance", "cosine_delta");
+  r.alphaMin = a.getDouble("alpha-min", 0.0);
+  r.alphaMax = a.getDouble("alpha-max", 1.0);
+  r.dareP = a.getDouble("dare-p", 0.3);
+  r.dareRescale = a.get("dare-rescale", "inverse");
+  r.mergeOp = a.get("merge", "linear");
+  r.seedFraction = a.getDouble("seed-fraction", 0.01);
+  r.minSeed = a.getInt("min-seed", 32);
+  r.routerEpochs = a.getDouble("router-epochs", 4);
+  r.clsWeightA = a.getDouble("cls-weight", 0.5);
+  r.routerLr = a.getDouble("router-lr", 1e-3);
+  o.base = a.get("base", "");
   o.out = a.require("out");
-  o.experts = a.getInt("experts", 8);
-  o.topK = a.getInt("top-k", 2);
-  o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
-  o.routerInit = a.get("router-init", "uniform_std002");
-  o.moeLayerFreq = a.getInt("moe-layer-freq", 1);
+  o.checkpoints = pathList(a.get("checkpoints", ""));
+  o.data = a.get("data", "");
+  o.promptTemplate = a.get("template", "");
   o.layout = a.get("layout", "mixtral-hub");
-  auto r = upcycle::convertModel(o);
-  std::cout << "wrote " << r.config.architecture() << " with " << r.config.numExperts << " experts, top-"
-            << r.config.topK << " to " << r.out.string() << "\n";
+  o.device = a.get("device", "auto");
+  if (r.method == "upit" && r.checkpoints == 0) {  // default: every checkpoint given, up to E
+    int64_t n = 0;
+    for (const auto& c : o.checkpoints)
+      n += std::filesystem::exists(c / "config.json") ? 1 : static_cast<int64_t>(upcycle::inspectPath(c).checkpoints.size());
+    r.checkpoints = std::max<int64_t>(1, std::min<int64_t>(n, r.experts));
+  }
+  auto rep = upcycle::convertModel(o);
+  std::cout << "wrote " << rep.config.architecture() << " with " << rep.config.numExperts << " experts, top-"
+            << rep.config.topK << " to " << rep.out.string() << "\n";
+  if (r.method == "upit") {
+    std::cout << "experts from checkpoints";
+    for (auto c : rep.checkpointsUsed) std::cout << " #" << c;
+    std::cout << ", " << rep.lineage << " grown by merging";
+    if (!rep.seedBuckets.empty()) {
+      std::cout << "; seed samples per expert:";
+      for (auto b : rep.seedBuckets) std::cout << " " << b;
+    }
+    std::cout << "\n";
+  }
   return 0;
 }
 
@@ -334,7 +403,8 @@ int main(int argc, char** argv) {
   }
   const std::string verb = argv[1];
   try {
-    Args args(argc, argv, 2, {"json", "quick", "tie", "diff-only", "accuracy", "resume", "raw", "train-on-prompt"});
+    Args args(argc, argv, 2, {"json", "quick", "tie", "diff-only", "accuracy", "resume", "raw", "train-on-prompt",
+                              "shared-indices", "no-expand"});
     std::signal(SIGINT, onSigint);  // training stops at the next step boundary
     upcycle::configureRuntime(static_cast<int>(args.getInt("threads", 0)));
     if (verb == "inspect") return cmdInspect(args);

@@ -14,6 +14,9 @@
 #include "data/tokenizer.h"
 #include "model/model_io.h"
 #include "train/evaluator.h"
+#include "data/prepare.h"
+#include "formats/trainer_outputs.h"
+#include "pipeline/build.h"
 #include "upcycle/moe_builder.h"
 
 namespace upcycle {
@@ -135,34 +138,60 @@ std::string evalText(const EvalReport& r) {
 // ------------------------------------------------------------------------------------ convert
 
 void validateConvertOptions(const ConvertOptions& o) {
-  UPCYCLE_CHECK(o.method == "sparse", "method \"", o.method,
-                "\" is not available yet (available: sparse)");
-  UPCYCLE_CHECK(!o.base.empty(), "--base is required");
+  UPCYCLE_CHECK(o.run.method != "dense", "method \"dense\" is not a conversion");
+  validateRunSpec(o.run, "", "convert --method " + o.run.method);
+  UPCYCLE_CHECK(!o.base.empty() || o.run.method == "btx", "--base is required");
   UPCYCLE_CHECK(!o.out.empty(), "--out is required");
-  UPCYCLE_CHECK(o.experts >= 1, "experts must be at least 1, got ", o.experts);
-  UPCYCLE_CHECK(o.topK >= 1 && o.topK <= o.experts, "top-k (", o.topK,
-                ") must be between 1 and the number of experts (", o.experts, ")");
-  UPCYCLE_CHECK(o.moeLayerFreq >= 1, "moe_layer_freq must be at least 1, got ", o.moeLayerFreq);
+  if (!o.base.empty())
+    UPCYCLE_CHECK(fs::exists(o.base / "config.json"), "--base has no config.json: ", o.base.string());
   UPCYCLE_CHECK(o.layout == "mixtral-hub" || o.layout == "mixtral-fused", "layout \"", o.layout,
                 "\" is not one of mixtral-hub, mixtral-fused");
-  checkRouterInit(o.routerInit);
-  UPCYCLE_CHECK(fs::weakly_canonical(o.base) != fs::weakly_canonical(o.out),
-                "--out must differ from --base (", o.out.string(), ")");
+  if (!o.base.empty())
+    UPCYCLE_CHECK(fs::weakly_canonical(o.base) != fs::weakly_canonical(o.out), "--out must differ from --base (",
+                  o.out.string(), ")");
+  if (o.run.method == "upit") {
+    UPCYCLE_CHECK(!o.checkpoints.empty(), "--checkpoints is required for upit");
+    for (const auto& c : o.checkpoints) UPCYCLE_CHECK(fs::exists(c), "--checkpoints: not found: ", c.string());
+  }
+  if (!o.data.empty()) UPCYCLE_CHECK(fs::exists(o.data), "--data: not found: ", o.data.string());
 }
 
 ConvertReport convertModel(const ConvertOptions& o) {
   validateConvertOptions(o);
+  BuildInputs in;
+  in.base = o.run.method == "btx" && o.base.empty() ? o.run.sources.front() : o.base;
+  in.start = in.base;
+  in.device = o.device;
+  for (const auto& c : o.checkpoints) {
+    if (!fs::exists(c / "config.json") && isTrainerOutput(c))
+      for (const auto& t : listTrainerCheckpoints(c)) in.checkpoints.push_back(t.path);
+    else
+      in.checkpoints.push_back(c);
+  }
+  if (o.run.method == "upit") {
+    const int64_t n = static_cast<int64_t>(in.checkpoints.size());
+    UPCYCLE_CHECK(o.run.checkpoints <= n || o.run.select == "list", "--num-checkpoints (", o.run.checkpoints,
+                  ") exceeds the ", n, " checkpoints given");
+    UPCYCLE_CHECK(o.run.expand || n >= o.run.experts, "expansion is off, so at least ", o.run.experts,
+                  " checkpoints are needed; got ", n);
+  }
+  if (!o.data.empty()) {
+    DataOptions d;
+    d.path = o.data;
+    d.promptTemplate = o.promptTemplate;
+    in.train = prepareData(in.base, d).train;
+  }
   return withTorchErrors("convert", [&] {
-  DecoderLM dense = loadModel(o.base);  // float32 on the CPU; saved back in the base's dtype
-  torch::Generator gen = at::detail::createCPUGenerator(o.seed);
-  MoeShape shape{o.experts, o.topK, o.moeLayerFreq, 0};
-  DecoderLM moe = sparseUpcycle(*dense, shape, o.routerInit, gen);
-  SaveOptions save;
-  if (moe->config().modelType == "mixtral")
-    save.layout = o.layout == "mixtral-fused" ? MoeLayout::MixtralFused : MoeLayout::MixtralHub;
-  saveModel(moe, o.out, save);
-  copyTokenizerFiles(o.base, o.out);
-  return ConvertReport{o.out, moe->config()};
+    torch::Generator gen = at::detail::createCPUGenerator(o.run.seed);
+    RunSummary summary;
+    DecoderLM moe = buildRunModel(o.run, in, gen, summary);
+    SaveOptions save;
+    if (moe->config().modelType == "mixtral")
+      save.layout = o.layout == "mixtral-fused" ? MoeLayout::MixtralFused : MoeLayout::MixtralHub;
+    saveModel(moe, o.out, save);
+    copyTokenizerFiles(in.base, o.out);
+    ConvertReport r{o.out, moe->config(), summary.checkpointsUsed, summary.lineage.size(), summary.seedBuckets};
+    return r;
   });
 }
 

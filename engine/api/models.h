@@ -9,6 +9,7 @@
 
 #include "data/token_records.h"
 #include "formats/hf_config.h"
+#include "pipeline/experiment.h"
 
 namespace upcycle {
 
@@ -59,23 +60,25 @@ struct GenerateRequest {
 std::string generateText(const GenerateRequest& r);
 
 struct ConvertOptions {
-  std::string method = "sparse";  // sparse (more methods: upcycling issue)
-  std::filesystem::path base;
+  RunSpec run;                      // method (sparse|drop|noise|scratch|btx|upit) and its settings
+  std::filesystem::path base;       // the dense model (UpIT: the base the checkpoints were tuned from)
   std::filesystem::path out;
-  int64_t experts = 8;
-  int64_t topK = 2;
-  int64_t moeLayerFreq = 1;       // 1 = every layer is MoE
-  std::string routerInit = "uniform_std002";  // uniform_std002 | normal_002 | uniform
-  std::string layout = "mixtral-hub";          // mixtral-hub | mixtral-fused (ignored for qwen2 bases)
-  uint64_t seed = 0;
+  std::vector<std::filesystem::path> checkpoints;  // UpIT: checkpoint folders or Trainer output folders
+  std::filesystem::path data;       // UpIT: training data for the seed set (none: no router pre-optimization)
+  std::string promptTemplate;       // for `data` (empty: the base's stored template, else alpaca)
+  std::string layout = "mixtral-hub";  // mixtral-hub | mixtral-fused (ignored for qwen2_moe outputs)
+  std::string device = "auto";
 };
 
 struct ConvertReport {
   std::filesystem::path out;
   ModelConfig config;
+  std::vector<int64_t> checkpointsUsed;
+  size_t lineage = 0;
+  std::vector<int64_t> seedBuckets;
 };
 
-// Refuses bad settings before any work starts, naming the field (top-k > experts, ...).
+// Refuses bad settings before any work starts, naming the field (top-k > experts, r outside [0, 1], ...).
 void validateConvertOptions(const ConvertOptions& o);
 ConvertReport convertModel(const ConvertOptions& o);
 

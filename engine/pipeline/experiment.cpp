@@ -215,6 +215,56 @@ Experiment loadExperiment(const fs::path& path) {
   return parseExperiment(readTextFile(path), path.string());
 }
 
+void validateRunSpec(const RunSpec& r, const std::string& f, const std::string& ctx) {
+  auto check = [&](bool ok, const std::string& field, const std::string& why) {
+    UPCYCLE_CHECK(ok, ctx, ": ", field, " ", why);
+  };
+  auto field = [&](const std::string& key) { return f.empty() ? key : f + "." + key; };
+    const std::set<std::string> methods = {"dense", "sparse", "drop", "noise", "scratch", "btx", "upit"};
+    check(methods.count(r.method), field("method"), "\"" + r.method + "\" is not one of dense, sparse, drop, noise, scratch, btx, upit");
+    if (r.method == "dense") return;
+    check(r.experts >= 1, field("experts"), "must be at least 1, got " + std::to_string(r.experts));
+    check(r.topK >= 1 && r.topK <= r.experts, field("top_k"),
+          "(" + std::to_string(r.topK) + ") must be between 1 and experts (" + std::to_string(r.experts) + ")");
+    check(r.moeLayerFreq >= 1, field("moe_layer_freq"), "must be at least 1");
+    check(r.routerInit == "uniform_std002" || r.routerInit == "normal_002" || r.routerInit == "uniform",
+          field("router_init"), "\"" + r.routerInit + "\" is not one of uniform_std002, normal_002, uniform");
+    check(r.ratio >= 0 && r.ratio <= 1, field("ratio"), "must be in [0, 1], got " + std::to_string(r.ratio));
+    check(r.noiseFraction >= 0 && r.noiseFraction <= 1, field("noise_fraction"), "must be in [0, 1]");
+    check(r.expertFf >= 0, field("expert_ff"), "must be non-negative");
+    if (r.method == "btx") {
+      check(!r.sources.empty(), field("sources"), "must list the dense source models");
+      check(r.experts % static_cast<int64_t>(r.sources.size()) == 0, field("experts"), "must be a multiple of the number of sources");
+      for (const auto& s : r.sources) check(fs::exists(s / "config.json"), field("sources"), "has no config.json: " + s.string());
+    }
+    if (r.method == "upit") {
+      check(r.checkpoints >= 1, field("checkpoints"), "must be at least 1");
+      check(r.expand || r.checkpoints >= r.experts, field("expand"),
+            "is off, so checkpoints (" + std::to_string(r.checkpoints) + ") must be at least experts (" +
+                std::to_string(r.experts) + ")");
+      check(r.expand || r.checkpoints == r.experts, field("checkpoints"), "must equal experts when expansion is off");
+      check(r.checkpoints >= 2 || r.checkpoints >= r.experts, field("checkpoints"), "must be at least 2 to merge experts");
+      check(r.select == "even" || r.select == "latest" || r.select == "list", field("select"), "is not one of even, latest, list");
+      check(r.select != "list" || static_cast<int64_t>(r.checkpointList.size()) == r.checkpoints, field("checkpoint_list"),
+            "must name exactly `checkpoints` positions");
+      check(r.nonFfn == "average" || r.nonFfn == "last", field("non_ffn"), "is not one of average, last");
+      check(r.parentRule == "distance" || r.parentRule == "random" || r.parentRule == "tournament", field("ga.parent_rule"),
+            "is not one of distance, random, tournament");
+      check(r.distance == "cosine_delta" || r.distance == "cosine" || r.distance == "l2", field("ga.distance"),
+            "is not one of cosine_delta, cosine, l2");
+      check(r.alphaMin >= 0 && r.alphaMax <= 1 && r.alphaMin <= r.alphaMax, field("ga.alpha"), "must be [min, max] within [0, 1]");
+      check(r.dareP >= 0 && r.dareP < 1, field("ga.dare_p"), "must be in [0, 1)");
+      check(r.dareRescale == "inverse" || r.dareRescale == "l1", field("ga.dare_rescale"), "is not one of inverse, l1");
+      const std::set<std::string> ops = {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"};
+      check(ops.count(r.mergeOp), field("ga.merge"), "\"" + r.mergeOp + "\" is not a merge operator");
+      check(r.seedFraction > 0 && r.seedFraction <= 1, field("router.seed_fraction"), "must be in (0, 1]");
+      check(r.minSeed >= 1, field("router.min_seed"), "must be at least 1");
+      check(r.clsWeightA >= 0 && r.clsWeightA <= 1, field("router.a"), "must be in [0, 1]");
+      check(r.routerEpochs > 0 && r.routerLr > 0, field("router"), "epochs and lr must be positive");
+    }
+
+}
+
 void validateExperiment(const Experiment& e) {
   const std::string ctx = e.sourceFile.empty() ? std::string("experiment") : e.sourceFile.string();
   auto check = [&](bool ok, const std::string& field, const std::string& why) {
@@ -246,52 +296,8 @@ void validateExperiment(const Experiment& e) {
   }
   bool needsSft = false;
   for (size_t i = 0; i < e.runs.size(); ++i) {
-    const RunSpec& r = e.runs[i];
-    const std::string f = "runs[" + std::to_string(i) + "]";
-    const std::set<std::string> methods = {"dense", "sparse", "drop", "noise", "scratch", "btx", "upit"};
-    check(methods.count(r.method), f + ".method", "\"" + r.method + "\" is not one of dense, sparse, drop, noise, scratch, btx, upit");
-    if (r.method == "dense") continue;
-    check(r.experts >= 1, f + ".experts", "must be at least 1, got " + std::to_string(r.experts));
-    check(r.topK >= 1 && r.topK <= r.experts, f + ".top_k",
-          "(" + std::to_string(r.topK) + ") must be between 1 and experts (" + std::to_string(r.experts) + ")");
-    check(r.moeLayerFreq >= 1, f + ".moe_layer_freq", "must be at least 1");
-    check(r.routerInit == "uniform_std002" || r.routerInit == "normal_002" || r.routerInit == "uniform",
-          f + ".router_init", "\"" + r.routerInit + "\" is not one of uniform_std002, normal_002, uniform");
-    check(r.ratio >= 0 && r.ratio <= 1, f + ".ratio", "must be in [0, 1], got " + std::to_string(r.ratio));
-    check(r.noiseFraction >= 0 && r.noiseFraction <= 1, f + ".noise_fraction", "must be in [0, 1]");
-    check(r.expertFf >= 0, f + ".expert_ff", "must be non-negative");
-    if (r.method == "btx") {
-      check(!r.sources.empty(), f + ".sources", "must list the dense source models");
-      check(r.experts % static_cast<int64_t>(r.sources.size()) == 0, f + ".experts", "must be a multiple of the number of sources");
-      for (const auto& s : r.sources) check(fs::exists(s / "config.json"), f + ".sources", "has no config.json: " + s.string());
-    }
-    if (r.method == "upit") {
-      needsSft = true;
-      check(r.checkpoints >= 1, f + ".checkpoints", "must be at least 1");
-      check(r.expand || r.checkpoints >= r.experts, f + ".expand",
-            "is off, so checkpoints (" + std::to_string(r.checkpoints) + ") must be at least experts (" +
-                std::to_string(r.experts) + ")");
-      check(r.expand || r.checkpoints == r.experts, f + ".checkpoints", "must equal experts when expansion is off");
-      check(r.checkpoints >= 2 || r.checkpoints >= r.experts, f + ".checkpoints", "must be at least 2 to merge experts");
-      check(r.select == "even" || r.select == "latest" || r.select == "list", f + ".select", "is not one of even, latest, list");
-      check(r.select != "list" || static_cast<int64_t>(r.checkpointList.size()) == r.checkpoints, f + ".checkpoint_list",
-            "must name exactly `checkpoints` positions");
-      check(r.nonFfn == "average" || r.nonFfn == "last", f + ".non_ffn", "is not one of average, last");
-      check(r.parentRule == "distance" || r.parentRule == "random" || r.parentRule == "tournament", f + ".ga.parent_rule",
-            "is not one of distance, random, tournament");
-      check(r.distance == "cosine_delta" || r.distance == "cosine" || r.distance == "l2", f + ".ga.distance",
-            "is not one of cosine_delta, cosine, l2");
-      check(r.alphaMin >= 0 && r.alphaMax <= 1 && r.alphaMin <= r.alphaMax, f + ".ga.alpha", "must be [min, max] within [0, 1]");
-      check(r.dareP >= 0 && r.dareP < 1, f + ".ga.dare_p", "must be in [0, 1)");
-      check(r.dareRescale == "inverse" || r.dareRescale == "l1", f + ".ga.dare_rescale", "is not one of inverse, l1");
-      const std::set<std::string> ops = {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"};
-      check(ops.count(r.mergeOp), f + ".ga.merge", "\"" + r.mergeOp + "\" is not a merge operator");
-      check(r.seedFraction > 0 && r.seedFraction <= 1, f + ".router.seed_fraction", "must be in (0, 1]");
-      check(r.minSeed >= 1, f + ".router.min_seed", "must be at least 1");
-      check(r.clsWeightA >= 0 && r.clsWeightA <= 1, f + ".router.a", "must be in [0, 1]");
-      check(r.routerEpochs > 0 && r.routerLr > 0, f + ".router", "epochs and lr must be positive");
-    }
-
+    validateRunSpec(e.runs[i], "runs[" + std::to_string(i) + "]", ctx);
+    needsSft = needsSft || e.runs[i].method == "upit";
   }
   if (needsSft) {
     check(e.sft, "sft", "is needed: UpIT builds its experts from the SFT checkpoints");

@@ -111,6 +111,8 @@ Experiment loadExperiment(const std::filesystem::path& path);
 Experiment parseExperiment(const std::string& yamlText, const std::string& context);
 // Refuses bad settings before any work starts, naming the field.
 void validateExperiment(const Experiment& e);
+// One run's settings; `field` prefixes the names ("runs[2]"), `ctx` the file.
+void validateRunSpec(const RunSpec& r, const std::string& field, const std::string& ctx);
 // The experiment as YAML (what the GUI saves, and what every run records).
 std::string experimentYaml(const Experiment& e);
 

@@ -4,7 +4,7 @@
 #include <set>
 #include <sstream>
 
-#include "api/pipeline.h"
+#include "pipeline/build.h"
 #include "api/runtime.h"
 #include "api/torch_errors.h"
 #include "core/atomic_file.h"
@@ -62,20 +62,12 @@ TrainOptions stageOptions(const StageTraining& t, const Experiment& e, uint64_t 
 
 MoeShape shapeOf(const RunSpec& r) { return MoeShape{r.experts, r.topK, r.moeLayerFreq, r.expertFf}; }
 
-struct Context {
-  const Experiment& e;
-  PipelineObserver* obs;
-  const std::atomic<bool>* cancel;
-  fs::path base, start;  // the pretrained base; the model the methods start from (SFT final, or base)
-  std::vector<fs::path> sftCheckpoints;
-  std::vector<TokenRecord> train, eval;
-  void stage(const std::string& s, const std::string& d) const {
-    if (obs) obs->onStage(s, d);
-  }
-  bool cancelled() const { return cancel && cancel->load(); }
-};
+}  // namespace
 
-DecoderLM buildModel(Context& c, const RunSpec& r, torch::Generator& gen, RunSummary& summary) {
+DecoderLM buildRunModel(const RunSpec& r, const BuildInputs& c, torch::Generator& gen, RunSummary& summary) {
+  auto stage = [&](const std::string& s, const std::string& d) {
+    if (c.observer) c.observer->onStage(s, d);
+  };
   const std::string& m = r.method;
   if (m == "dense") return loadModel(c.start);
   if (m == "btx") {
@@ -86,21 +78,22 @@ DecoderLM buildModel(Context& c, const RunSpec& r, torch::Generator& gen, RunSum
     return btxUpcycle(ptrs, shapeOf(r), r.routerInit, gen);
   }
   if (m == "upit") {
-    const int64_t n = static_cast<int64_t>(c.sftCheckpoints.size());
+    const int64_t n = static_cast<int64_t>(c.checkpoints.size());
     const auto chosen = selectCheckpoints(n, r.checkpoints, r.select, r.checkpointList);
+    DecoderLM baseModel = loadModel(c.base);
     std::vector<DecoderLM> models;
     std::vector<ExpertFfn> pool;
     for (int64_t i : chosen) {
-      models.push_back(loadModel(c.sftCheckpoints[i]));
+      models.push_back(loadModel(c.checkpoints[i]));
+      checkSameArchitecture(baseModel->config(), models.back()->config(), "UpIT checkpoint " + c.checkpoints[i].string());
       pool.push_back(ffnOf(*models.back()));
       summary.checkpointsUsed.push_back(i + 1);
     }
-    c.stage("upit", "experts from SFT checkpoints " + [&] {
+    stage("upit", "experts from SFT checkpoints " + [&] {
       std::string s;
-      for (int64_t i : chosen) s += (s.empty() ? "" : ", ") + c.sftCheckpoints[i].filename().string();
+      for (int64_t i : chosen) s += (s.empty() ? "" : ", ") + c.checkpoints[i].filename().string();
       return s;
     }());
-    DecoderLM baseModel = loadModel(c.base);
     const ExpertFfn baseFfn = ffnOf(*baseModel);
     if (r.expand && r.experts > static_cast<int64_t>(pool.size())) {
       GaConfig ga;
@@ -114,22 +107,22 @@ DecoderLM buildModel(Context& c, const RunSpec& r, torch::Generator& gen, RunSum
       const auto lineage = expandPool(pool, baseFfn, r.experts, ga, gen);
       for (const auto& l : lineage)
         summary.lineage.push_back({l.child, l.parentA, l.parentB, l.alpha, l.dareP, l.distance, l.maskSeed, l.mergeOp});
-      c.stage("upit", "grew " + std::to_string(lineage.size()) + " experts by merging (" + r.mergeOp + " + DARE p=" +
+      stage("upit", "grew " + std::to_string(lineage.size()) + " experts by merging (" + r.mergeOp + " + DARE p=" +
                           std::to_string(r.dareP).substr(0, 4) + ")");
     }
     std::vector<DecoderLMImpl*> nonFfn;
     if (r.nonFfn == "last") nonFfn.push_back(models.back().get());
     else for (auto& x : models) nonFfn.push_back(x.get());
     DecoderLM moe = assembleMoe(nonFfn, pool, shapeOf(r), r.routerInit, gen);
-    if (r.preoptimize) {
+    if (r.preoptimize && !c.train.empty()) {
       // Seed set: a random seed_fraction of the training records, at least min_seed.
       const int64_t N = static_cast<int64_t>(c.train.size());
       const int64_t k = std::min<int64_t>(N, std::max<int64_t>(r.minSeed, std::llround(r.seedFraction * N)));
       auto pick = torch::randperm(N, gen, torch::kLong).narrow(0, 0, k);
       std::vector<TokenRecord> seeds;
       for (int64_t i = 0; i < k; ++i) seeds.push_back(c.train[pick[i].item<int64_t>()]);
-      moe->to(resolveDevice(c.e.device));
-      const auto bucket = assignSeeds(*moe, pool, seeds, c.e.post.batchSize);
+      moe->to(resolveDevice(c.device));
+      const auto bucket = assignSeeds(*moe, pool, seeds, c.batchSize);
       summary.seedBuckets.assign(r.experts, 0);
       for (size_t i = 0; i < seeds.size(); ++i) {
         seeds[i].tag = bucket[i];
@@ -137,15 +130,17 @@ DecoderLM buildModel(Context& c, const RunSpec& r, torch::Generator& gen, RunSum
       }
       std::string counts;
       for (int64_t b : summary.seedBuckets) counts += (counts.empty() ? "" : " ") + std::to_string(b);
-      c.stage("upit", "seed data (" + std::to_string(k) + " samples) per expert: " + counts);
-      if (std::count(summary.seedBuckets.begin(), summary.seedBuckets.end(), 0) > 0 && c.obs)
-        c.obs->onLog("warning: some experts won no seed sample (empty buckets)");
-      TrainOptions o = stageOptions(c.e.post, c.e, r.seed, {}, "router-preopt");
+      stage("upit", "seed data (" + std::to_string(k) + " samples) per expert: " + counts);
+      if (std::count(summary.seedBuckets.begin(), summary.seedBuckets.end(), 0) > 0 && c.observer)
+        c.observer->onLog("warning: some experts won no seed sample (empty buckets)");
+      TrainOptions o;
+      o.batchSize = c.batchSize;
+      o.device = c.device;
+      o.seed = r.seed;
       o.epochs = r.routerEpochs;
-      o.maxSteps = 0;
       o.lr = r.routerLr;
       o.warmupSteps = 0;
-      preoptimizeRouters(moe, seeds, r.clsWeightA, o, c.obs, c.cancel);
+      preoptimizeRouters(moe, seeds, r.clsWeightA, o, c.observer, c.cancel);
     }
     return moe;
   }
@@ -157,8 +152,6 @@ DecoderLM buildModel(Context& c, const RunSpec& r, torch::Generator& gen, RunSum
   throw InternalError("unknown method " + m);
 }
 
-}  // namespace
-
 ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const std::atomic<bool>* cancel) {
   validateExperiment(e);
   if (e.threads > 0) configureRuntime(e.threads);
@@ -166,7 +159,15 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const
   report.out = e.out;
   fs::create_directories(e.out);
   writeFileAtomically(e.out / "experiment.yaml", experimentYaml(e));
-  Context c{e, obs, cancel, {}, {}, {}, {}, {}};
+  BuildInputs c;
+  c.device = e.device;
+  c.batchSize = e.post.batchSize;
+  c.observer = obs;
+  c.cancel = cancel;
+  std::vector<TokenRecord> evalRecords;
+  auto stage = [&](const std::string& s, const std::string& d) {
+    if (obs) obs->onStage(s, d);
+  };
 
   // Data.
   fs::path trainFile = e.trainData, evalFile = e.evalData;
@@ -176,13 +177,13 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const
     evalFile = e.out / "data/eval.jsonl";
     writeFileAtomically(trainFile, demoInstructionsJsonl(generateDemoInstructions(e.seed + 1, e.perDomain)));
     writeFileAtomically(evalFile, demoInstructionsJsonl(generateDemoInstructions(e.seed + 7919, e.evalPerDomain)));
-    c.stage("data", std::to_string(e.perDomain * 7) + " training and " + std::to_string(e.evalPerDomain * 7) +
+    stage("data", std::to_string(e.perDomain * 7) + " training and " + std::to_string(e.evalPerDomain * 7) +
                         " evaluation records in " + (e.out / "data").string());
   }
 
   // Base.
   if (e.pretrain) {
-    c.stage("pretrain", "a tiny byte-level Llama on the built-in corpus");
+    stage("pretrain", "a tiny byte-level Llama on the built-in corpus");
     PretrainOptions p;
     p.out = e.out / "base";
     p.documents = e.pretrainDocuments;
@@ -214,18 +215,18 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const
   PreparedData train = prepareData(c.base, d);
   c.train = std::move(train.train);
   if (evalFile.empty()) {
-    c.eval = std::move(train.val);
+    evalRecords = std::move(train.val);
   } else {
     d.path = evalFile;
     d.valFraction = 0;
-    c.eval = prepareData(c.base, d).train;
+    evalRecords = prepareData(c.base, d).train;
   }
   auto tok = loadTokenizer(c.base);
 
   // Dense instruction tuning with intermediate checkpoints.
   c.start = c.base;
   if (e.sft) {
-    c.stage("sft", "dense instruction tuning, a checkpoint every " + std::to_string(e.sftTraining.saveEvery).substr(0, 4) + " epoch");
+    stage("sft", "dense instruction tuning, a checkpoint every " + std::to_string(e.sftTraining.saveEvery).substr(0, 4) + " epoch");
     TrainOptions o = stageOptions(e.sftTraining, e, e.seed, e.out / "sft", "sft");
     o.tokenizerFrom = c.base;
     TrainResult r = withTorchErrors("sft", [&] {
@@ -236,14 +237,14 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const
       report.cancelled = true;
       return report;
     }
-    for (const auto& ck : listTrainerCheckpoints(e.out / "sft")) c.sftCheckpoints.push_back(ck.path);
-    report.sftCheckpoints = c.sftCheckpoints;
-    c.start = c.sftCheckpoints.back();
+    for (const auto& ck : listTrainerCheckpoints(e.out / "sft")) c.checkpoints.push_back(ck.path);
+    report.sftCheckpoints = c.checkpoints;
+    c.start = c.checkpoints.back();
   }
 
   // The runs, each post-trained with the same budget.
   for (const RunSpec& r : e.runs) {
-    if (c.cancelled()) {
+    if (cancel && cancel->load()) {
       report.cancelled = true;
       break;
     }
@@ -251,10 +252,10 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const
     RunSummary s;
     s.name = r.name;
     s.method = r.method;
-    c.stage("run", r.name + " (" + r.method + ")");
+    stage("run", r.name + " (" + r.method + ")");
     TrainResult post = withTorchErrors(r.name.c_str(), [&] {
       torch::Generator gen = at::detail::createCPUGenerator(r.seed);
-      DecoderLM model = buildModel(c, r, gen, s);
+      DecoderLM model = buildRunModel(r, c, gen, s);
       TrainOptions o = stageOptions(e.post, e, r.seed, e.out / "runs" / r.name, "post:" + r.name);
       o.tokenizerFrom = c.base;
       TrainResult tr = trainDecoder(model, c.train, o, obs, cancel);
@@ -263,7 +264,7 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const
         eo.accuracy = e.evalAccuracy;
         eo.maxNewTokens = e.maxNewTokens;
         eo.batchSize = e.post.batchSize;
-        s.eval = evaluateRecords(*model, c.eval, eo, tok.get());
+        s.eval = evaluateRecords(*model, evalRecords, eo, tok.get());
       }
       return tr;
     });

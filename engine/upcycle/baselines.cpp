@@ -73,12 +73,7 @@ DecoderLM btxUpcycle(const std::vector<DecoderLMImpl*>& sources, const MoeShape&
                 n, ")");
   checkRouterInit(routerInit);
   const ModelConfig mc = moeConfigFromDense(sources[0]->config(), shape);
-  for (auto* s : sources) {
-    const ModelConfig& c = s->config();
-    UPCYCLE_CHECK(c.hiddenSize == mc.hiddenSize && c.intermediateSize == sources[0]->config().intermediateSize &&
-                      c.numLayers == mc.numLayers && c.vocabSize == mc.vocabSize,
-                  "BTX sources must share one architecture");
-  }
+  for (auto* s : sources) checkSameArchitecture(sources[0]->config(), s->config(), "BTX sources");
   UPCYCLE_CHECK(mc.expertIntermediateSize == sources[0]->config().intermediateSize, "BTX copies whole FFNs");
   DecoderLM moe(mc);
   averageSharedWeights(sources, *moe);

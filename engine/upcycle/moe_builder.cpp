@@ -29,6 +29,22 @@ ModelConfig moeConfigFromDense(const ModelConfig& dense, const MoeShape& s) {
   return c;
 }
 
+void checkSameArchitecture(const ModelConfig& a, const ModelConfig& b, const std::string& what) {
+  auto field = [&](const char* name, auto x, auto y) {
+    UPCYCLE_CHECK(x == y, what, ": architectures do not match (", name, " ", x, " vs ", y, ")");
+  };
+  field("model_type", a.modelType, b.modelType);
+  field("hidden_size", a.hiddenSize, b.hiddenSize);
+  field("intermediate_size", a.intermediateSize, b.intermediateSize);
+  field("num_hidden_layers", a.numLayers, b.numLayers);
+  field("num_attention_heads", a.numHeads, b.numHeads);
+  field("num_key_value_heads", a.numKvHeads, b.numKvHeads);
+  field("vocab_size", a.vocabSize, b.vocabSize);
+  field("attention_bias", a.attentionBias, b.attentionBias);
+  field("tie_word_embeddings", a.tieWordEmbeddings, b.tieWordEmbeddings);
+  field("num_experts", a.numExperts, b.numExperts);
+}
+
 void checkRouterInit(const std::string& kind) {
   UPCYCLE_CHECK(kind == "uniform_std002" || kind == "normal_002" || kind == "uniform",
                 "router_init \"", kind, "\" is not one of uniform_std002, normal_002, uniform");

@@ -24,6 +24,10 @@ ModelConfig moeConfigFromDense(const ModelConfig& dense, const MoeShape& shape);
 void initRouter(torch::Tensor& weight, const std::string& kind, torch::Generator& gen);
 void checkRouterInit(const std::string& kind);  // throws UserError naming the value
 
+// Throws UserError naming both models' differing field when two dense configs cannot be combined
+// (type, dimensions, heads, biases, tied embeddings).
+void checkSameArchitecture(const ModelConfig& a, const ModelConfig& b, const std::string& what);
+
 // Copies every tensor the dense and MoE models share by name (attention, norms, embeddings,
 // dense FFNs of non-MoE layers). Expert and router weights are left to the caller.
 void copySharedWeights(DecoderLMImpl& dense, DecoderLMImpl& moe);

@@ -141,7 +141,7 @@ TEST(Cli, ErrorsAreOneClearLine) {
 
   Result topk = run("convert --base " + fixture("llama_gqa") + " --experts 2 --top-k 3 --out " + (dir / "o").string());
   expectOneCleanLine(topk);
-  EXPECT_NE(topk.err.find("top-k (3)"), std::string::npos);
+  EXPECT_NE(topk.err.find("top_k (3) must be between 1 and experts (2)"), std::string::npos) << topk.err;
   EXPECT_FALSE(std::filesystem::exists(dir / "o"));  // refused before any work
 
   upcycle::test::writeBytes(dir / "bad.jsonl", "{\"input_ids\": [1, 2, 999]}\n");
@@ -163,12 +163,54 @@ TEST(Cli, ErrorsAreOneClearLine) {
   EXPECT_NE(num.err.find("--experts must be an integer, got \"eight\""), std::string::npos) << num.err;
 }
 
-TEST(Cli, DemoShowsTheUpcyclingInvariant) {
+TEST(Cli, RunExecutesAWholeExperimentEndToEnd) {
+  // The demo's pipeline at toy size: pretrain, SFT with checkpoints, four methods, post-training, eval.
   TempDir dir;
-  Result r = run("demo --out " + dir.path().string());
-  ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_NE(r.out.find("sparse upcycled 8x top-2"), std::string::npos);
-  EXPECT_TRUE(std::filesystem::exists(dir / "moe-sparse/model.safetensors"));
+  const std::string yaml = R"(
+name: tiny
+seed: 3
+out: )" + (dir / "out").string() + R"(
+base: {pretrain: {steps: 8, documents: 60, hidden: 32, ff: 64, layers: 2, heads: 2, kv_heads: 1, block: 32, batch_size: 8}}
+data: {generate: {per_domain: 4, eval_per_domain: 2}, template: compact}
+sft: {epochs: 2, save_every: 0.25, batch_size: 4}
+post: {epochs: 1, batch_size: 8}
+eval: {accuracy: true, max_new_tokens: 4}
+runs:
+  - {name: dense-sft, method: dense}
+  - {name: sparse, method: sparse, experts: 4, top_k: 2}
+  - {name: drop, method: drop, experts: 4, top_k: 2, ratio: 0.5}
+  - {name: upit, method: upit, experts: 4, top_k: 2, checkpoints: 2, router: {min_seed: 8, epochs: 1}}
+)";
+  upcycle::test::writeBytes(dir / "tiny.yaml", yaml);
+  Result r = run("run " + (dir / "tiny.yaml").string());
+  ASSERT_EQ(r.rc, 0) << r.err << r.out;
+  for (const char* name : {"dense-sft", "sparse", "drop", "upit"}) {
+    EXPECT_NE(r.out.find(name), std::string::npos);
+    bool found = false;
+    for (auto& e : std::filesystem::directory_iterator(dir / "out/runs" / name)) found |= e.is_directory();
+    EXPECT_TRUE(found) << name << " left no checkpoint";
+  }
+  EXPECT_NE(r.out.find("grew 2 experts by merging"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("seed data (8 samples) per expert"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "out/results.txt"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "out/experiment.yaml"));
+  // 28 records / batch 4 = 7 SFT steps per epoch, 2 epochs, a checkpoint every quarter epoch.
+  json sft = json::parse(run("inspect " + (dir / "out/sft").string() + " --json").out);
+  EXPECT_GE(sft["checkpoints"].size(), 7u);
+  json moe = json::parse(run("inspect " + (dir / "out/runs/upit").string() + "/" +
+                             std::filesystem::directory_iterator(dir / "out/runs/upit")->path().filename().string() +
+                             " --json").out);
+  EXPECT_EQ(moe["num_experts"], 4);
+}
+
+TEST(Cli, RunRefusesBadExperimentsBeforeAnyWork) {
+  TempDir dir;
+  upcycle::test::writeBytes(dir / "bad.yaml", "base: {pretrain: {steps: 5}}\nout: " + (dir / "o").string() +
+                                                  "\nruns:\n  - {method: drop, ratio: 2}\n");
+  Result r = run("run " + (dir / "bad.yaml").string());
+  expectOneCleanLine(r);
+  EXPECT_NE(r.err.find("runs[0].ratio must be in [0, 1]"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "o"));
 }
 
 TEST(Cli, DataGenerateIsDeterministic) {

@@ -1,0 +1,236 @@
+// Conversions (SPEC §2-3) and merge operators, checked with independent arithmetic.
+#include <set>
+
+#include "model/model_io.h"
+#include "test_util.h"
+#include "upcycle/merge.h"
+#include "upcycle/methods.h"
+
+using namespace upcycle;
+
+namespace {
+
+DecoderLM dense() { return loadModel(test::fixtures() / "models/llama_gqa"); }  // d_ff 48, d 32, 2 layers
+
+// Index of the dense row equal to `row` bit for bit, or -1.
+int64_t matchRow(const torch::Tensor& denseRows, const torch::Tensor& row) {
+  for (int64_t i = 0; i < denseRows.size(0); ++i)
+    if (torch::equal(denseRows[i], row)) return i;
+  return -1;
+}
+
+// For each expert row i: which dense row it is (-1 = redrawn).
+std::vector<int64_t> matches(const torch::Tensor& denseRows, const torch::Tensor& expertRows) {
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i < expertRows.size(0); ++i) out.push_back(matchRow(denseRows, expertRows[i]));
+  return out;
+}
+
+torch::Tensor ffn(const torch::Tensor& x, const torch::Tensor& g, const torch::Tensor& u, const torch::Tensor& d) {
+  return torch::matmul(torch::silu(torch::matmul(x, g.t())) * torch::matmul(x, u.t()), d.t());
+}
+
+}  // namespace
+
+TEST(DropUpcycling, RedrawsExactlyFloorRDffNeuronsWithMatchingStatistics) {
+  DecoderLM d = dense();
+  torch::Generator gen = at::detail::createCPUGenerator(11);
+  const double r = 0.5;
+  DecoderLM moe = dropUpcycle(*d, {4, 2, 1, 0}, "uniform_std002", r, false, gen);
+  const int64_t F = 48, k = 24;  // floor(0.5 * 48)
+  for (size_t l = 0; l < 2; ++l) {
+    auto dm = layerAt(*d, l)->mlp;
+    auto m = layerAt(*moe, l)->moe;
+    for (int64_t e = 0; e < 4; ++e) {
+      auto mg = matches(dm->gate_proj->weight, m->w_gate[e]);
+      auto mu = matches(dm->up_proj->weight, m->w_up[e]);
+      auto md = matches(dm->down_proj->weight.t(), m->w_down[e].t());
+      for (auto* mm : {&mg, &mu, &md}) {
+        EXPECT_EQ(std::count(mm->begin(), mm->end(), -1), k) << "layer " << l << " expert " << e;
+        std::set<int64_t> kept(mm->begin(), mm->end());
+        kept.erase(-1);
+        EXPECT_EQ(static_cast<int64_t>(kept.size()), F - k) << "kept rows are distinct dense rows (a permutation)";
+      }
+      // One permutation for the three matrices: where two keep the same position, they keep the same neuron.
+      for (int64_t i = 0; i < F; ++i) {
+        if (mg[i] >= 0 && mu[i] >= 0) EXPECT_EQ(mg[i], mu[i]);
+        if (mg[i] >= 0 && md[i] >= 0) EXPECT_EQ(mg[i], md[i]);
+      }
+      // Redrawn gate rows follow N(mean, std) of the dense rows they replaced: the dense rows no kept
+      // row matched.
+      std::set<int64_t> keptGate(mg.begin(), mg.end());
+      std::vector<int64_t> replacedIdx, redrawnIdx;
+      for (int64_t i = 0; i < F; ++i) {
+        if (!keptGate.count(i)) replacedIdx.push_back(i);
+        if (mg[i] < 0) redrawnIdx.push_back(i);
+      }
+      auto replaced = dm->gate_proj->weight.index_select(0, torch::tensor(replacedIdx));
+      auto redrawn = m->w_gate[e].index_select(0, torch::tensor(redrawnIdx));
+      const double n = static_cast<double>(redrawn.numel());  // 24 * 32 = 768 values
+      const double sigma = replaced.std().item<double>();
+      EXPECT_NEAR(redrawn.mean().item<double>(), replaced.mean().item<double>(), 4 * sigma / std::sqrt(n));
+      EXPECT_NEAR(redrawn.std().item<double>(), sigma, 0.15 * sigma);
+    }
+  }
+}
+
+TEST(DropUpcycling, SharedIndicesRedrawTheSameNeuronsInAllThreeMatrices) {
+  DecoderLM d = dense();
+  torch::Generator gen = at::detail::createCPUGenerator(3);
+  DecoderLM moe = dropUpcycle(*d, {2, 1, 1, 0}, "uniform_std002", 0.25, true, gen);
+  auto dm = layerAt(*d, 0)->mlp;
+  auto m = layerAt(*moe, 0)->moe;
+  auto mg = matches(dm->gate_proj->weight, m->w_gate[1]);
+  auto mu = matches(dm->up_proj->weight, m->w_up[1]);
+  auto md = matches(dm->down_proj->weight.t(), m->w_down[1].t());
+  EXPECT_EQ(std::count(mg.begin(), mg.end(), -1), 12);
+  for (int64_t i = 0; i < 48; ++i) {
+    EXPECT_EQ(mg[i] < 0, mu[i] < 0) << i;
+    EXPECT_EQ(mg[i] < 0, md[i] < 0) << i;
+  }
+}
+
+TEST(DropUpcycling, RatioZeroComputesTheDenseFfnAndRatioOneRedrawsEverything) {
+  DecoderLM d = dense();
+  torch::Generator gen = at::detail::createCPUGenerator(5);
+  DecoderLM moe0 = dropUpcycle(*d, {4, 2, 1, 0}, "uniform_std002", 0.0, false, gen);
+  DecoderLM moe1 = dropUpcycle(*d, {4, 2, 1, 0}, "uniform_std002", 1.0, false, gen);
+  auto x = torch::randn({5, 32}, gen);
+  for (size_t l = 0; l < 2; ++l) {
+    auto dm = layerAt(*d, l)->mlp;
+    auto ref = ffn(x, dm->gate_proj->weight, dm->up_proj->weight, dm->down_proj->weight);
+    for (int64_t e = 0; e < 4; ++e) {
+      auto m = layerAt(*moe0, l)->moe;
+      auto y = ffn(x, m->w_gate[e], m->w_up[e], m->w_down[e]);
+      EXPECT_LT((y - ref).abs().max().item<double>(), 1e-5) << "a permuted FFN is the same function";
+      EXPECT_FALSE(torch::equal(m->w_gate[e], dm->gate_proj->weight)) << "but it is permuted";
+      auto g1 = matches(dm->gate_proj->weight, layerAt(*moe1, l)->moe->w_gate[e]);
+      EXPECT_EQ(std::count(g1.begin(), g1.end(), -1), 48);
+    }
+  }
+}
+
+TEST(DropUpcycling, FineGrainedExpertsTakeTheirOwnNeuronSubsets) {
+  DecoderLM d = dense();
+  torch::Generator gen = at::detail::createCPUGenerator(8);
+  DecoderLM moe = dropUpcycle(*d, {4, 2, 1, 16}, "uniform_std002", 0.0, false, gen);
+  EXPECT_EQ(moe->config().expertIntermediateSize, 16);
+  auto dm = layerAt(*d, 0)->mlp;
+  auto m = layerAt(*moe, 0)->moe;
+  EXPECT_EQ(m->w_gate.sizes(), (std::vector<int64_t>{4, 16, 32}));
+  std::set<std::set<int64_t>> subsets;
+  for (int64_t e = 0; e < 4; ++e) {
+    auto mg = matches(dm->gate_proj->weight, m->w_gate[e]);
+    auto md = matches(dm->down_proj->weight.t(), m->w_down[e].t());
+    EXPECT_EQ(mg, md);
+    std::set<int64_t> s(mg.begin(), mg.end());
+    EXPECT_EQ(s.size(), 16u);
+    EXPECT_EQ(s.count(-1), 0u);
+    subsets.insert(s);
+  }
+  EXPECT_EQ(subsets.size(), 4u) << "each expert draws its own random subset";
+}
+
+TEST(DropUpcycling, SameSeedSameFilesDifferentSeedDifferentFiles) {
+  DecoderLM d = dense();
+  test::TempDir dir;
+  for (auto [name, seed] : {std::pair<const char*, uint64_t>{"a", 1}, {"b", 1}, {"c", 2}}) {
+    torch::Generator gen = at::detail::createCPUGenerator(seed);
+    DecoderLM moe = dropUpcycle(*d, {4, 2, 1, 0}, "uniform_std002", 0.5, false, gen);
+    saveModel(moe, dir / name);
+  }
+  const auto a = test::readBytes(dir / "a/model.safetensors");
+  EXPECT_EQ(a, test::readBytes(dir / "b/model.safetensors"));
+  EXPECT_NE(a, test::readBytes(dir / "c/model.safetensors"));
+  test::expectErrorContaining(
+      [&] {
+        torch::Generator g = at::detail::createCPUGenerator(1);
+        dropUpcycle(*d, {4, 2, 1, 0}, "uniform_std002", 1.5, false, g);
+      },
+      {"drop ratio r must be in [0, 1], got 1.5"});
+}
+
+TEST(NoiseUpcycling, PerturbsHalfTheNeuronsOfEachMatrix) {
+  DecoderLM d = dense();
+  torch::Generator gen = at::detail::createCPUGenerator(2);
+  DecoderLM moe = noiseUpcycle(*d, {2, 1, 1, 0}, "uniform_std002", 0.02, 0.5, gen);
+  auto dm = layerAt(*d, 1)->mlp;
+  auto m = layerAt(*moe, 1)->moe;
+  auto mg = matches(dm->gate_proj->weight, m->w_gate[0]);
+  EXPECT_EQ(std::count(mg.begin(), mg.end(), -1), 24);
+}
+
+TEST(Scratch, EveryWeightIsNew) {
+  DecoderLM d = dense();
+  torch::Generator gen = at::detail::createCPUGenerator(2);
+  DecoderLM moe = scratchMoe(d->config(), {4, 2, 1, 0}, "normal_002", gen);
+  auto w = layerAt(*moe, 0)->moe->w_gate;
+  EXPECT_NEAR(w.std().item<double>(), 0.02, 0.002);
+  EXPECT_FALSE(torch::equal(moe->model->embed_tokens->weight, d->model->embed_tokens->weight));
+}
+
+TEST(Btx, ExpertsFromTheirSourcesAndAveragedSharedWeights) {
+  DecoderLM a = dense(), b = dense();
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : b->parameters()) p.add_(0.5);
+  }
+  torch::Generator gen = at::detail::createCPUGenerator(1);
+  DecoderLM moe = btxUpcycle({a.get(), b.get()}, {4, 2, 1, 0}, "uniform_std002", gen);
+  auto m = layerAt(*moe, 0)->moe;
+  EXPECT_TRUE(torch::equal(m->w_up[1], layerAt(*a, 0)->mlp->up_proj->weight));  // experts 0,1 from source 0
+  EXPECT_TRUE(torch::equal(m->w_up[2], layerAt(*b, 0)->mlp->up_proj->weight));  // experts 2,3 from source 1
+  auto avg = (a->model->norm->weight + b->model->norm->weight) / 2;
+  EXPECT_LT((moe->model->norm->weight - avg).abs().max().item<double>(), 1e-6);
+  EXPECT_LT((moe->model->norm->weight - a->model->norm->weight - 0.25).abs().max().item<double>(), 1e-6);
+  test::expectErrorContaining([&] { btxUpcycle({a.get(), b.get()}, {3, 1, 1, 0}, "uniform", gen); },
+                              {"multiple of the number of sources"});
+}
+
+// ---------------------------------------------------------------------------- merge operators
+
+TEST(Merge, LinearAndTaskArithmeticByHand) {
+  auto t1 = torch::tensor({1.0f, 2.0f}), t2 = torch::tensor({3.0f, 4.0f});
+  EXPECT_TRUE(torch::allclose(mergeLinear({t1, t2}, {0.25, 0.75}), torch::tensor({2.5f, 3.5f})));
+  // base [1,1]; deltas [1,2] and [-1,0]; sum [0,2]; base + 0.5 * sum = [1, 2]
+  auto base = torch::tensor({1.0f, 1.0f});
+  EXPECT_TRUE(torch::allclose(mergeTaskArithmetic(base, {torch::tensor({2.0f, 3.0f}), torch::tensor({0.0f, 1.0f})},
+                                                  {1.0, 1.0}, 0.5),
+                              torch::tensor({1.0f, 2.0f})));
+}
+
+TEST(Merge, TiesTrimsElectsAndAveragesByHand) {
+  auto base = torch::zeros({4});
+  auto t1 = torch::tensor({3.0f, -1.0f, 0.5f, 2.0f});   // top-2: 3 and 2      -> [3, 0, 0, 2]
+  auto t2 = torch::tensor({-1.0f, -2.0f, 1.5f, -2.5f}); // top-2: -2.5 and -2  -> [0, -2, 0, -2.5]
+  // elected signs of the sum [3, -2, 0, -0.5]: +, -, 0, -; agreeing entries averaged:
+  // [3, -2, 0 (no sign), -2.5 (t1's +2 disagrees)]
+  auto out = mergeTies(base, {t1, t2}, {1.0, 1.0}, 0.5);
+  EXPECT_TRUE(torch::allclose(out, torch::tensor({3.0f, -2.0f, 0.0f, -2.5f}))) << out;
+}
+
+TEST(Merge, DareKeepsOrDropsAndRescales) {
+  torch::Generator gen = at::detail::createCPUGenerator(1);
+  auto delta = torch::arange(1, 1001, torch::kFloat);
+  auto inv = dare(delta, 0.5, DareRescale::Inverse, gen);
+  auto kept = inv != 0;
+  EXPECT_TRUE(torch::equal(inv.masked_select(kept), 2 * delta.masked_select(kept)));  // 1 / (1 - 0.5)
+  EXPECT_NEAR(kept.to(torch::kFloat).mean().item<double>(), 0.5, 0.05);
+  auto l1 = dare(delta, 0.3, DareRescale::L1, gen);
+  EXPECT_NEAR(l1.abs().sum().item<double>(), delta.abs().sum().item<double>(), 1e-2);  // L1 norm kept
+  auto mask = dareKeepMask({100000}, 0.3, gen);
+  EXPECT_NEAR(mask.to(torch::kFloat).mean().item<double>(), 0.7, 0.01);
+  // p = 0: DARE-linear is task arithmetic with lambda 1.
+  auto base = torch::tensor({1.0f, 1.0f});
+  EXPECT_TRUE(torch::allclose(mergeDareLinear(base, {torch::tensor({2.0f, 3.0f})}, {0.5}, 0.0, DareRescale::Inverse, gen),
+                              torch::tensor({1.5f, 2.0f})));
+}
+
+TEST(Merge, SlerpOnTheCircleAndLinearWhenParallel) {
+  auto s = mergeSlerp(torch::tensor({1.0f, 0.0f}), torch::tensor({0.0f, 1.0f}), 0.5);
+  EXPECT_NEAR(s[0].item<double>(), std::sqrt(0.5), 1e-6);
+  EXPECT_NEAR(s[1].item<double>(), std::sqrt(0.5), 1e-6);
+  auto p = mergeSlerp(torch::tensor({1.0f, 1.0f}), torch::tensor({2.0f, 2.0f}), 0.5);
+  EXPECT_TRUE(torch::allclose(p, torch::tensor({1.5f, 1.5f})));
+  test::expectErrorContaining([] { checkMergeOperator("average"); }, {"merge operator \"average\""});
+}
