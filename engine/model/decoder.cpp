@@ -112,6 +112,7 @@ torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& reco
   record.logits = logits;
   record.probs = probs;
   record.experts = topI;
+  if (captureInputs) record.inputs = x.detach();
 
   // Group the (token, slot) pairs by expert and run each expert once on its own tokens.
   auto flatExpert = topI.reshape({-1});                                            // (N*K)
@@ -188,6 +189,13 @@ void DecoderLMImpl::initWeights(torch::Generator& gen) {
     if (name.size() >= 11 && name.compare(name.size() - 11, 11, "norm.weight") == 0) t.fill_(1.0);
     else if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) t.zero_();
     else t.normal_(0.0, m_cfg.initializerRange, gen);
+  }
+}
+
+void DecoderLMImpl::captureRouterInputs(bool on) {
+  for (const auto& m : model->layers->children()) {
+    auto layer = std::dynamic_pointer_cast<DecoderLayerImpl>(m);
+    if (layer && layer->moe) layer->moe->captureInputs = on;
   }
 }
 

@@ -25,6 +25,7 @@ struct RouterRecord {
   torch::Tensor logits;   // (N, E) float32, N = B*T
   torch::Tensor probs;    // (N, E) float32 softmax over all experts
   torch::Tensor experts;  // (N, K) int64 chosen experts, best first
+  torch::Tensor inputs;   // (N, D) the router's input, only when DecoderLM::captureRouterInputs is set
 };
 
 // Keys and values of earlier positions, per layer, for incremental decoding. (B, KV, T, hd) each.
@@ -77,6 +78,7 @@ struct MoeBlockImpl : torch::nn::Module {
   bool normTopk;
   double jitter;
   std::optional<torch::Generator> generator;  // for router jitter noise during training
+  bool captureInputs = false;
 };
 TORCH_MODULE(MoeBlock);
 
@@ -111,6 +113,8 @@ class DecoderLMImpl : public torch::nn::Module {
   // HF-style init: normal(0, initializer_range) for matrices, ones for norms, zero biases.
   void initWeights(torch::Generator& gen);
   void setJitterGenerator(const torch::Generator& gen);
+  // Keep each MoE layer's router input in RouterRecord::inputs (for the `hidden` router init).
+  void captureRouterInputs(bool on);
   torch::Tensor lmHeadWeight() const;  // (V, D): lm_head or the tied embedding
 
   Backbone model{nullptr};

@@ -227,8 +227,9 @@ void validateRunSpec(const RunSpec& r, const std::string& f, const std::string& 
     check(r.topK >= 1 && r.topK <= r.experts, field("top_k"),
           "(" + std::to_string(r.topK) + ") must be between 1 and experts (" + std::to_string(r.experts) + ")");
     check(r.moeLayerFreq >= 1, field("moe_layer_freq"), "must be at least 1");
-    check(r.routerInit == "uniform_std002" || r.routerInit == "normal_002" || r.routerInit == "uniform",
-          field("router_init"), "\"" + r.routerInit + "\" is not one of uniform_std002, normal_002, uniform");
+    check(r.routerInit == "uniform_std002" || r.routerInit == "normal_002" || r.routerInit == "uniform" ||
+              r.routerInit == "hidden",
+          field("router_init"), "\"" + r.routerInit + "\" is not one of uniform_std002, normal_002, uniform, hidden");
     check(r.ratio >= 0 && r.ratio <= 1, field("ratio"), "must be in [0, 1], got " + std::to_string(r.ratio));
     check(r.noiseFraction >= 0 && r.noiseFraction <= 1, field("noise_fraction"), "must be in [0, 1]");
     check(r.expertFf >= 0, field("expert_ff"), "must be non-negative");

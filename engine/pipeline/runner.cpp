@@ -64,7 +64,38 @@ MoeShape shapeOf(const RunSpec& r) { return MoeShape{r.experts, r.topK, r.moeLay
 
 }  // namespace
 
+namespace {
+DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Generator& gen, RunSummary& summary);
+
+// Prompts per expert for the `hidden` router init: expert e takes up to 8 training records of the
+// e-th domain (modulo the number of domains), in file order.
+std::vector<std::vector<std::vector<int64_t>>> promptsByDomain(const std::vector<TokenRecord>& train, int64_t E) {
+  std::vector<std::string> domains;
+  for (const auto& r : train)
+    if (!r.domain.empty() && std::find(domains.begin(), domains.end(), r.domain) == domains.end()) domains.push_back(r.domain);
+  std::vector<std::vector<std::vector<int64_t>>> out(E);
+  for (int64_t e = 0; e < E; ++e) {
+    for (const auto& r : train) {
+      if (out[e].size() >= 8) break;
+      const bool mine = domains.empty() || r.domain == domains[e % domains.size()];
+      if (mine) out[e].push_back(r.inputIds);
+    }
+  }
+  return out;
+}
+}  // namespace
+
 DecoderLM buildRunModel(const RunSpec& r, const BuildInputs& c, torch::Generator& gen, RunSummary& summary) {
+  DecoderLM m = buildRunModelImpl(r, c, gen, summary);
+  if (r.routerInit == "hidden" && m->config().isMoe()) {
+    UPCYCLE_CHECK(!c.train.empty(), "router_init hidden needs training data for its prompts");
+    initRoutersFromHidden(*m, promptsByDomain(c.train, m->config().numExperts));
+  }
+  return m;
+}
+
+namespace {
+DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Generator& gen, RunSummary& summary) {
   auto stage = [&](const std::string& s, const std::string& d) {
     if (c.observer) c.observer->onStage(s, d);
   };
@@ -151,6 +182,7 @@ DecoderLM buildRunModel(const RunSpec& r, const BuildInputs& c, torch::Generator
   if (m == "scratch") return scratchMoe(dense->config(), shapeOf(r), r.routerInit, gen);
   throw InternalError("unknown method " + m);
 }
+}  // namespace
 
 ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const std::atomic<bool>* cancel) {
   validateExperiment(e);

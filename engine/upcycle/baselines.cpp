@@ -8,35 +8,15 @@ DecoderLM noiseUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::s
                        double noiseStd, double fraction, torch::Generator& gen) {
   UPCYCLE_CHECK(noiseStd >= 0, "noise std must be non-negative, got ", noiseStd);
   UPCYCLE_CHECK(fraction >= 0 && fraction <= 1, "noise fraction must be in [0, 1], got ", fraction);
-  checkRouterInit(routerInit);
-  const ModelConfig mc = moeConfigFromDense(dense.config(), shape);
-  DecoderLM moe(mc);
-  copySharedWeights(dense, *moe);
-  torch::NoGradGuard ng;
-  initAllRouters(*moe, routerInit, gen);
-  const int64_t F = dense.config().intermediateSize, Fe = mc.expertIntermediateSize;
-  const int64_t k = static_cast<int64_t>(std::floor(fraction * Fe + 1e-9));
-  for (size_t l = 0; l < moe->model->layers->size(); ++l) {
-    auto layer = layerAt(*moe, l);
-    if (!layer->moe) continue;
-    auto d = layerAt(dense, l)->mlp;
-    for (int64_t e = 0; e < mc.numExperts; ++e) {
-      auto idx = torch::randperm(F, gen, torch::kLong).narrow(0, 0, Fe);
-      auto g = d->gate_proj->weight.to(torch::kFloat).index_select(0, idx);
-      auto dn = d->down_proj->weight.to(torch::kFloat).index_select(1, idx);
-      auto u = d->up_proj->weight.to(torch::kFloat).index_select(0, idx);
-      for (auto [w, dim] : {std::pair<torch::Tensor*, int64_t>{&g, 0}, {&dn, 1}, {&u, 0}}) {
-        auto S = torch::randperm(Fe, gen, torch::kLong).narrow(0, 0, k);
-        auto noise = torch::empty(w->index_select(dim, S).sizes(), torch::kFloat);
-        if (k > 0) noise.normal_(0.0, noiseStd, gen);
-        w->index_add_(dim, S, noise);
-      }
-      layer->moe->w_gate[e].copy_(g);
-      layer->moe->w_up[e].copy_(u);
-      layer->moe->w_down[e].copy_(dn);
+  return permutedUpcycle(dense, shape, routerInit, gen, [&](torch::Tensor& g, torch::Tensor& dn, torch::Tensor& u, int64_t Fe) {
+    const int64_t k = static_cast<int64_t>(std::floor(fraction * Fe + 1e-9));
+    for (auto [w, dim] : {std::pair<torch::Tensor*, int64_t>{&g, 0}, {&dn, 1}, {&u, 0}}) {
+      auto S = torch::randperm(Fe, gen, torch::kLong).narrow(0, 0, k);
+      auto noise = torch::zeros(w->index_select(dim, S).sizes(), torch::kFloat);
+      if (k > 0) noise.normal_(0.0, noiseStd, gen);
+      w->index_add_(dim, S, noise);
     }
-  }
-  return moe;
+  });
 }
 
 DecoderLM scratchMoe(const ModelConfig& dense, const MoeShape& shape, const std::string& routerInit,

@@ -33,9 +33,8 @@ void redraw(torch::Tensor& w, int64_t dim, int64_t k, const torch::Tensor& subse
 
 }  // namespace
 
-DecoderLM dropUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::string& routerInit, double ratio,
-                      bool sharedIndices, torch::Generator& gen) {
-  UPCYCLE_CHECK(ratio >= 0 && ratio <= 1, "drop ratio r must be in [0, 1], got ", ratio);
+DecoderLM permutedUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::string& routerInit,
+                          torch::Generator& gen, const ExpertEdit& edit) {
   checkRouterInit(routerInit);
   const ModelConfig mc = moeConfigFromDense(dense.config(), shape);
   DecoderLM moe(mc);
@@ -43,7 +42,6 @@ DecoderLM dropUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::st
   torch::NoGradGuard ng;
   initAllRouters(*moe, routerInit, gen);
   const int64_t F = dense.config().intermediateSize, Fe = mc.expertIntermediateSize;
-  const int64_t k = static_cast<int64_t>(std::floor(ratio * Fe + 1e-9));
   for (size_t l = 0; l < moe->model->layers->size(); ++l) {
     auto layer = layerAt(*moe, l);
     if (!layer->moe) continue;
@@ -53,17 +51,26 @@ DecoderLM dropUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::st
     for (int64_t e = 0; e < mc.numExperts; ++e) {
       auto idx = torch::randperm(F, gen, torch::kLong).narrow(0, 0, Fe);  // perm; fine-grained: first Fe
       auto g = dg.index_select(0, idx), u = du.index_select(0, idx), dn = dd.index_select(1, idx);
-      torch::Tensor shared;
-      if (sharedIndices) shared = torch::randperm(Fe, gen, torch::kLong).narrow(0, 0, k);
-      redraw(g, 0, k, shared, gen);
-      redraw(dn, 1, k, shared, gen);
-      redraw(u, 0, k, shared, gen);
+      edit(g, dn, u, Fe);
       layer->moe->w_gate[e].copy_(g);
       layer->moe->w_up[e].copy_(u);
       layer->moe->w_down[e].copy_(dn);
     }
   }
   return moe;
+}
+
+DecoderLM dropUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::string& routerInit, double ratio,
+                      bool sharedIndices, torch::Generator& gen) {
+  UPCYCLE_CHECK(ratio >= 0 && ratio <= 1, "drop ratio r must be in [0, 1], got ", ratio);
+  return permutedUpcycle(dense, shape, routerInit, gen, [&](torch::Tensor& g, torch::Tensor& dn, torch::Tensor& u, int64_t Fe) {
+    const int64_t k = static_cast<int64_t>(std::floor(ratio * Fe + 1e-9));
+    torch::Tensor shared;
+    if (sharedIndices) shared = torch::randperm(Fe, gen, torch::kLong).narrow(0, 0, k);
+    redraw(g, 0, k, shared, gen);  // the official order: gate, down, up
+    redraw(dn, 1, k, shared, gen);
+    redraw(u, 0, k, shared, gen);
+  });
 }
 
 }  // namespace upcycle

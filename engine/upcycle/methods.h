@@ -3,6 +3,7 @@
 // and returns a new MoE decoder; the dense inputs are not modified. Internal (includes torch).
 // Draw order (Drop-Upcycling's official code): all routers first, layer by layer; then per layer,
 // per expert, the method's own draws.
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,13 @@ DecoderLM scratchMoe(const ModelConfig& dense, const MoeShape& shape, const std:
 // element-wise mean of the sources.
 DecoderLM btxUpcycle(const std::vector<DecoderLMImpl*>& sources, const MoeShape& shape,
                      const std::string& routerInit, torch::Generator& gen);
+
+// The skeleton Drop-Upcycling and noise upcycling share: the MoE with the dense model's shared
+// tensors, routers drawn first, then per MoE layer and expert a permutation of the dense d_ff neurons
+// (the first expertFf of them kept) handed to `edit` as gate (Fe, D), down (D, Fe), up (Fe, D).
+using ExpertEdit = std::function<void(torch::Tensor& gate, torch::Tensor& down, torch::Tensor& up, int64_t expertFf)>;
+DecoderLM permutedUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::string& routerInit,
+                          torch::Generator& gen, const ExpertEdit& edit);
 
 // Helpers shared by the methods.
 std::shared_ptr<DecoderLayerImpl> layerAt(DecoderLMImpl& m, size_t l);

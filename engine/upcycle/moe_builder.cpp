@@ -46,19 +46,53 @@ void checkSameArchitecture(const ModelConfig& a, const ModelConfig& b, const std
 }
 
 void checkRouterInit(const std::string& kind) {
-  UPCYCLE_CHECK(kind == "uniform_std002" || kind == "normal_002" || kind == "uniform",
-                "router_init \"", kind, "\" is not one of uniform_std002, normal_002, uniform");
+  UPCYCLE_CHECK(kind == "uniform_std002" || kind == "normal_002" || kind == "uniform" || kind == "hidden",
+                "router_init \"", kind, "\" is not one of uniform_std002, normal_002, uniform, hidden");
+}
+
+void initRoutersFromHidden(DecoderLMImpl& moe, const std::vector<std::vector<std::vector<int64_t>>>& prompts) {
+  const int64_t E = moe.config().numExperts;
+  UPCYCLE_CHECK(static_cast<int64_t>(prompts.size()) == E, "hidden router init: ", prompts.size(),
+                " prompt sets for ", E, " experts");
+  torch::NoGradGuard ng;
+  const bool wasTraining = moe.is_training();
+  moe.eval();
+  moe.captureRouterInputs(true);
+  const auto dev = moe.lmHeadWeight().device();
+  std::vector<std::shared_ptr<MoeBlockImpl>> blocks;
+  for (const auto& m : moe.model->layers->children())
+    if (auto layer = std::dynamic_pointer_cast<DecoderLayerImpl>(m); layer->moe) blocks.push_back(layer->moe.ptr());
+  for (int64_t e = 0; e < E; ++e) {
+    if (prompts[e].empty()) continue;
+    std::vector<torch::Tensor> sums(blocks.size());
+    int64_t tokens = 0;
+    for (const auto& p : prompts[e]) {
+      auto out = moe.forward(torch::tensor(p, torch::kLong).view({1, -1}).to(dev));
+      for (size_t l = 0; l < blocks.size(); ++l) {
+        auto s = out.routing[l].inputs.to(torch::kFloat).sum(0);  // (D)
+        sums[l] = sums[l].defined() ? sums[l] + s : s;
+      }
+      tokens += static_cast<int64_t>(p.size());
+    }
+    for (size_t l = 0; l < blocks.size(); ++l) {
+      auto mean = sums[l] / static_cast<double>(tokens);
+      blocks[l]->router->weight[e].copy_(mean / mean.norm().clamp_min(1e-12));
+    }
+  }
+  moe.captureRouterInputs(false);
+  if (wasTraining) moe.train();
 }
 
 void initRouter(torch::Tensor& w, const std::string& kind, torch::Generator& gen) {
   checkRouterInit(kind);
+  // `hidden` starts from uniform_std002; initRoutersFromHidden then overwrites the rows it has prompts for.
   torch::NoGradGuard noGrad;
   // Draw on the CPU in float32 so a seed gives the same router on every device.
   auto t = torch::empty(w.sizes(), torch::kFloat);
   if (kind == "normal_002") t.normal_(0.0, 0.02, gen);
   else {
     t.uniform_(0.0, 1.0, gen);
-    if (kind == "uniform_std002") t = (t - 0.5) * (0.02 * std::sqrt(12.0));
+    if (kind != "uniform") t = (t - 0.5) * (0.02 * std::sqrt(12.0));
   }
   w.copy_(t);
 }

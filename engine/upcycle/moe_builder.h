@@ -22,7 +22,12 @@ ModelConfig moeConfigFromDense(const ModelConfig& dense, const MoeShape& shape);
 // Fills a router weight (E, D) in place: uniform_std002 (zero-mean uniform with std 0.02:
 // (U[0,1) - 0.5) * 0.02 * sqrt(12)), normal_002 (N(0, 0.02^2)) or uniform (U[0,1)).
 void initRouter(torch::Tensor& weight, const std::string& kind, torch::Generator& gen);
-void checkRouterInit(const std::string& kind);  // throws UserError naming the value
+void checkRouterInit(const std::string& kind);  // throws UserError naming the value (incl. "hidden")
+
+// The `hidden` router init (mergekit-moe): in every MoE layer, expert e's router row is the
+// unit-normalized mean router input over the real tokens of promptsPerExpert[e]. Experts without
+// prompts keep their current row. Prompts are token id sequences.
+void initRoutersFromHidden(DecoderLMImpl& moe, const std::vector<std::vector<std::vector<int64_t>>>& promptsPerExpert);
 
 // Throws UserError naming both models' differing field when two dense configs cannot be combined
 // (type, dimensions, heads, biases, tied embeddings).

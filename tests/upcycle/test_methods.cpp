@@ -234,3 +234,31 @@ TEST(Merge, SlerpOnTheCircleAndLinearWhenParallel) {
   EXPECT_TRUE(torch::allclose(p, torch::tensor({1.5f, 1.5f})));
   test::expectErrorContaining([] { checkMergeOperator("average"); }, {"merge operator \"average\""});
 }
+
+TEST(RouterInit, HiddenRowsAreUnitMeanInputsOfTheirPrompts) {
+  DecoderLM d = dense();
+  torch::Generator gen = at::detail::createCPUGenerator(4);
+  DecoderLM moe = sparseUpcycle(*d, {3, 1, 1, 0}, "hidden", gen);
+  auto before0 = layerAt(*moe, 0)->moe->router->weight.clone();
+  initRoutersFromHidden(*moe, {{{1, 2, 3, 4}}, {}, {{9, 8, 7}, {5, 6}}});
+  for (size_t l = 0; l < 2; ++l) {
+    auto w = layerAt(*moe, l)->moe->router->weight;
+    EXPECT_NEAR(w[0].norm().item<double>(), 1.0, 1e-5);
+    EXPECT_NEAR(w[2].norm().item<double>(), 1.0, 1e-5);
+    if (l == 0) EXPECT_TRUE(torch::equal(w[1], before0[1])) << "an expert without prompts keeps its row";
+  }
+  // Layer 0's router input is the dense model's post-attention RMSNorm output; for a one-token
+  // prompt that is a function of the token's embedding alone, so recompute it independently.
+  DecoderLM one = sparseUpcycle(*d, {2, 1, 1, 0}, "hidden", gen);
+  initRoutersFromHidden(*one, {{{7}}, {}});
+  auto l0 = layerAt(*d, 0);
+  auto x = d->model->embed_tokens->weight[7].view({1, 1, -1});
+  auto n = l0->input_layernorm(x);
+  // One position attends only to itself, so each head outputs its KV head's value: kv heads (2 x 8)
+  // serve query heads 0,1 and 2,3.
+  auto v = torch::linear(n, l0->self_attn->v_proj->weight).view({2, 8});
+  auto att = torch::linear(v.repeat_interleave(2, 0).reshape({1, 1, 32}), l0->self_attn->o_proj->weight);
+  auto h = l0->post_attention_layernorm(x + att).view({-1});
+  auto want = h / h.norm();
+  EXPECT_LT((layerAt(*one, 0)->moe->router->weight[0] - want).abs().max().item<double>(), 1e-4);
+}
