@@ -11,6 +11,7 @@
 #include <set>
 
 #include "api/pipeline.h"
+#include "api/analysis.h"
 #include "api/inspect.h"
 #include "api/models.h"
 #include "api/runtime.h"
@@ -21,6 +22,9 @@
 #include "core/error.h"
 #include "data/demo_data.h"
 #include "data/prepare.h"
+#include "store/run_store.h"
+#include <nlohmann/json.hpp>
+#include <iomanip>
 
 namespace {
 
@@ -72,14 +76,22 @@ verbs:
          [--layers N] [--heads N] [--kv-heads N] [--experts E] [--top-k K] [--tie]
          [--dtype float32|bfloat16|float16] [--seed S]
       Write a randomly initialized model (for experiments, tests and benchmarks).
-  run EXPERIMENT.yaml [--out DIR] [--device D]
+  runs list [--json] | show ID | compare ID ID... [--diff-only] | delete ID | export ID --out DIR
+       | rename ID NAME | tag ID TAGS        (all take [--db FILE])
+      The run store: every `run` and `demo` records its runs (params, metrics, evaluation, lineage,
+      analysis) in a SQLite file, by default ~/.local/share/upcycle-workbench/runs.db.
+  run EXPERIMENT.yaml [--out DIR] [--device D] [--db FILE]
       Run a whole experiment (base, data, dense SFT with checkpoints, each method, post-training,
       evaluation) and print per-domain accuracy and loss for every run.
-  demo [--quick] [--out DIR]
+  demo [--quick] [--out DIR] [--db FILE]
       The built-in demo experiment (resources/experiments/demo.yaml; --quick: demo-quick.yaml):
       pretrain a tiny base, instruction-tune it keeping 8 checkpoints, then dense SFT continued,
       sparse upcycling, Drop-Upcycling r=0.5 and UpIT (8 experts from 4 checkpoints + GA), each with
       the same post-training budget.
+  analyze --model MOE [--data FILE] [--base DENSE] [--max-records N] [--json]
+      Expert similarity per layer (cosine of the flattened FFN weights; of their deltas from --base;
+      output CKA on the probe data) and routing on the probe data: shares per expert and domain,
+      router entropy, imbalance (max/mean share), co-selection counts.
   version                 Versions of the workbench and LibTorch.
 
 common options: --threads N (intra-op threads; default: all cores)
@@ -363,7 +375,13 @@ int runAndReport(upcycle::Experiment e, const Args& a) {
   std::printf("experiment %s -> %s (%zu runs)\n", e.name.c_str(), e.out.string().c_str(), e.runs.size());
   PipelinePrinter printer(::isatty(1));
   const auto t0 = std::chrono::steady_clock::now();
-  upcycle::ExperimentReport r = upcycle::runExperiment(e, &printer, &g_cancel);
+  const std::filesystem::path db = a.has("db") ? std::filesystem::path(a.get("db")) : upcycle::RunStore::defaultPath();
+  upcycle::RunStore store(db);
+  if (store.interruptedOnOpen() > 0)
+    std::printf("note: %lld earlier run(s) in %s were interrupted\n", static_cast<long long>(store.interruptedOnOpen()),
+                db.string().c_str());
+  std::printf("recording into %s\n", db.string().c_str());
+  upcycle::ExperimentReport r = upcycle::runExperiment(e, &printer, &g_cancel, &store);
   printer.finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string table = upcycle::experimentTable(r);
@@ -383,6 +401,163 @@ int cmdDemo(const Args& a) {
   a.allowOnly({"out", "quick", "threads", "db", "device"});
   const auto file = upcycle::findResource(a.has("quick") ? "experiments/demo-quick.yaml" : "experiments/demo.yaml");
   return runAndReport(upcycle::loadExperiment(file), a);
+}
+
+int cmdAnalyze(const Args& a) {
+  a.allowOnly({"model", "data", "base", "json", "threads", "device", "max-records", "template"});
+  upcycle::AnalyzeOptions o;
+  o.data = a.get("data", "");
+  o.base = a.get("base", "");
+  o.device = a.get("device", "auto");
+  o.maxProbeRecords = a.getInt("max-records", 256);
+  o.promptTemplate = a.get("template", "");
+  auto r = upcycle::analyzeModel(a.require("model"), o);
+  std::cout << (a.has("json") ? upcycle::analysisJson(r) + "\n" : upcycle::analysisText(r));
+  return 0;
+}
+
+upcycle::RunStore openStore(const Args& a) {
+  return upcycle::RunStore(a.has("db") ? std::filesystem::path(a.get("db")) : upcycle::RunStore::defaultPath());
+}
+
+int64_t runId(const std::string& s) {
+  size_t pos = 0;
+  int64_t v = -1;
+  try {
+    v = std::stoll(s, &pos);
+  } catch (...) {
+    pos = 0;
+  }
+  UPCYCLE_CHECK(pos == s.size() && v > 0, "run id must be a positive integer, got \"", s, "\"");
+  return v;
+}
+
+int cmdRuns(const Args& a) {
+  a.allowOnly({"db", "json", "diff-only", "out", "threads"});
+  UPCYCLE_CHECK(!a.positional().empty(), "usage: upcycle runs list|show|compare|delete|export|rename|tag ...");
+  const std::string sub = a.positional()[0];
+  const auto& pos = a.positional();
+  upcycle::RunStore store = openStore(a);
+  using nlohmann::json;
+  if (sub == "list") {
+    auto runs = store.listRuns();
+    if (a.has("json")) {
+      json arr = json::array();
+      for (const auto& r : runs)
+        arr.push_back({{"id", r.id}, {"name", r.name}, {"experiment", r.experiment}, {"status", r.status},
+                       {"method", r.method}, {"started", r.started}, {"finished", r.finished}, {"seed", r.seed},
+                       {"tags", r.tags}, {"final_metrics", r.finalMetrics}});
+      std::cout << arr.dump(2) << "\n";
+      return 0;
+    }
+    std::printf("%-5s %-22s %-12s %-9s %-12s %-20s %9s %9s\n", "id", "name", "experiment", "method", "status", "started",
+                "eval loss", "accuracy");
+    for (const auto& r : runs) {
+      auto f = [&](const char* k) {
+        auto it = r.finalMetrics.find(k);
+        return it == r.finalMetrics.end() ? std::string("-") : (std::ostringstream() << std::fixed << std::setprecision(4) << it->second).str();
+      };
+      std::printf("%-5lld %-22s %-12s %-9s %-12s %-20s %9s %9s\n", static_cast<long long>(r.id), r.name.c_str(),
+                  r.experiment.c_str(), r.method.c_str(), r.status.c_str(), r.started.c_str(), f("eval/loss").c_str(),
+                  f("eval/accuracy").c_str());
+    }
+    return 0;
+  }
+  if (sub == "show") {
+    UPCYCLE_CHECK(pos.size() == 2, "usage: upcycle runs show ID");
+    auto d = store.run(runId(pos[1]));
+    std::printf("run %lld: %s (%s, %s)\nexperiment %s, seed %llu, started %s, finished %s\n",
+                static_cast<long long>(d.run.id), d.run.name.c_str(), d.run.method.c_str(), d.run.status.c_str(),
+                d.run.experiment.c_str(), static_cast<unsigned long long>(d.run.seed), d.run.started.c_str(),
+                d.run.finished.c_str());
+    std::printf("\nfinal metrics:\n");
+    for (const auto& [k, v] : d.run.finalMetrics) std::printf("  %-30s %g\n", k.c_str(), v);
+    if (!d.eval.empty()) {
+      std::printf("\nevaluation:\n  %-14s %9s %9s %9s\n", "domain", "loss", "ppl", "accuracy");
+      for (const auto& e : d.eval)
+        std::printf("  %-14s %9.4f %9.3f %9.3f\n", e.domain.empty() ? "(overall)" : e.domain.c_str(), e.loss, e.perplexity, e.accuracy);
+    }
+    for (const auto& l : d.lineage)
+      std::printf("lineage: expert %lld = %s(%lld, %lld), alpha %.3f, DARE p %.2f\n", static_cast<long long>(l.child),
+                  l.mergeOp.c_str(), static_cast<long long>(l.parentA), static_cast<long long>(l.parentB), l.alpha, l.dareP);
+    for (const auto& [k, p] : d.artifacts) std::printf("%s: %s\n", k.c_str(), p.c_str());
+    std::printf("\nparams:\n");
+    for (const auto& [k, v] : d.params) std::printf("  %-40s %s\n", k.c_str(), v.c_str());
+    return 0;
+  }
+  if (sub == "compare") {
+    UPCYCLE_CHECK(pos.size() >= 3, "usage: upcycle runs compare ID ID... [--diff-only]");
+    std::vector<upcycle::RunDetail> runs;
+    for (size_t i = 1; i < pos.size(); ++i) runs.push_back(store.run(runId(pos[i])));
+    std::set<std::string> keys;
+    for (const auto& r : runs)
+      for (const auto& [k, v] : r.params) keys.insert(k);
+    auto value = [](const upcycle::RunDetail& r, const std::string& k) {
+      for (const auto& [kk, v] : r.params)
+        if (kk == k) return v;
+      return std::string("-");
+    };
+    std::printf("  %-38s", "param");
+    for (const auto& r : runs) std::printf(" %-18s", ("#" + std::to_string(r.run.id) + " " + r.run.name).substr(0, 18).c_str());
+    std::printf("\n");
+    for (const auto& k : keys) {
+      bool differs = false;
+      for (const auto& r : runs) differs |= value(r, k) != value(runs[0], k);
+      if (a.has("diff-only") && !differs) continue;
+      std::printf("%s %-38s", differs ? "*" : " ", k.substr(0, 38).c_str());
+      for (const auto& r : runs) std::printf(" %-18s", value(r, k).substr(0, 18).c_str());
+      std::printf("\n");
+    }
+    std::set<std::string> metrics;
+    for (const auto& r : runs)
+      for (const auto& [k, v] : r.run.finalMetrics) metrics.insert(k);
+    std::printf("\n  %-38s\n", "final metrics");
+    for (const auto& k : metrics) {
+      std::printf("  %-38s", k.substr(0, 38).c_str());
+      for (const auto& r : runs) {
+        auto it = r.run.finalMetrics.find(k);
+        if (it == r.run.finalMetrics.end()) std::printf(" %-18s", "-");
+        else std::printf(" %-18.6g", it->second);
+      }
+      std::printf("\n");
+    }
+    return 0;
+  }
+  if (sub == "delete") {
+    UPCYCLE_CHECK(pos.size() == 2, "usage: upcycle runs delete ID");
+    store.deleteRun(runId(pos[1]));
+    std::printf("deleted run %s\n", pos[1].c_str());
+    return 0;
+  }
+  if (sub == "rename" || sub == "tag") {
+    UPCYCLE_CHECK(pos.size() == 3, "usage: upcycle runs ", sub, " ID TEXT");
+    const int64_t id = runId(pos[1]);
+    store.run(id);  // exists?
+    if (sub == "rename") store.setName(id, pos[2]);
+    else store.setTags(id, pos[2]);
+    return 0;
+  }
+  if (sub == "export") {
+    UPCYCLE_CHECK(pos.size() == 2, "usage: upcycle runs export ID --out DIR");
+    const std::filesystem::path out = a.require("out");
+    auto d = store.run(runId(pos[1]));
+    std::string model;
+    for (const auto& [k, p] : d.artifacts)
+      if (k == "model") model = p;
+    UPCYCLE_CHECK(!model.empty(), "run ", pos[1], " has no final model artifact");
+    UPCYCLE_CHECK(std::filesystem::exists(model), "run ", pos[1], "'s model folder is gone: ", model);
+    std::filesystem::create_directories(out);
+    for (const auto& f : std::filesystem::directory_iterator(model)) {
+      const std::string name = f.path().filename().string();
+      if (name == "optimizer.pt" || name == "trainer_state.json" || !f.is_regular_file()) continue;
+      const std::filesystem::path tmp = out / (name + ".tmp");
+      std::filesystem::copy_file(f.path(), tmp, std::filesystem::copy_options::overwrite_existing);
+      std::filesystem::rename(tmp, out / name);
+    }
+    std::printf("exported run %s (%s) to %s\n", pos[1].c_str(), model.c_str(), out.string().c_str());
+    return 0;
+  }
+  throw upcycle::UserError("unknown runs command \"" + sub + "\" (list, show, compare, delete, export, rename, tag)");
 }
 
 int cmdVersion() {
@@ -413,6 +588,8 @@ int main(int argc, char** argv) {
     if (verb == "create") return cmdCreate(args);
     if (verb == "demo") return cmdDemo(args);
     if (verb == "run") return cmdRun(args);
+    if (verb == "analyze") return cmdAnalyze(args);
+    if (verb == "runs") return cmdRuns(args);
     if (verb == "data") return cmdData(args);
     if (verb == "pretrain") return cmdPretrain(args);
     if (verb == "train") return cmdTrain(args);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "api/analysis.h"
 #include "api/models.h"
 #include "api/training.h"
 #include "pipeline/experiment.h"
@@ -32,6 +33,8 @@ struct RunSummary {
   std::vector<int64_t> checkpointsUsed;   // UpIT: 1-based positions of the SFT checkpoints used
   std::vector<LineageInfo> lineage;       // UpIT: the GA children
   std::vector<int64_t> seedBuckets;       // UpIT: seed samples per expert
+  AnalysisReport analysis;                // MoE runs: similarity and routing on the evaluation records
+  int64_t storeId = 0;                    // the run's id in the run store (0 = not recorded)
 };
 
 struct ExperimentReport {
@@ -47,8 +50,13 @@ class PipelineObserver : public TrainObserver {
   virtual void onRunFinished(const RunSummary& /*run*/) {}
 };
 
+class RunStore;
+
+// With a store, every run (plus one "base" run for the shared pretraining and SFT stages) is recorded:
+// params, metrics, evaluation, artifacts, lineage, analysis, logs; a run that throws is marked failed,
+// a cancelled one cancelled.
 ExperimentReport runExperiment(const Experiment& e, PipelineObserver* observer = nullptr,
-                               const std::atomic<bool>* cancel = nullptr);
+                               const std::atomic<bool>* cancel = nullptr, RunStore* store = nullptr);
 
 // Per-domain exact-match accuracy and loss of every run, as a text table.
 std::string experimentTable(const ExperimentReport& r);

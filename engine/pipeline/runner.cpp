@@ -18,6 +18,8 @@
 #include "train/trainer.h"
 #include "upcycle/methods.h"
 #include "upcycle/upit.h"
+#include "analysis/analysis.h"
+#include "store/run_store.h"
 
 namespace upcycle {
 
@@ -184,7 +186,140 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
 }
 }  // namespace
 
-ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const std::atomic<bool>* cancel) {
+namespace {
+class Recorder;
+ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs, const std::atomic<bool>* cancel,
+                                     Recorder& recorder);
+}  // namespace
+
+namespace {
+
+// Forwards every event to the user's observer and records it in the store (when there is one).
+class Recorder : public PipelineObserver {
+ public:
+  Recorder(PipelineObserver* user, RunStore* store) : m_user(user), m_store(store) {}
+  ~Recorder() override { flush(); }
+  void begin(const std::string& name, const std::string& experiment, const std::string& method, uint64_t seed,
+             const std::string& device, const std::vector<std::pair<std::string, std::string>>& params) {
+    flush();
+    m_run = m_store ? m_store->beginRun(name, experiment, method, seed, device, params) : 0;
+  }
+  void end(const std::string& status) {
+    flush();
+    if (m_store && m_run) m_store->finishRun(m_run, status);
+    m_run = 0;
+  }
+  int64_t run() const { return m_run; }
+  RunStore* store() const { return m_run ? m_store : nullptr; }
+  void flush() {
+    if (m_store && m_run && !m_buffer.empty()) m_store->addMetrics(m_run, m_buffer);
+    m_buffer.clear();
+  }
+  void onStep(const StepMetrics& m) override {
+    if (m_user) m_user->onStep(m);
+    if (!m_store || !m_run) return;
+    for (auto [k, v] : {std::pair<const char*, double>{"loss", m.loss}, {"lm_loss", m.lmLoss}, {"aux_loss", m.auxLoss},
+                        {"z_loss", m.zLoss}, {"cls_loss", m.extraLoss}, {"lr", m.lr}, {"grad_norm", m.gradNorm},
+                        {"tokens_per_s", m.tokensPerSec}})
+      m_buffer.push_back({m.stage, k, m.step, v});
+    if (m.step % 10 == 0 || m.step == m.totalSteps) flush();  // a crash loses at most 10 steps
+  }
+  void onCheckpoint(const std::filesystem::path& f, int64_t step) override {
+    if (m_user) m_user->onCheckpoint(f, step);
+    if (m_store && m_run) m_store->addArtifact(m_run, "checkpoint", f.string());
+  }
+  void onEpochEnd(int64_t e, double l) override {
+    if (m_user) m_user->onEpochEnd(e, l);
+  }
+  void onLog(const std::string& msg) override {
+    if (m_user) m_user->onLog(msg);
+    if (m_store && m_run) m_store->addLog(m_run, msg);
+  }
+  void onStage(const std::string& stage, const std::string& detail) override {
+    if (m_user) m_user->onStage(stage, detail);
+    if (m_store && m_run) m_store->addLog(m_run, stage + ": " + detail);
+  }
+  void onRunFinished(const RunSummary& r) override {
+    if (m_user) m_user->onRunFinished(r);
+  }
+
+ private:
+  PipelineObserver* m_user;
+  RunStore* m_store;
+  int64_t m_run = 0;
+  std::vector<MetricPoint> m_buffer;
+};
+
+// The experiment's settings flattened, keeping only this run's entry of `runs` (as "run.*").
+std::vector<std::pair<std::string, std::string>> runParams(const Experiment& e, int64_t index) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const std::string mine = "runs[" + std::to_string(index) + "]";
+  for (auto& [k, v] : flattenYaml(experimentYaml(e))) {
+    if (k.rfind("runs[", 0) != 0) out.emplace_back(k, v);
+    else if (index >= 0 && k.rfind(mine, 0) == 0) out.emplace_back("run" + k.substr(mine.size()), v);
+  }
+  return out;
+}
+
+void recordRun(RunStore& store, int64_t id, const RunSummary& s) {
+  std::vector<EvalRow> rows;
+  auto row = [](const std::string& d, const EvalFigures& f) {
+    return EvalRow{d, f.loss, f.perplexity, f.answered ? f.accuracy : 0.0, f.tokens, f.answered};
+  };
+  rows.push_back(row("", s.eval.overall));
+  for (const auto& [d, f] : s.eval.domains) rows.push_back(row(d, f));
+  store.addEval(id, rows);
+  if (!s.model.empty()) store.addArtifact(id, "model", s.model.string());
+  std::vector<LineageRow> lin;
+  for (const auto& l : s.lineage) lin.push_back({l.child, l.parentA, l.parentB, l.alpha, l.dareP, l.distance, l.maskSeed, l.mergeOp});
+  if (!lin.empty()) store.addLineage(id, lin);
+  std::vector<BlobRow> blobs;
+  auto add = [&](const std::string& kind, int64_t layer, const std::string& domain, const Matrix& m) {
+    if (!m.empty()) blobs.push_back({kind, layer, domain, m.rows, m.cols, m.values});
+  };
+  for (const auto& sim : s.analysis.similarity) {
+    add("weight_similarity", sim.layer, "", sim.weights);
+    add("delta_similarity", sim.layer, "", sim.deltas);
+    add("output_cka", sim.layer, "", sim.cka);
+  }
+  for (const auto& rl : s.analysis.routing) {
+    add("routing_shares", rl.layer, "", Matrix{1, static_cast<int64_t>(rl.shares.size()), rl.shares});
+    for (const auto& [d, sh] : rl.domainShares)
+      add("routing_shares", rl.layer, d, Matrix{1, static_cast<int64_t>(sh.size()), sh});
+    add("coselection", rl.layer, "", rl.coselection);
+  }
+  if (!s.seedBuckets.empty()) {
+    std::vector<double> b(s.seedBuckets.begin(), s.seedBuckets.end());
+    add("seed_buckets", -1, "", Matrix{1, static_cast<int64_t>(b.size()), b});
+  }
+  if (!blobs.empty()) store.addBlobs(id, blobs);
+  if (!s.analysis.similarity.empty())
+    store.addMetrics(id, {{"analysis", "diversity", 0, s.analysis.diversity}});
+  store.addMetrics(id, {{"eval", "loss", 0, s.eval.overall.loss},
+                        {"eval", "accuracy", 0, s.eval.overall.answered ? s.eval.overall.accuracy : 0.0}});
+}
+
+}  // namespace
+
+ExperimentReport runExperiment(const Experiment& e, PipelineObserver* userObs, const std::atomic<bool>* cancel,
+                               RunStore* store) {
+  validateExperiment(e);  // bad settings are refused before anything is recorded or written
+  Recorder recorder(userObs, store);
+  PipelineObserver* obs = &recorder;
+  recorder.begin(e.name + ":base", e.name, "base", e.seed, e.device, runParams(e, -1));
+  try {
+    ExperimentReport rep = runExperimentStages(e, obs, cancel, recorder);
+    recorder.end(rep.cancelled ? "cancelled" : "finished");
+    return rep;
+  } catch (...) {
+    recorder.end("failed");
+    throw;
+  }
+}
+
+namespace {
+ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs, const std::atomic<bool>* cancel,
+                                     Recorder& recorder) {
   validateExperiment(e);
   if (e.threads > 0) configureRuntime(e.threads);
   ExperimentReport report;
@@ -274,8 +409,10 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const
     c.start = c.checkpoints.back();
   }
 
-  // The runs, each post-trained with the same budget.
-  for (const RunSpec& r : e.runs) {
+  // The runs, each post-trained with the same budget. The shared stages' record ends here.
+  recorder.end("finished");
+  for (size_t runIndex = 0; runIndex < e.runs.size(); ++runIndex) {
+    const RunSpec& r = e.runs[runIndex];
     if (cancel && cancel->load()) {
       report.cancelled = true;
       break;
@@ -284,6 +421,7 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const
     RunSummary s;
     s.name = r.name;
     s.method = r.method;
+    recorder.begin(r.name, e.name, r.method, r.seed, e.device, runParams(e, static_cast<int64_t>(runIndex)));
     stage("run", r.name + " (" + r.method + ")");
     TrainResult post = withTorchErrors(r.name.c_str(), [&] {
       torch::Generator gen = at::detail::createCPUGenerator(r.seed);
@@ -297,10 +435,16 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const
         eo.maxNewTokens = e.maxNewTokens;
         eo.batchSize = e.post.batchSize;
         s.eval = evaluateRecords(*model, evalRecords, eo, tok.get());
+        if (model->config().isMoe()) {
+          DecoderLM reference = loadModel(c.start, {model->lmHeadWeight().device(), torch::kFloat});
+          std::vector<TokenRecord> probe(evalRecords.begin(), evalRecords.begin() + std::min<size_t>(evalRecords.size(), 256));
+          s.analysis = analyzeDecoder(*model, reference->config().isMoe() ? nullptr : reference.get(), probe);
+        }
       }
       return tr;
     });
     if (post.cancelled) {
+      recorder.end("cancelled");
       report.cancelled = true;
       break;
     }
@@ -308,11 +452,19 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* obs, const
     s.finalTrainLoss = post.finalLoss;
     s.model = post.checkpoints.empty() ? fs::path() : post.checkpoints.back();
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    recorder.flush();
+    if (RunStore* st = recorder.store()) {
+      s.storeId = recorder.run();
+      recordRun(*st, s.storeId, s);
+    }
+    recorder.end("finished");
     if (obs) obs->onRunFinished(s);
     report.runs.push_back(std::move(s));
   }
   return report;
 }
+
+}  // namespace
 
 std::string experimentTable(const ExperimentReport& r) {
   std::ostringstream os;

@@ -1,9 +1,12 @@
 // The `upcycle` executable end to end, as a user runs it: outputs, exit codes, one-line errors.
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "store/run_store.h"
 #include "test_util.h"
 
 using nlohmann::json;
@@ -19,7 +22,9 @@ struct Result {
 Result run(const std::string& args) {
   TempDir tmp;
   const auto errFile = tmp / "stderr";
-  const std::string cmd = std::string(UPCYCLE_CLI) + " " + args + " --threads 2 2>" + errFile.string();
+  // UPCYCLE_DB keeps `run`/`demo` without --db out of the user's own store.
+  const std::string cmd = "UPCYCLE_DB=" + (tmp / "default-runs.db").string() + " " + std::string(UPCYCLE_CLI) + " " +
+                          args + " --threads 2 2>" + errFile.string();
   Result r;
   FILE* p = popen(cmd.c_str(), "r");
   char buf[4096];
@@ -182,7 +187,8 @@ runs:
   - {name: upit, method: upit, experts: 4, top_k: 2, checkpoints: 2, router: {min_seed: 8, epochs: 1}}
 )";
   upcycle::test::writeBytes(dir / "tiny.yaml", yaml);
-  Result r = run("run " + (dir / "tiny.yaml").string());
+  const std::string db = (dir / "runs.db").string();
+  Result r = run("run " + (dir / "tiny.yaml").string() + " --db " + db);
   ASSERT_EQ(r.rc, 0) << r.err << r.out;
   for (const char* name : {"dense-sft", "sparse", "drop", "upit"}) {
     EXPECT_NE(r.out.find(name), std::string::npos);
@@ -201,6 +207,71 @@ runs:
                              std::filesystem::directory_iterator(dir / "out/runs/upit")->path().filename().string() +
                              " --json").out);
   EXPECT_EQ(moe["num_experts"], 4);
+
+  // Every run is in the store: the shared base stages plus the four methods.
+  json runs = json::parse(run("runs list --json --db " + db).out);
+  ASSERT_EQ(runs.size(), 5u);
+  for (const auto& x : runs) {
+    for (const char* k : {"id", "name", "status", "method", "started", "final_metrics"}) EXPECT_TRUE(x.contains(k)) << k;
+    EXPECT_EQ(x["status"], "finished");
+  }
+  EXPECT_EQ(runs[0]["method"], "base");
+  EXPECT_EQ(runs[4]["method"], "upit");
+  EXPECT_TRUE(runs[4]["final_metrics"].contains("eval/accuracy"));
+  EXPECT_TRUE(runs[4]["final_metrics"].contains("analysis/diversity"));
+  Result cmp = run("runs compare 2 3 --diff-only --db " + db);
+  ASSERT_EQ(cmp.rc, 0) << cmp.err;
+  EXPECT_NE(cmp.out.find("* run.method"), std::string::npos) << cmp.out;
+  EXPECT_EQ(cmp.out.find(" data.template"), std::string::npos) << "equal params are hidden with --diff-only";
+  Result show = run("runs show 5 --db " + db);
+  EXPECT_NE(show.out.find("lineage: expert 2 = linear"), std::string::npos) << show.out;
+  Result exp = run("runs export 3 --out " + (dir / "exported").string() + " --db " + db);
+  ASSERT_EQ(exp.rc, 0) << exp.err;
+  json ins = json::parse(run("inspect " + (dir / "exported").string() + " --json").out);
+  EXPECT_EQ(ins["num_experts"], 4);
+  ASSERT_EQ(run("runs delete 3 --db " + db).rc, 0);
+  EXPECT_EQ(json::parse(run("runs list --json --db " + db).out).size(), 4u);
+}
+
+TEST(Cli, KilledRunIsInterruptedAndTheStoreStaysIntact) {
+  TempDir dir;
+  const auto db = dir / "runs.db";
+  upcycle::test::writeBytes(dir / "long.yaml", R"(
+name: long
+out: )" + (dir / "out").string() + R"(
+base: {pretrain: {steps: 5000, documents: 200, hidden: 32, ff: 64, layers: 1, heads: 2, kv_heads: 1, block: 32, batch_size: 4}}
+data: {generate: {per_domain: 2, eval_per_domain: 1}}
+sft: {epochs: 1, save_every: 0.5}
+runs:
+  - {method: sparse, experts: 2, top_k: 1}
+)");
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const std::string yaml = (dir / "long.yaml").string(), dbs = db.string();
+    ::execl(UPCYCLE_CLI, UPCYCLE_CLI, "run", yaml.c_str(), "--db", dbs.c_str(), "--threads", "1", (char*)nullptr);
+    ::_exit(127);
+  }
+  // Wait until some metrics are committed, then kill -9 in the middle of training.
+  size_t seen = 0;
+  for (int i = 0; i < 600 && seen < 40; ++i) {
+    ::usleep(100000);
+    if (!std::filesystem::exists(db)) continue;
+    upcycle::RunStore peek(db);
+    if (!peek.listRuns().empty()) seen = peek.metrics(1).size();
+  }
+  ASSERT_GE(seen, 40u) << "the run never recorded metrics";
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  upcycle::RunStore store(db);
+  EXPECT_EQ(store.integrityCheck(), "ok");
+  auto runs = store.listRuns();
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].status, "interrupted");
+  EXPECT_GE(store.metrics(1).size(), seen) << "metrics up to the kill are kept";
+  json listed = json::parse(run("runs list --json --db " + db.string()).out);
+  EXPECT_EQ(listed[0]["status"], "interrupted");
 }
 
 TEST(Cli, RunRefusesBadExperimentsBeforeAnyWork) {

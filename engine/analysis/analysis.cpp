@@ -1,0 +1,220 @@
+#include "analysis/analysis.h"
+
+#include <cmath>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "api/torch_errors.h"
+#include "core/error.h"
+#include "data/prepare.h"
+#include "model/model_io.h"
+#include "upcycle/methods.h"
+
+namespace upcycle {
+
+Matrix cosineMatrix(const torch::Tensor& x) {
+  auto d = x.to(torch::kDouble);
+  auto n = d / d.norm(2, 1, true).clamp_min(1e-300);
+  auto c = torch::matmul(n, n.t()).contiguous();  // (n, n)
+  Matrix m;
+  m.rows = m.cols = c.size(0);
+  m.values.assign(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  return m;
+}
+
+double linearCka(const torch::Tensor& a, const torch::Tensor& b) {
+  auto A = a.to(torch::kDouble), B = b.to(torch::kDouble);
+  A = A - A.mean(0, true);
+  B = B - B.mean(0, true);
+  const double ab = torch::matmul(A.t(), B).pow(2).sum().item<double>();
+  const double aa = torch::matmul(A.t(), A).norm().item<double>();
+  const double bb = torch::matmul(B.t(), B).norm().item<double>();
+  return (aa > 0 && bb > 0) ? ab / (aa * bb) : 0.0;
+}
+
+namespace {
+Matrix toMatrix(const torch::Tensor& t) {
+  auto c = t.to(torch::kDouble).contiguous().cpu();
+  Matrix m;
+  m.rows = c.size(0);
+  m.cols = c.size(1);
+  m.values.assign(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  return m;
+}
+}  // namespace
+
+AnalysisReport analyzeDecoder(DecoderLMImpl& moe, DecoderLMImpl* base, const std::vector<TokenRecord>& probe) {
+  const ModelConfig& c = moe.config();
+  UPCYCLE_CHECK(c.isMoe(), "analysis needs an MoE model (this one is ", c.modelType, ")");
+  torch::NoGradGuard ng;
+  AnalysisReport r;
+  r.experts = c.numExperts;
+  r.topK = c.topK;
+  const int64_t E = c.numExperts;
+  std::vector<std::shared_ptr<MoeBlockImpl>> blocks;
+  std::vector<int64_t> layerIds;
+  for (size_t l = 0; l < moe.model->layers->size(); ++l)
+    if (auto layer = layerAt(moe, l); layer->moe) {
+      blocks.push_back(layer->moe.ptr());
+      layerIds.push_back(static_cast<int64_t>(l));
+    }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    auto& b = blocks[i];
+    auto flat = torch::cat({b->w_gate.reshape({E, -1}), b->w_up.reshape({E, -1}), b->w_down.reshape({E, -1})}, 1)
+                    .to(torch::kCPU, torch::kFloat);  // (E, 3 F D)
+    LayerSimilarity s;
+    s.layer = layerIds[i];
+    s.weights = cosineMatrix(flat);
+    if (base) {
+      auto d = layerAt(*base, layerIds[i])->mlp;
+      UPCYCLE_CHECK(d, "the base model's layer ", layerIds[i], " has no dense FFN");
+      UPCYCLE_CHECK(d->gate_proj->weight.size(0) == b->w_gate.size(1), "the base's d_ff differs from the experts'");
+      auto ref = torch::cat({d->gate_proj->weight.reshape({-1}), d->up_proj->weight.reshape({-1}),
+                             d->down_proj->weight.reshape({-1})}).to(torch::kCPU, torch::kFloat);
+      s.deltas = cosineMatrix(flat - ref.unsqueeze(0));
+    }
+    double off = 0;
+    for (int64_t a = 0; a < E; ++a)
+      for (int64_t bb = 0; bb < E; ++bb)
+        if (a != bb) off += 1.0 - s.weights.at(a, bb);
+    s.diversity = E > 1 ? off / double(E * (E - 1)) : 0.0;
+    r.diversity += s.diversity / double(blocks.size());
+    r.similarity.push_back(std::move(s));
+  }
+  if (probe.empty()) return r;
+
+  // Routing and expert outputs on the probe tokens, record by record (no padding to mask).
+  const bool wasTraining = moe.is_training();
+  moe.eval();
+  moe.captureRouterInputs(true);
+  const auto dev = moe.lmHeadWeight().device();
+  std::vector<torch::Tensor> counts(blocks.size()), co(blocks.size()), entSum(blocks.size());
+  std::vector<std::map<std::string, torch::Tensor>> domCounts(blocks.size());
+  std::vector<std::vector<torch::Tensor>> inputs(blocks.size());
+  int64_t tokens = 0;
+  for (const auto& rec : probe) {
+    auto out = moe.forward(torch::tensor(rec.inputIds, torch::kLong).view({1, -1}).to(dev));
+    tokens += static_cast<int64_t>(rec.inputIds.size());
+    for (size_t l = 0; l < blocks.size(); ++l) {
+      const auto& rr = out.routing[l];
+      auto onehot = torch::one_hot(rr.experts.cpu(), E).sum(1).to(torch::kDouble);  // (N, E) 0/1 per token
+      auto cnt = onehot.sum(0);
+      counts[l] = counts[l].defined() ? counts[l] + cnt : cnt;
+      auto pair = torch::matmul(onehot.t(), onehot);                                 // (E, E)
+      co[l] = co[l].defined() ? co[l] + pair : pair;
+      auto p = rr.probs.cpu().to(torch::kDouble);
+      auto ent = -(p * p.clamp_min(1e-300).log()).sum(1).sum();
+      entSum[l] = entSum[l].defined() ? entSum[l] + ent : ent;
+      if (!rec.domain.empty()) {
+        auto& dc = domCounts[l][rec.domain];
+        dc = dc.defined() ? dc + cnt : cnt;
+      }
+      inputs[l].push_back(rr.inputs.cpu().to(torch::kFloat));
+    }
+  }
+  moe.captureRouterInputs(false);
+  if (wasTraining) moe.train();
+  r.probeTokens = tokens;
+  auto shares = [&](const torch::Tensor& cnt) {
+    auto s = cnt / cnt.sum().clamp_min(1e-300);
+    return std::vector<double>(s.data_ptr<double>(), s.data_ptr<double>() + E);
+  };
+  for (size_t l = 0; l < blocks.size(); ++l) {
+    RoutingLayer rl;
+    rl.layer = layerIds[l];
+    rl.shares = shares(counts[l].contiguous());
+    for (auto& [d, cnt] : domCounts[l]) rl.domainShares[d] = shares(cnt.contiguous());
+    rl.entropy = entSum[l].item<double>() / double(tokens);
+    double mx = 0;
+    for (double s : rl.shares) {
+      if (s > 0) rl.shareEntropy -= s * std::log(s);
+      mx = std::max(mx, s);
+    }
+    rl.imbalance = mx * double(E);
+    rl.coselection = toMatrix(co[l]);
+    r.routing.push_back(std::move(rl));
+    // Output CKA: every expert applied to every probe token's router input.
+    auto X = torch::cat(inputs[l], 0).to(dev);  // (N, D)
+    auto& b = blocks[l];
+    std::vector<torch::Tensor> outs;
+    for (int64_t e = 0; e < E; ++e) {
+      auto h = torch::silu(torch::matmul(X, b->w_gate[e].t())) * torch::matmul(X, b->w_up[e].t());
+      outs.push_back(torch::matmul(h, b->w_down[e].t()).cpu());
+    }
+    Matrix cka;
+    cka.rows = cka.cols = E;
+    cka.values.assign(E * E, 1.0);
+    for (int64_t a = 0; a < E; ++a)
+      for (int64_t bb = a + 1; bb < E; ++bb) cka.values[a * E + bb] = cka.values[bb * E + a] = linearCka(outs[a], outs[bb]);
+    r.similarity[l].cka = std::move(cka);
+  }
+  return r;
+}
+
+AnalysisReport analyzeModel(const std::filesystem::path& modelPath, const AnalyzeOptions& o) {
+  std::vector<TokenRecord> probe;
+  if (!o.data.empty()) {
+    DataOptions d;
+    d.path = o.data;
+    d.promptTemplate = o.promptTemplate;
+    probe = prepareData(modelPath, d).train;
+    if (static_cast<int64_t>(probe.size()) > o.maxProbeRecords) probe.resize(o.maxProbeRecords);
+  }
+  return withTorchErrors("analyze", [&] {
+    const torch::Device dev = resolveDevice(o.device);
+    DecoderLM moe = loadModel(modelPath, {dev, torch::kFloat});
+    DecoderLM base{nullptr};
+    if (!o.base.empty()) base = loadModel(o.base, {dev, torch::kFloat});
+    return analyzeDecoder(*moe, base ? base.get() : nullptr, probe);
+  });
+}
+
+namespace {
+nlohmann::json matrixJson(const Matrix& m) {
+  if (m.empty()) return nullptr;
+  nlohmann::json rows = nlohmann::json::array();
+  for (int64_t r = 0; r < m.rows; ++r)
+    rows.push_back(std::vector<double>(m.values.begin() + r * m.cols, m.values.begin() + (r + 1) * m.cols));
+  return rows;
+}
+}  // namespace
+
+std::string analysisJson(const AnalysisReport& r) {
+  nlohmann::json j = {{"experts", r.experts}, {"top_k", r.topK}, {"diversity", r.diversity},
+                      {"probe_tokens", r.probeTokens}, {"layers", nlohmann::json::array()}};
+  for (size_t i = 0; i < r.similarity.size(); ++i) {
+    const auto& s = r.similarity[i];
+    nlohmann::json L = {{"layer", s.layer}, {"diversity", s.diversity}, {"weight_similarity", matrixJson(s.weights)},
+                        {"delta_similarity", matrixJson(s.deltas)}, {"output_cka", matrixJson(s.cka)}};
+    if (i < r.routing.size()) {
+      const auto& rl = r.routing[i];
+      L["routing"] = {{"shares", rl.shares}, {"entropy", rl.entropy}, {"share_entropy", rl.shareEntropy},
+                      {"imbalance", rl.imbalance}, {"coselection", matrixJson(rl.coselection)},
+                      {"domains", rl.domainShares}};
+    }
+    j["layers"].push_back(L);
+  }
+  return j.dump(2);
+}
+
+std::string analysisText(const AnalysisReport& r) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(3);
+  os << r.experts << " experts, top-" << r.topK << "; diversity (mean off-diagonal 1 - cosine) " << r.diversity;
+  if (r.probeTokens) os << "; " << r.probeTokens << " probe tokens";
+  os << "\n";
+  for (size_t i = 0; i < r.similarity.size(); ++i) {
+    const auto& s = r.similarity[i];
+    os << "layer " << s.layer << ": diversity " << s.diversity;
+    if (i < r.routing.size()) {
+      const auto& rl = r.routing[i];
+      os << ", routing entropy " << rl.entropy << " nats, imbalance " << rl.imbalance << ", shares";
+      for (double v : rl.shares) os << " " << std::setprecision(2) << v << std::setprecision(3);
+    }
+    os << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace upcycle

@@ -1,0 +1,95 @@
+// Analysis on known cases, with figures computed by hand.
+#include "analysis/analysis.h"
+#include "model/model_io.h"
+#include "test_util.h"
+#include "upcycle/methods.h"
+
+using namespace upcycle;
+
+namespace {
+DecoderLM dense() { return loadModel(test::fixtures() / "models/llama_gqa"); }
+std::vector<TokenRecord> probe() {
+  std::vector<TokenRecord> out;
+  for (int i = 0; i < 12; ++i) {
+    TokenRecord r;
+    for (int t = 0; t < 7; ++t) r.inputIds.push_back((i * 11 + t * 5) % 64);
+    r.domain = i % 3 == 0 ? "a" : "b";
+    out.push_back(r);
+  }
+  return out;
+}
+}  // namespace
+
+TEST(Analysis, CosineAndCkaByHand) {
+  auto m = cosineMatrix(torch::tensor({1.0, 0.0, 1.0, 1.0, 0.0, 2.0}).view({3, 2}));
+  EXPECT_NEAR(m.at(0, 1), 1 / std::sqrt(2.0), 1e-12);  // (1,0).(1,1) / sqrt 2
+  EXPECT_NEAR(m.at(0, 2), 0.0, 1e-12);
+  EXPECT_NEAR(m.at(1, 2), 2 / (std::sqrt(2.0) * 2), 1e-12);
+  auto a = torch::randn({50, 4}, torch::kDouble);
+  EXPECT_NEAR(linearCka(a, a), 1.0, 1e-12);
+  EXPECT_NEAR(linearCka(a, 3 * a + 1), 1.0, 1e-12);  // invariant to scale and shift
+  auto q = std::get<0>(torch::linalg_qr(torch::randn({4, 4}, torch::kDouble)));
+  EXPECT_NEAR(linearCka(a, torch::matmul(a, q)), 1.0, 1e-9);  // and to rotations
+}
+
+TEST(Analysis, SparseUpcycledExpertsAreIdentical) {
+  DecoderLM d = dense();
+  torch::Generator gen = at::detail::createCPUGenerator(1);
+  DecoderLM moe = sparseUpcycle(*d, {4, 2, 1, 0}, "normal_002", gen);
+  AnalysisReport r = analyzeDecoder(*moe, d.get(), probe());
+  ASSERT_EQ(r.similarity.size(), 2u);
+  for (const auto& s : r.similarity) {
+    for (int64_t a = 0; a < 4; ++a)
+      for (int64_t b = 0; b < 4; ++b) {
+        EXPECT_NEAR(s.weights.at(a, b), 1.0, 1e-9);
+        EXPECT_NEAR(s.cka.at(a, b), 1.0, 1e-6);
+      }
+    EXPECT_NEAR(s.diversity, 0.0, 1e-9);
+  }
+  EXPECT_NEAR(r.diversity, 0.0, 1e-9);
+}
+
+TEST(Analysis, DropWithRatioOneIsFarLessSimilar) {
+  DecoderLM d = dense();
+  torch::Generator gen = at::detail::createCPUGenerator(1);
+  DecoderLM moe = dropUpcycle(*d, {4, 2, 1, 0}, "uniform_std002", 1.0, false, gen);
+  AnalysisReport r = analyzeDecoder(*moe, d.get(), {});
+  for (const auto& s : r.similarity)
+    for (int64_t a = 0; a < 4; ++a)
+      for (int64_t b = 0; b < 4; ++b)
+        if (a != b) EXPECT_LT(s.weights.at(a, b), 0.5) << "layer " << s.layer;
+  EXPECT_GT(r.diversity, 0.5);
+  EXPECT_TRUE(r.routing.empty());  // no probe, no routing
+}
+
+TEST(Analysis, RoutingSharesSumToOneAndCoselectionCountsTokens) {
+  AnalysisReport r = analyzeDecoder(*loadModel(test::fixtures() / "models/mixtral_hub"), nullptr, probe());
+  ASSERT_EQ(r.routing.size(), 2u);
+  EXPECT_EQ(r.probeTokens, 12 * 7);
+  for (const auto& rl : r.routing) {
+    double sum = 0;
+    for (double s : rl.shares) sum += s;
+    EXPECT_NEAR(sum, 1.0, 1e-12);
+    for (const auto& [d, sh] : rl.domainShares) {
+      double ds = 0;
+      for (double s : sh) ds += s;
+      EXPECT_NEAR(ds, 1.0, 1e-12) << d;
+    }
+    EXPECT_EQ(rl.domainShares.size(), 2u);
+    // Each token picks k = 2 distinct experts: the diagonal counts sum to 2 N, and each row of the
+    // co-selection matrix, less its diagonal, equals its diagonal (every pick has one partner).
+    double diag = 0;
+    for (int64_t e = 0; e < 4; ++e) {
+      diag += rl.coselection.at(e, e);
+      double off = 0;
+      for (int64_t f = 0; f < 4; ++f) if (f != e) off += rl.coselection.at(e, f);
+      EXPECT_NEAR(off, rl.coselection.at(e, e), 1e-9);
+      EXPECT_NEAR(rl.shares[e], rl.coselection.at(e, e) / (2.0 * 84), 1e-12);
+    }
+    EXPECT_NEAR(diag, 2.0 * 84, 1e-9);
+    double mx = *std::max_element(rl.shares.begin(), rl.shares.end());
+    EXPECT_NEAR(rl.imbalance, mx * 4, 1e-12);
+    EXPECT_GT(rl.entropy, 0.0);
+    EXPECT_LE(rl.entropy, std::log(4.0) + 1e-9);
+  }
+}
