@@ -33,7 +33,8 @@ struct RunSummary {
   std::vector<int64_t> checkpointsUsed;   // UpIT: 1-based positions of the SFT checkpoints used
   std::vector<LineageInfo> lineage;       // UpIT: the GA children
   std::vector<int64_t> seedBuckets;       // UpIT: seed samples per expert
-  AnalysisReport analysis;                // MoE runs: similarity and routing on the evaluation records
+  AnalysisReport converted;               // MoE runs: the analysis right after conversion (before post-training)
+  AnalysisReport analysis;                // MoE runs: similarity and routing on the evaluation records, after post-training
   int64_t storeId = 0;                    // the run's id in the run store (0 = not recorded)
 };
 

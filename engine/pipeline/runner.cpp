@@ -277,16 +277,20 @@ void recordRun(RunStore& store, int64_t id, const RunSummary& s) {
   auto add = [&](const std::string& kind, int64_t layer, const std::string& domain, const Matrix& m) {
     if (!m.empty()) blobs.push_back({kind, layer, domain, m.rows, m.cols, m.values});
   };
-  for (const auto& sim : s.analysis.similarity) {
-    add("weight_similarity", sim.layer, "", sim.weights);
-    add("delta_similarity", sim.layer, "", sim.deltas);
-    add("output_cka", sim.layer, "", sim.cka);
-  }
-  for (const auto& rl : s.analysis.routing) {
-    add("routing_shares", rl.layer, "", Matrix{1, static_cast<int64_t>(rl.shares.size()), rl.shares});
-    for (const auto& [d, sh] : rl.domainShares)
-      add("routing_shares", rl.layer, d, Matrix{1, static_cast<int64_t>(sh.size()), sh});
-    add("coselection", rl.layer, "", rl.coselection);
+  // Kinds: weight_similarity, delta_similarity, output_cka, routing_shares (per domain too),
+  // coselection; "converted/<kind>" holds the same right after conversion.
+  for (const auto& [prefix, a] : {std::pair<std::string, const AnalysisReport*>{"", &s.analysis}, {"converted/", &s.converted}}) {
+    for (const auto& sim : a->similarity) {
+      add(prefix + "weight_similarity", sim.layer, "", sim.weights);
+      add(prefix + "delta_similarity", sim.layer, "", sim.deltas);
+      add(prefix + "output_cka", sim.layer, "", sim.cka);
+    }
+    for (const auto& rl : a->routing) {
+      add(prefix + "routing_shares", rl.layer, "", Matrix{1, static_cast<int64_t>(rl.shares.size()), rl.shares});
+      for (const auto& [d, sh] : rl.domainShares)
+        add(prefix + "routing_shares", rl.layer, d, Matrix{1, static_cast<int64_t>(sh.size()), sh});
+      add(prefix + "coselection", rl.layer, "", rl.coselection);
+    }
   }
   if (!s.seedBuckets.empty()) {
     std::vector<double> b(s.seedBuckets.begin(), s.seedBuckets.end());
@@ -294,7 +298,8 @@ void recordRun(RunStore& store, int64_t id, const RunSummary& s) {
   }
   if (!blobs.empty()) store.addBlobs(id, blobs);
   if (!s.analysis.similarity.empty())
-    store.addMetrics(id, {{"analysis", "diversity", 0, s.analysis.diversity}});
+    store.addMetrics(id, {{"analysis", "diversity", 0, s.analysis.diversity},
+                          {"analysis", "converted_diversity", 0, s.converted.diversity}});
   store.addMetrics(id, {{"eval", "loss", 0, s.eval.overall.loss},
                         {"eval", "accuracy", 0, s.eval.overall.answered ? s.eval.overall.accuracy : 0.0}});
 }
@@ -426,6 +431,13 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
     TrainResult post = withTorchErrors(r.name.c_str(), [&] {
       torch::Generator gen = at::detail::createCPUGenerator(r.seed);
       DecoderLM model = buildRunModel(r, c, gen, s);
+      std::vector<TokenRecord> probe(evalRecords.begin(), evalRecords.begin() + std::min<size_t>(evalRecords.size(), 256));
+      DecoderLM reference{nullptr};
+      if (model->config().isMoe()) {
+        reference = loadModel(c.start, {resolveDevice(e.device), torch::kFloat});
+        model->to(resolveDevice(e.device));
+        s.converted = analyzeDecoder(*model, reference->config().isMoe() ? nullptr : reference.get(), probe);
+      }
       TrainOptions o = stageOptions(e.post, e, r.seed, e.out / "runs" / r.name, "post:" + r.name);
       o.tokenizerFrom = c.base;
       TrainResult tr = trainDecoder(model, c.train, o, obs, cancel);
@@ -435,11 +447,7 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
         eo.maxNewTokens = e.maxNewTokens;
         eo.batchSize = e.post.batchSize;
         s.eval = evaluateRecords(*model, evalRecords, eo, tok.get());
-        if (model->config().isMoe()) {
-          DecoderLM reference = loadModel(c.start, {model->lmHeadWeight().device(), torch::kFloat});
-          std::vector<TokenRecord> probe(evalRecords.begin(), evalRecords.begin() + std::min<size_t>(evalRecords.size(), 256));
-          s.analysis = analyzeDecoder(*model, reference->config().isMoe() ? nullptr : reference.get(), probe);
-        }
+        if (reference) s.analysis = analyzeDecoder(*model, reference->config().isMoe() ? nullptr : reference.get(), probe);
       }
       return tr;
     });

@@ -219,6 +219,23 @@ runs:
   EXPECT_EQ(runs[4]["method"], "upit");
   EXPECT_TRUE(runs[4]["final_metrics"].contains("eval/accuracy"));
   EXPECT_TRUE(runs[4]["final_metrics"].contains("analysis/diversity"));
+  {
+    upcycle::RunStore store(db);
+    auto sim = store.blobs(3, "converted/weight_similarity");  // run 3 = sparse
+    ASSERT_EQ(sim.size(), 2u);                                 // one per MoE layer
+    for (const auto& b : sim) {
+      ASSERT_EQ(b.rows, 4);
+      for (double v : b.values) EXPECT_NEAR(v, 1.0, 1e-9) << "sparse experts are identical copies";
+    }
+    auto shares = store.blobs(3, "routing_shares");
+    ASSERT_FALSE(shares.empty());
+    for (const auto& b : shares) {
+      double sum = 0;
+      for (double v : b.values) sum += v;
+      EXPECT_NEAR(sum, 1.0, 1e-9) << "layer " << b.layer << " domain " << b.domain;
+    }
+    EXPECT_EQ(store.blobs(5, "seed_buckets").size(), 1u);
+  }
   Result cmp = run("runs compare 2 3 --diff-only --db " + db);
   ASSERT_EQ(cmp.rc, 0) << cmp.err;
   EXPECT_NE(cmp.out.find("* run.method"), std::string::npos) << cmp.out;
