@@ -292,11 +292,11 @@ int cmdPretrain(const Args& a) {
   o.out = o.train.outDir;
   o.corpus = a.get("corpus", "");
   o.documents = a.getInt("documents", 4000);
-  o.hiddenSize = a.getInt("hidden", 128);
-  o.intermediateSize = a.getInt("ff", 344);
-  o.numLayers = a.getInt("layers", 4);
-  o.numHeads = a.getInt("heads", 4);
-  o.numKvHeads = a.getInt("kv-heads", 2);
+  o.model.hiddenSize = a.getInt("hidden", o.model.hiddenSize);
+  o.model.intermediateSize = a.getInt("ff", o.model.intermediateSize);
+  o.model.numLayers = a.getInt("layers", o.model.numLayers);
+  o.model.numHeads = a.getInt("heads", o.model.numHeads);
+  o.model.numKvHeads = a.getInt("kv-heads", o.model.numKvHeads);
   o.blockSize = a.getInt("block", 128);
   upcycle::cli::ProgressPrinter progress(::isatty(1));
   return reportTraining(upcycle::pretrainTinyBase(o, &progress, &g_cancel), progress);

@@ -197,6 +197,17 @@ ConvertReport convertModel(const ConvertOptions& o) {
 
 // ------------------------------------------------------------------------------------ create
 
+CreateOptions tinyBase() {
+  CreateOptions c;
+  c.hiddenSize = 128;
+  c.intermediateSize = 344;
+  c.numLayers = 4;
+  c.numHeads = 4;
+  c.numKvHeads = 2;
+  c.promptTemplate = "compact";
+  return c;
+}
+
 ModelConfig createRandomModel(const CreateOptions& o) {
   UPCYCLE_CHECK(!o.out.empty(), "--out is required");
   ModelConfig c;

@@ -99,6 +99,9 @@ struct CreateOptions {
   std::filesystem::path out;
 };
 
+// The demo's tiny byte-level Llama: d_model 128, 4 layers, 4 heads (2 KV), d_ff 344, compact template.
+CreateOptions tinyBase();
+
 // Writes a randomly initialized model (HF init, normal(0, 0.02)) as a HF checkpoint folder.
 ModelConfig createRandomModel(const CreateOptions& o);
 

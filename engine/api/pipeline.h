@@ -12,16 +12,12 @@
 #include "api/analysis.h"
 #include "api/models.h"
 #include "api/training.h"
+#include "core/lineage.h"
 #include "pipeline/experiment.h"
 
 namespace upcycle {
 
-struct LineageInfo {
-  int64_t child = 0, parentA = 0, parentB = 0;
-  double alpha = 0, dareP = 0, distance = 0;
-  uint64_t maskSeed = 0;
-  std::string mergeOp;
-};
+using LineageInfo = Lineage;
 
 struct RunSummary {
   std::string name, method;

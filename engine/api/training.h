@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "api/models.h"
 #include "data/token_records.h"
 
 namespace upcycle {
@@ -100,13 +101,8 @@ struct PretrainOptions {
   std::filesystem::path out;        // checkpoints in OUT/checkpoint-STEP, the corpus in OUT/corpus.jsonl
   std::filesystem::path corpus;     // empty: generate the built-in corpus
   int64_t documents = 4000;         // built-in corpus size
-  int64_t hiddenSize = 128;
-  int64_t intermediateSize = 344;
-  int64_t numLayers = 4;
-  int64_t numHeads = 4;
-  int64_t numKvHeads = 2;
+  CreateOptions model = tinyBase(); // the architecture (its `out` and `seed` are set by pretraining)
   int64_t blockSize = 128;          // packed sequence length
-  std::string promptTemplate = "compact";  // stored with the tokenizer for later SFT and eval
   TrainOptions train;               // outDir is set to `out`
 };
 

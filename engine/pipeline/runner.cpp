@@ -138,8 +138,7 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
       ga.dareRescale = r.dareRescale;
       ga.mergeOp = r.mergeOp;
       const auto lineage = expandPool(pool, baseFfn, r.experts, ga, gen);
-      for (const auto& l : lineage)
-        summary.lineage.push_back({l.child, l.parentA, l.parentB, l.alpha, l.dareP, l.distance, l.maskSeed, l.mergeOp});
+      summary.lineage = lineage;
       stage("upit", "grew " + std::to_string(lineage.size()) + " experts by merging (" + r.mergeOp + " + DARE p=" +
                           std::to_string(r.dareP).substr(0, 4) + ")");
     }
@@ -270,9 +269,7 @@ void recordRun(RunStore& store, int64_t id, const RunSummary& s) {
   for (const auto& [d, f] : s.eval.domains) rows.push_back(row(d, f));
   store.addEval(id, rows);
   if (!s.model.empty()) store.addArtifact(id, "model", s.model.string());
-  std::vector<LineageRow> lin;
-  for (const auto& l : s.lineage) lin.push_back({l.child, l.parentA, l.parentB, l.alpha, l.dareP, l.distance, l.maskSeed, l.mergeOp});
-  if (!lin.empty()) store.addLineage(id, lin);
+  if (!s.lineage.empty()) store.addLineage(id, s.lineage);
   std::vector<BlobRow> blobs;
   auto add = [&](const std::string& kind, int64_t layer, const std::string& domain, const Matrix& m) {
     if (!m.empty()) blobs.push_back({kind, layer, domain, m.rows, m.cols, m.values});
@@ -359,13 +356,13 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
     PretrainOptions p;
     p.out = e.out / "base";
     p.documents = e.pretrainDocuments;
-    p.hiddenSize = e.hidden;
-    p.intermediateSize = e.ff;
-    p.numLayers = e.layers;
-    p.numHeads = e.heads;
-    p.numKvHeads = e.kvHeads;
+    p.model.hiddenSize = e.hidden;
+    p.model.intermediateSize = e.ff;
+    p.model.numLayers = e.layers;
+    p.model.numHeads = e.heads;
+    p.model.numKvHeads = e.kvHeads;
+    p.model.promptTemplate = e.promptTemplate;
     p.blockSize = e.block;
-    p.promptTemplate = e.promptTemplate;
     p.train = stageOptions(StageTraining{1.0, e.pretrainSteps, 0, e.pretrainLr, e.pretrainBatch}, e, e.seed, {}, "pretrain");
     TrainResult r = pretrainTinyBase(p, obs, cancel);
     if (r.cancelled || r.checkpoints.empty()) {

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "core/lineage.h"
+
 struct sqlite3;
 
 namespace upcycle {
@@ -37,12 +39,7 @@ struct EvalRow {
   int64_t tokens = 0, answered = 0;
 };
 
-struct LineageRow {
-  int64_t child = 0, parentA = 0, parentB = 0;
-  double alpha = 0, dareP = 0, distance = 0;
-  uint64_t maskSeed = 0;
-  std::string mergeOp;
-};
+using LineageRow = Lineage;
 
 struct BlobRow {
   std::string kind;    // weight_similarity | delta_similarity | output_cka | routing_shares | coselection

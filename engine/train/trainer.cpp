@@ -354,15 +354,9 @@ TrainResult pretrainTinyBase(const PretrainOptions& o, TrainObserver* observer, 
   UPCYCLE_CHECK(o.blockSize >= 8, "block size must be at least 8, got ", o.blockSize);
   fs::create_directories(o.out);
   const fs::path init = o.out / "init";
-  CreateOptions c;
+  CreateOptions c = o.model;
   c.out = init;
-  c.hiddenSize = o.hiddenSize;
-  c.intermediateSize = o.intermediateSize;
-  c.numLayers = o.numLayers;
-  c.numHeads = o.numHeads;
-  c.numKvHeads = o.numKvHeads;
   c.seed = o.train.seed;
-  c.promptTemplate = o.promptTemplate;
   createRandomModel(c);
   fs::path corpus = o.corpus;
   if (corpus.empty()) {

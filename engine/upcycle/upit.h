@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "api/training.h"
+#include "core/lineage.h"
 #include "data/token_records.h"
 #include "upcycle/merge.h"
 #include "upcycle/moe_builder.h"
@@ -39,14 +40,7 @@ struct GaConfig {
   void validate() const;
 };
 
-struct LineageEntry {
-  int64_t child = 0, parentA = 0, parentB = 0;  // indices into the expert pool
-  double alpha = 0;     // child = merge(alpha * A, (1 - alpha) * B) before mutation
-  double dareP = 0;
-  uint64_t maskSeed = 0;  // DARE masks: a CPU generator with this seed, tensors in layer order gate, up, down
-  double distance = 0;    // parent distance under the configured metric
-  std::string mergeOp;
-};
+using LineageEntry = Lineage;
 
 // Mean over layers of the configured distance between two experts (deltas from `base`).
 double expertDistance(const ExpertFfn& a, const ExpertFfn& b, const ExpertFfn& base, const std::string& metric);
