@@ -64,7 +64,7 @@ verbs:
           [--layout mixtral-hub|mixtral-fused]
           drop: [--ratio R] [--shared-indices] [--expert-ff F]    noise: [--noise-std S] [--noise-fraction F]
           btx: --sources DIR,DIR...
-          upit: --checkpoints DIR[,DIR...] [--num-checkpoints M] [--select even|latest] [--non-ffn average|last]
+          upit: --checkpoints DIR [DIR...] [--num-checkpoints M] [--select even|latest] [--non-ffn average|last]
                 [--no-expand] [--parent-rule distance|random|tournament] [--distance cosine_delta|cosine|l2]
                 [--alpha-min A] [--alpha-max A] [--dare-p P] [--dare-rescale inverse|l1]
                 [--merge linear|task_arithmetic|ties|dare_linear|dare_ties|slerp]
@@ -176,6 +176,11 @@ int cmdConvert(const Args& a) {
   o.base = a.get("base", "");
   o.out = a.require("out");
   o.checkpoints = pathList(a.get("checkpoints", ""));
+  // `--checkpoints A B C` / `--sources A B`: the folders after the first arrive as positionals.
+  for (const auto& extra : a.positional()) {
+    UPCYCLE_CHECK(r.method == "upit" || r.method == "btx", "unexpected argument \"", extra, "\"");
+    (r.method == "upit" ? o.checkpoints : r.sources).emplace_back(extra);
+  }
   o.data = a.get("data", "");
   o.promptTemplate = a.get("template", "");
   o.layout = a.get("layout", "mixtral-hub");

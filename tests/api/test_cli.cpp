@@ -342,6 +342,28 @@ TEST(Cli, TrainWritesCheckpointsThatInspectAndEvalRead) {
   EXPECT_EQ(g.rc, 0) << g.err;
 }
 
+TEST(Cli, ConvertUpitTakesSeveralCheckpointFoldersAndRecordsItsChoice) {
+  TempDir dir;
+  const std::string base = fixture("llama_gqa");
+  // Three "checkpoint" folders (copies of the base: the point here is the command line).
+  std::vector<std::string> cks;
+  for (const char* n : {"c1", "c2", "c3"}) {
+    std::filesystem::copy(base, dir / n, std::filesystem::copy_options::recursive);
+    cks.push_back((dir / n).string());
+  }
+  Result r = run("convert --method upit --base " + base + " --checkpoints " + cks[0] + " " + cks[1] + " " + cks[2] +
+                 " --num-checkpoints 3 --experts 4 --top-k 2 --out " + (dir / "moe").string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("experts from checkpoints #1 #2 #3, 1 grown by merging"), std::string::npos) << r.out;
+  Result bad = run("convert --method sparse --base " + base + " --out " + (dir / "x").string() + " stray");
+  expectOneCleanLine(bad);
+  EXPECT_NE(bad.err.find("unexpected argument \"stray\""), std::string::npos) << bad.err;
+  Result mismatch = run("convert --method upit --base " + base + " --checkpoints " + fixture("qwen2_bias_tied") +
+                        " " + cks[0] + " --experts 2 --top-k 1 --out " + (dir / "y").string());
+  expectOneCleanLine(mismatch);
+  EXPECT_NE(mismatch.err.find("architectures do not match (model_type llama vs qwen2)"), std::string::npos) << mismatch.err;
+}
+
 TEST(Cli, TrainRefusesBadSettingsBeforeAnyWork) {
   TempDir dir;
   Result r = run("train --model " + fixture("llama_gqa") + " --data /nonexistent.jsonl --out " + (dir / "o").string() +
