@@ -12,6 +12,7 @@
 
 #include "api/pipeline.h"
 #include "api/analysis.h"
+#include "api/bench.h"
 #include "api/inspect.h"
 #include "api/models.h"
 #include "api/runtime.h"
@@ -92,6 +93,10 @@ verbs:
       Expert similarity per layer (cosine of the flattened FFN weights; of their deltas from --base;
       output CKA on the probe data) and routing on the probe data: shares per expert and domain,
       router entropy, imbalance (max/mean share), co-selection counts.
+  bench moe [--d-model D] [--d-ff F] [--experts E] [--top-k K] [--tokens T] [--device cpu|cuda]
+            [--iterations N] [--json]
+      One MoE layer, forward + backward: the grouped path against the naive masked loop of
+      transformers' Mixtral, with tokens/s, achieved GFLOP/s and the measured matmul peak.
   version                 Versions of the workbench and LibTorch.
 
 common options: --threads N (intra-op threads; default: all cores)
@@ -565,6 +570,34 @@ int cmdRuns(const Args& a) {
   throw upcycle::UserError("unknown runs command \"" + sub + "\" (list, show, compare, delete, export, rename, tag)");
 }
 
+int cmdBench(const Args& a) {
+  a.allowOnly({"d-model", "d-ff", "experts", "top-k", "tokens", "threads", "device", "json", "iterations", "seed"});
+  UPCYCLE_CHECK(a.positional().size() == 1 && a.positional()[0] == "moe", "usage: upcycle bench moe [options]");
+  upcycle::MoeBenchOptions o;
+  o.dModel = a.getInt("d-model", 256);
+  o.dFf = a.getInt("d-ff", 688);
+  o.experts = a.getInt("experts", 8);
+  o.topK = a.getInt("top-k", 2);
+  o.tokens = a.getInt("tokens", 2048);
+  o.device = a.get("device", "cpu");
+  o.iterations = a.getInt("iterations", 10);
+  o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
+  auto r = upcycle::benchMoe(o);
+  if (a.has("json")) {
+    std::cout << upcycle::moeBenchJson(r) << "\n";
+  } else {
+    std::printf("MoE layer fwd+bwd, d %lld, d_ff %lld, E %lld, top-%lld, %lld tokens, %d threads, %s\n",
+                static_cast<long long>(o.dModel), static_cast<long long>(o.dFf), static_cast<long long>(o.experts),
+                static_cast<long long>(o.topK), static_cast<long long>(o.tokens), r.threads, o.device.c_str());
+    std::printf("grouped: %8.2f ms  %9.0f tok/s  %6.1f GFLOP/s (%.0f%% of the %.1f GFLOP/s matmul peak)\n",
+                1e3 * r.groupedSeconds, r.tokensPerS, r.achievedGflops, 100 * r.achievedGflops / r.matmulPeakGflops,
+                r.matmulPeakGflops);
+    std::printf("naive:   %8.2f ms  %9.0f tok/s  %6.1f GFLOP/s\nspeedup vs naive: %.2fx\n", 1e3 * r.naiveSeconds,
+                r.naiveTokensPerS, r.naiveGflops, r.speedup);
+  }
+  return 0;
+}
+
 int cmdVersion() {
   auto info = upcycle::runtimeInfo();
   std::cout << "upcycle " << UPCYCLE_VERSION << "\nLibTorch " << info.torchVersion << " ("
@@ -595,6 +628,7 @@ int main(int argc, char** argv) {
     if (verb == "run") return cmdRun(args);
     if (verb == "analyze") return cmdAnalyze(args);
     if (verb == "runs") return cmdRuns(args);
+    if (verb == "bench") return cmdBench(args);
     if (verb == "data") return cmdData(args);
     if (verb == "pretrain") return cmdPretrain(args);
     if (verb == "train") return cmdTrain(args);

@@ -69,3 +69,23 @@ TEST(ExactMatch, TrimsWhitespaceOnly) {
   EXPECT_FALSE(exactMatch("42.", "42"));
   EXPECT_FALSE(exactMatch("4 2", "42"));
 }
+
+// The benchmark's naive baseline must compute what the grouped path computes, outputs and gradients.
+#include "bench/moe_bench.h"
+
+TEST(NaiveMoe, SameOutputAndGradientsAsTheGroupedPath) {
+  DecoderLM m = loadModel(test::fixtures() / "models/mixtral_hub");
+  auto block = std::static_pointer_cast<DecoderLayerImpl>(m->model->layers->children()[0])->moe;
+  torch::Generator gen = at::detail::createCPUGenerator(2);
+  auto x = torch::randn({37, 32}, gen).requires_grad_(true);
+  RouterRecord rec;
+  auto g = block->forward(x.view({1, 37, 32}), rec).view({37, 32});
+  auto n = naiveMoeForward(*block, x);
+  EXPECT_LT((g - n).abs().max().item<double>(), 1e-5);
+  auto upstream = torch::randn({37, 32}, gen);
+  auto gradG = torch::autograd::grad({g}, {x, block->w_gate}, {upstream});
+  auto gradN = torch::autograd::grad({n}, {x, block->w_gate}, {upstream});
+  EXPECT_LT((gradG[0] - gradN[0]).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((gradG[1] - gradN[1]).abs().max().item<double>(), 1e-5);
+  EXPECT_GT(gradG[1].abs().sum().item<double>(), 0.0);
+}

@@ -1,0 +1,123 @@
+#include "bench/moe_bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "api/bench.h"
+#include "api/torch_errors.h"
+#include "core/error.h"
+#include "model/model_io.h"
+
+namespace upcycle {
+
+torch::Tensor naiveMoeForward(MoeBlockImpl& b, const torch::Tensor& x) {
+  auto logits = torch::linear(x.to(torch::kFloat), b.router->weight.to(torch::kFloat));
+  auto probs = torch::softmax(logits, -1);
+  auto [w, idx] = probs.topk(b.topK, -1);                     // (N, K)
+  if (b.normTopk) w = w / w.sum(-1, true);
+  auto out = torch::zeros_like(x);
+  auto mask = torch::one_hot(idx, b.numExperts).permute({2, 1, 0});  // (E, K, N) as in transformers
+  for (int64_t e = 0; e < b.numExperts; ++e) {
+    auto hit = torch::nonzero(mask[e]);                       // (n, 2): slot, token
+    if (hit.size(0) == 0) continue;
+    auto slot = hit.select(1, 0), tok = hit.select(1, 1);
+    auto xs = x.index_select(0, tok);
+    auto h = torch::silu(torch::matmul(xs, b.w_gate[e].t())) * torch::matmul(xs, b.w_up[e].t());
+    auto y = torch::matmul(h, b.w_down[e].t()) * w.index({tok, slot}).unsqueeze(1).to(x.scalar_type());
+    out = out.index_add(0, tok, y);
+  }
+  return out;
+}
+
+namespace {
+template <typename Fn>
+double medianSeconds(int64_t warmup, int64_t iters, const torch::Device& dev, Fn&& fn) {
+  auto sync = [&] {
+    if (dev.is_cuda()) torch::cuda::synchronize();
+  };
+  for (int64_t i = 0; i < warmup; ++i) fn();
+  sync();
+  std::vector<double> t;
+  for (int64_t i = 0; i < iters; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    sync();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+}  // namespace
+
+MoeBenchResult benchMoe(const MoeBenchOptions& o) {
+  UPCYCLE_CHECK(o.dModel > 0 && o.dFf > 0 && o.tokens > 0, "bench sizes must be positive");
+  UPCYCLE_CHECK(o.topK >= 1 && o.topK <= o.experts, "top-k (", o.topK, ") must be between 1 and experts (", o.experts, ")");
+  UPCYCLE_CHECK(o.iterations >= 1 && o.warmup >= 0, "iterations must be at least 1");
+  return withTorchErrors("bench", [&] {
+    const torch::Device dev = resolveDevice(o.device);
+    ModelConfig c;
+    c.modelType = "mixtral";
+    c.hiddenSize = o.dModel;
+    c.intermediateSize = c.expertIntermediateSize = o.dFf;
+    c.numExperts = o.experts;
+    c.topK = o.topK;
+    c.numLayers = 1;
+    c.moeLayers = {true};
+    MoeBlock block(c);
+    torch::Generator gen = at::detail::createCPUGenerator(o.seed);
+    {
+      torch::NoGradGuard ng;
+      for (auto& p : block->parameters()) p.normal_(0.0, 0.02, gen);
+    }
+    block->to(dev);
+    auto x = torch::randn({o.tokens, o.dModel}, gen).to(dev).requires_grad_(true);
+    RouterRecord rec;
+    auto grouped = [&] {
+      block->zero_grad();
+      block->forward(x.view({1, o.tokens, o.dModel}), rec).sum().backward();
+    };
+    auto naive = [&] {
+      block->zero_grad();
+      naiveMoeForward(*block, x).sum().backward();
+    };
+    MoeBenchResult r;
+    r.options = o;
+    r.threads = at::get_num_threads();
+    r.groupedSeconds = medianSeconds(o.warmup, o.iterations, dev, grouped);
+    r.naiveSeconds = medianSeconds(o.warmup, o.iterations, dev, naive);
+    // FLOPs: per (token, slot) 3 matmuls of D x F (2 FLOPs per multiply-add), backward twice the forward;
+    // the router adds 2 D E per token, likewise tripled.
+    const double flops = 3.0 * (double(o.tokens) * o.topK * 6.0 * o.dModel * o.dFf + 2.0 * o.tokens * o.dModel * o.experts);
+    r.tokensPerS = o.tokens / r.groupedSeconds;
+    r.naiveTokensPerS = o.tokens / r.naiveSeconds;
+    r.achievedGflops = flops / r.groupedSeconds / 1e9;
+    r.naiveGflops = flops / r.naiveSeconds / 1e9;
+    r.speedup = r.naiveSeconds / r.groupedSeconds;
+    // Matmul peak at the layer's own shape: (T k / E) x D times D x F, the average expert GEMM, batched
+    // E times so that it runs as long as the real work.
+    const int64_t rows = std::max<int64_t>(1, o.tokens * o.topK / o.experts);
+    auto a = torch::randn({rows, o.dModel}, gen).to(dev), w = torch::randn({o.dModel, o.dFf}, gen).to(dev);
+    const double peakSeconds = medianSeconds(o.warmup, o.iterations, dev, [&] {
+      for (int64_t e = 0; e < o.experts; ++e) torch::matmul(a, w);
+    });
+    r.matmulPeakGflops = 2.0 * rows * o.dModel * o.dFf * o.experts / peakSeconds / 1e9;
+    return r;
+  });
+}
+
+std::string moeBenchJson(const MoeBenchResult& r) {
+  const auto& o = r.options;
+  nlohmann::json j = {{"d_model", o.dModel}, {"d_ff", o.dFf}, {"experts", o.experts}, {"top_k", o.topK},
+                      {"tokens", o.tokens}, {"device", o.device}, {"threads", r.threads},
+                      {"iterations", o.iterations}, {"grouped_seconds", r.groupedSeconds},
+                      {"naive_seconds", r.naiveSeconds}, {"tokens_per_s", r.tokensPerS},
+                      {"naive_tokens_per_s", r.naiveTokensPerS}, {"achieved_gflops", r.achievedGflops},
+                      {"naive_gflops", r.naiveGflops}, {"matmul_peak_gflops", r.matmulPeakGflops},
+                      {"fraction_of_peak", r.achievedGflops / r.matmulPeakGflops},
+                      {"speedup_vs_naive", r.speedup}};
+  return j.dump(2);
+}
+
+}  // namespace upcycle
