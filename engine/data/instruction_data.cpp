@@ -87,23 +87,7 @@ Example fromJson(const json& j, const std::string& where, int64_t line) {
     }
   if (j.contains("input_ids")) {
     e.kind = Example::Kind::Tokens;
-    std::vector<int64_t> ids, labels;
-    UPCYCLE_CHECK(j["input_ids"].is_array(), where, ": \"input_ids\" is not an array");
-    for (const json& v : j["input_ids"]) {
-      UPCYCLE_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0, where, ": \"input_ids\" holds ", v.dump());
-      ids.push_back(v.get<int64_t>());
-    }
-    if (j.contains("labels")) {
-      UPCYCLE_CHECK(j["labels"].is_array() && j["labels"].size() == ids.size(), where,
-                    ": \"labels\" must be an array as long as \"input_ids\"");
-      for (const json& v : j["labels"]) {
-        UPCYCLE_CHECK(v.is_number_integer(), where, ": \"labels\" holds ", v.dump());
-        labels.push_back(v.get<int64_t>());
-      }
-    }
-    UPCYCLE_CHECK(ids.size() >= 2, where, ": \"input_ids\" needs at least 2 tokens");
-    e.tokens.inputIds = std::move(ids);
-    e.tokens.labels = std::move(labels);
+    e.tokens = tokenRecordFromJson(&j, where, line);
   } else if (j.contains("conversations")) {
     e.turns = conversationTurns(j["conversations"], "from", "value", where);
   } else if (j.contains("messages")) {

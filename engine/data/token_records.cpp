@@ -22,7 +22,10 @@ std::vector<int64_t> intArray(const json& j, const char* key, const std::string&
   return out;
 }
 
-TokenRecord fromJson(const json& j, const std::string& where, int64_t line) {
+}  // namespace
+
+TokenRecord tokenRecordFromJson(const void* record, const std::string& where, int64_t line) {
+  const json& j = *static_cast<const json*>(record);
   UPCYCLE_CHECK(j.is_object(), where, ": record is not a JSON object");
   UPCYCLE_CHECK(j.contains("input_ids"), where,
                 ": record has no \"input_ids\" (text records need a tokenizer; pre-tokenize them)");
@@ -45,8 +48,6 @@ TokenRecord fromJson(const json& j, const std::string& where, int64_t line) {
   }
   return r;
 }
-
-}  // namespace
 
 void forEachJsonRecord(const std::filesystem::path& path,
                        const std::function<void(const void*, const std::string&, int64_t)>& fn) {
@@ -88,14 +89,6 @@ void forEachJsonRecord(const std::filesystem::path& path,
     }
   }
   UPCYCLE_CHECK(count > 0, path.string(), ": no records");
-}
-
-std::vector<TokenRecord> readTokenRecords(const std::filesystem::path& path) {
-  std::vector<TokenRecord> out;
-  forEachJsonRecord(path, [&](const void* j, const std::string& where, int64_t line) {
-    out.push_back(fromJson(*static_cast<const json*>(j), where, line));
-  });
-  return out;
 }
 
 }  // namespace upcycle

@@ -21,8 +21,10 @@ struct TokenRecord {
   int64_t tag = -1;  // a per-record class, e.g. the UpIT expert a seed sample was assigned to
 };
 
-// Reads a JSONL file (a JSON array is accepted too). Throws UserError naming FILE:LINE and field.
-std::vector<TokenRecord> readTokenRecords(const std::filesystem::path& path);
+// One pre-tokenized record from its parsed JSON (a nlohmann::json): "input_ids" (at least 2
+// non-negative ids), optional "labels" of the same length, optional "domain"/"category". Throws
+// UserError naming `where` and the field.
+TokenRecord tokenRecordFromJson(const void* json, const std::string& where, int64_t line);
 
 // Calls fn(recordJsonText, where, line) for each record of a JSONL file or JSON array file; `where`
 // is "FILE:LINE" (or "FILE: record N" for arrays). Blank lines are skipped but counted. Throws

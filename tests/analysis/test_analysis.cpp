@@ -57,7 +57,9 @@ TEST(Analysis, DropWithRatioOneIsFarLessSimilar) {
   for (const auto& s : r.similarity)
     for (int64_t a = 0; a < 4; ++a)
       for (int64_t b = 0; b < 4; ++b)
-        if (a != b) EXPECT_LT(s.weights.at(a, b), 0.5) << "layer " << s.layer;
+        if (a != b) {
+          EXPECT_LT(s.weights.at(a, b), 0.5) << "layer " << s.layer;
+        }
   EXPECT_GT(r.diversity, 0.5);
   EXPECT_TRUE(r.routing.empty());  // no probe, no routing
 }
