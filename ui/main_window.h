@@ -1,14 +1,74 @@
 #pragma once
-// The workbench's main window. Stub for the foundation: it opens and shows the version; the panels
-// come with the GUI issue. Thread-safety: GUI thread only.
+// The workbench's main window: every panel is a dock the user can move, tab or close (the layout is
+// kept with QSettings); the engine runs on its own thread (EngineController). A Start page offers the
+// built-in demo on first start. Thread-safety: GUI thread only.
 #include <QMainWindow>
+#include <QString>
+
+class QDockWidget;
 
 namespace upcycle::ui {
+
+class CheckpointsPanel;
+class ComparePanel;
+class EngineController;
+class ExperimentPanel;
+class LineagePanel;
+class RoutingPanel;
+class RunPanel;
+class RunsPanel;
+class SimilarityPanel;
+class Workspace;
 
 class MainWindow : public QMainWindow {
   Q_OBJECT
  public:
-  explicit MainWindow(QWidget* parent = nullptr);
+  // dbPath empty: the default workspace (RunStore::defaultPath()).
+  explicit MainWindow(const QString& dbPath = QString(), QWidget* parent = nullptr);
+  ~MainWindow() override;
+
+  Workspace* workspace() const { return m_ws; }
+  EngineController* engine() const { return m_engine; }
+  ExperimentPanel* experimentPanel() const { return m_experiment; }
+  CheckpointsPanel* checkpointsPanel() const { return m_checkpoints; }
+  RunPanel* runPanel() const { return m_run; }
+  SimilarityPanel* similarityPanel() const { return m_similarity; }
+  RoutingPanel* routingPanel() const { return m_routing; }
+  LineagePanel* lineagePanel() const { return m_lineage; }
+  RunsPanel* runsPanel() const { return m_runs; }
+  ComparePanel* comparePanel() const { return m_compare; }
+  QDockWidget* dock(const QString& objectName) const;
+
+  // Returns an error message (empty on success).
+  QString openExperiment(const QString& path);
+  // Loads resources/experiments/demo[-quick].yaml and starts it.
+  QString runDemo(bool quick);
+  void startExperiment();
+  void showPanel(const QString& dockName);  // raises a dock (for the screenshots and menus)
+  QString aboutText() const;
+
+ protected:
+  void closeEvent(QCloseEvent* event) override;
+
+ private:
+  QDockWidget* addPanel(QWidget* panel, const QString& name, const QString& title, Qt::DockWidgetArea area);
+  void buildMenus();
+  void buildStartPage();
+  void restoreLayout();
+  void saveLayout();
+  Workspace* m_ws;
+  EngineController* m_engine;
+  ExperimentPanel* m_experiment;
+  CheckpointsPanel* m_checkpoints;
+  RunPanel* m_run;
+  SimilarityPanel* m_similarity;
+  RoutingPanel* m_routing;
+  LineagePanel* m_lineage;
+  RunsPanel* m_runs;
+  ComparePanel* m_compare;
+  QWidget* m_startPage = nullptr;
+  QList<QDockWidget*> m_docks;
+  QByteArray m_defaultState;
 };
 
 }  // namespace upcycle::ui

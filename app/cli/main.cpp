@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "data/demo_data.h"
 #include "data/prepare.h"
+#include "store/run_compare.h"
 #include "store/run_store.h"
 #include <nlohmann/json.hpp>
 #include <iomanip>
@@ -499,23 +500,12 @@ int cmdRuns(const Args& a) {
     UPCYCLE_CHECK(pos.size() >= 3, "usage: upcycle runs compare ID ID... [--diff-only]");
     std::vector<upcycle::RunDetail> runs;
     for (size_t i = 1; i < pos.size(); ++i) runs.push_back(store.run(runId(pos[i])));
-    std::set<std::string> keys;
-    for (const auto& r : runs)
-      for (const auto& [k, v] : r.params) keys.insert(k);
-    auto value = [](const upcycle::RunDetail& r, const std::string& k) {
-      for (const auto& [kk, v] : r.params)
-        if (kk == k) return v;
-      return std::string("-");
-    };
     std::printf("  %-38s", "param");
     for (const auto& r : runs) std::printf(" %-18s", ("#" + std::to_string(r.run.id) + " " + r.run.name).substr(0, 18).c_str());
     std::printf("\n");
-    for (const auto& k : keys) {
-      bool differs = false;
-      for (const auto& r : runs) differs |= value(r, k) != value(runs[0], k);
-      if (a.has("diff-only") && !differs) continue;
-      std::printf("%s %-38s", differs ? "*" : " ", k.substr(0, 38).c_str());
-      for (const auto& r : runs) std::printf(" %-18s", value(r, k).substr(0, 18).c_str());
+    for (const auto& row : upcycle::compareParams(runs, a.has("diff-only"))) {
+      std::printf("%s %-38s", row.differs ? "*" : " ", row.key.substr(0, 38).c_str());
+      for (const auto& v : row.values) std::printf(" %-18s", v.substr(0, 18).c_str());
       std::printf("\n");
     }
     std::set<std::string> metrics;

@@ -134,7 +134,15 @@ Experiment parseExperiment(const std::string& text, const std::string& ctx) {
   if (top.has("sft")) {
     YAML::Node n = top.node("sft");
     if (n.IsScalar() && n.as<std::string>() == "false") e.sft = false;
-    else readTraining(Section(n, "sft", ctx), e.sftTraining);
+    else {
+      Section s(n, "sft", ctx);
+      if (s.has("checkpoints")) {
+        std::vector<std::string> dirs;
+        s.read("checkpoints", dirs);
+        for (const auto& d : dirs) e.sftCheckpoints.emplace_back(d);
+      }
+      readTraining(s, e.sftTraining);
+    }
   }
   if (top.has("post")) readTraining(top.child("post"), e.post);
   {
@@ -300,7 +308,18 @@ void validateExperiment(const Experiment& e) {
     validateRunSpec(e.runs[i], "runs[" + std::to_string(i) + "]", ctx);
     needsSft = needsSft || e.runs[i].method == "upit";
   }
-  if (needsSft) {
+  for (size_t i = 0; i < e.sftCheckpoints.size(); ++i)
+    check(fs::exists(e.sftCheckpoints[i] / "config.json"), "sft.checkpoints[" + std::to_string(i) + "]",
+          "has no config.json: " + e.sftCheckpoints[i].string());
+  if (needsSft && !e.sftCheckpoints.empty()) {
+    check(e.sft, "sft", "is needed: UpIT builds its experts from the SFT checkpoints");
+    for (size_t i = 0; i < e.runs.size(); ++i)
+      if (e.runs[i].method == "upit")
+        check(static_cast<int64_t>(e.sftCheckpoints.size()) >= e.runs[i].checkpoints,
+              "runs[" + std::to_string(i) + "].checkpoints",
+              "(" + std::to_string(e.runs[i].checkpoints) + ") exceeds the " + std::to_string(e.sftCheckpoints.size()) +
+                  " checkpoints listed in sft.checkpoints");
+  } else if (needsSft) {
     check(e.sft, "sft", "is needed: UpIT builds its experts from the SFT checkpoints");
     check(e.sftTraining.saveEvery > 0, "sft.save_every", "must be positive: UpIT needs intermediate checkpoints");
     for (size_t i = 0; i < e.runs.size(); ++i) {
@@ -349,7 +368,13 @@ std::string experimentYaml(const Experiment& e) {
       << YAML::Key << "lr" << YAML::Value << t.lr << YAML::Key << "batch_size" << YAML::Value << t.batchSize << YAML::Key
       << "warmup_steps" << YAML::Value << t.warmupSteps << YAML::Key << "weight_decay" << YAML::Value << t.weightDecay
       << YAML::Key << "aux_loss_coef" << YAML::Value << t.auxLossCoef << YAML::Key << "z_loss_coef" << YAML::Value
-      << t.zLossCoef << YAML::Key << "grad_clip" << YAML::Value << t.gradClip << YAML::EndMap;
+      << t.zLossCoef << YAML::Key << "grad_clip" << YAML::Value << t.gradClip;
+    if (&t == &e.sftTraining && !e.sftCheckpoints.empty()) {
+      y << YAML::Key << "checkpoints" << YAML::Value << YAML::BeginSeq;
+      for (const auto& c : e.sftCheckpoints) y << c.string();
+      y << YAML::EndSeq;
+    }
+    y << YAML::EndMap;
   };
   if (e.sft) training("sft", e.sftTraining);
   else y << YAML::Key << "sft" << YAML::Value << false;

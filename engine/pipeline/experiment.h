@@ -12,6 +12,7 @@
 //   data: {generate: {per_domain: 300, eval_per_domain: 40}, template: compact}
 //         # or {train: FILE, eval: FILE, template: alpaca, max_length: 512}
 //   sft: {epochs: 2, save_every: 0.25, lr: 2.0e-3, batch_size: 32}   # dense instruction tuning
+//        # or {checkpoints: [out/sft/checkpoint-7, ...]}: existing SFT checkpoints, no training
 //   post: {epochs: 1, lr: 1.0e-3, batch_size: 32, aux_loss_coef: 0.01}  # the same budget for every run
 //   eval: {accuracy: true, max_new_tokens: 16}
 //   runs:
@@ -99,6 +100,9 @@ struct Experiment {
   // stages
   bool sft = true;
   StageTraining sftTraining{2.0, 0, 0.25, 2e-3, 32};
+  // sft: {checkpoints: [DIR, ...]}: use these existing dense checkpoints (in training order) instead of
+  // running the SFT stage; the GUI's Checkpoints panel writes them.
+  std::vector<std::filesystem::path> sftCheckpoints;
   StageTraining post{1.0, 0, 0, 1e-3, 32};
   bool evalAccuracy = true;
   int64_t maxNewTokens = 16;

@@ -275,7 +275,7 @@ void recordRun(RunStore& store, int64_t id, const RunSummary& s) {
     if (!m.empty()) blobs.push_back({kind, layer, domain, m.rows, m.cols, m.values});
   };
   // Kinds: weight_similarity, delta_similarity, output_cka, routing_shares (per domain too),
-  // coselection; "converted/<kind>" holds the same right after conversion.
+  // coselection, routing_stats; "converted/<kind>" holds the same right after conversion.
   for (const auto& [prefix, a] : {std::pair<std::string, const AnalysisReport*>{"", &s.analysis}, {"converted/", &s.converted}}) {
     for (const auto& sim : a->similarity) {
       add(prefix + "weight_similarity", sim.layer, "", sim.weights);
@@ -287,6 +287,8 @@ void recordRun(RunStore& store, int64_t id, const RunSummary& s) {
       for (const auto& [d, sh] : rl.domainShares)
         add(prefix + "routing_shares", rl.layer, d, Matrix{1, static_cast<int64_t>(sh.size()), sh});
       add(prefix + "coselection", rl.layer, "", rl.coselection);
+      // 1 x 3: mean per-token router entropy, entropy of the shares (nats), imbalance (max / mean share).
+      add(prefix + "routing_stats", rl.layer, "", Matrix{1, 3, {rl.entropy, rl.shareEntropy, rl.imbalance}});
     }
   }
   if (!s.seedBuckets.empty()) {
@@ -297,6 +299,7 @@ void recordRun(RunStore& store, int64_t id, const RunSummary& s) {
   if (!s.analysis.similarity.empty())
     store.addMetrics(id, {{"analysis", "diversity", 0, s.analysis.diversity},
                           {"analysis", "converted_diversity", 0, s.converted.diversity}});
+
   store.addMetrics(id, {{"eval", "loss", 0, s.eval.overall.loss},
                         {"eval", "accuracy", 0, s.eval.overall.answered ? s.eval.overall.accuracy : 0.0}});
 }
@@ -394,7 +397,12 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
 
   // Dense instruction tuning with intermediate checkpoints.
   c.start = c.base;
-  if (e.sft) {
+  if (e.sft && !e.sftCheckpoints.empty()) {
+    stage("sft", "using " + std::to_string(e.sftCheckpoints.size()) + " existing checkpoints (no training)");
+    c.checkpoints = e.sftCheckpoints;
+    report.sftCheckpoints = c.checkpoints;
+    c.start = c.checkpoints.back();
+  } else if (e.sft) {
     stage("sft", "dense instruction tuning, a checkpoint every " + std::to_string(e.sftTraining.saveEvery).substr(0, 4) + " epoch");
     TrainOptions o = stageOptions(e.sftTraining, e, e.seed, e.out / "sft", "sft");
     o.tokenizerFrom = c.base;

@@ -42,7 +42,8 @@ struct EvalRow {
 using LineageRow = Lineage;
 
 struct BlobRow {
-  std::string kind;    // weight_similarity | delta_similarity | output_cka | routing_shares | coselection
+  std::string kind;    // weight_similarity | delta_similarity | output_cka | routing_shares | coselection |
+                       // routing_stats (1 x 3: entropy, share entropy, imbalance) | seed_buckets
   int64_t layer = 0;
   std::string domain;  // "" when not per domain
   int64_t rows = 0, cols = 0;

@@ -1,4 +1,5 @@
 // The `upcycle` executable end to end, as a user runs it: outputs, exit codes, one-line errors.
+#include <cmath>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -235,6 +236,24 @@ runs:
       EXPECT_NEAR(sum, 1.0, 1e-9) << "layer " << b.layer << " domain " << b.domain;
     }
     EXPECT_EQ(store.blobs(5, "seed_buckets").size(), 1u);
+    // Per-layer routing figures: entropy of the shares recomputed here, imbalance = max / mean share.
+    auto stats = store.blobs(3, "routing_stats");
+    ASSERT_EQ(stats.size(), 2u);
+    for (const auto& st : stats) {
+      ASSERT_EQ(st.values.size(), 3u);
+      for (const auto& sh : shares) {
+        if (sh.layer != st.layer || !sh.domain.empty()) continue;
+        double h = 0, mx = 0;
+        for (double p : sh.values) {
+          if (p > 0) h -= p * std::log(p);
+          mx = std::max(mx, p);
+        }
+        EXPECT_NEAR(st.values[1], h, 1e-9);
+        EXPECT_NEAR(st.values[2], mx * 4, 1e-9);
+      }
+      EXPECT_GT(st.values[0], 0.0);
+      EXPECT_LE(st.values[0], std::log(4.0) + 1e-9);
+    }
   }
   Result cmp = run("runs compare 2 3 --diff-only --db " + db);
   ASSERT_EQ(cmp.rc, 0) << cmp.err;

@@ -2,6 +2,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "store/run_compare.h"
 #include "store/run_store.h"
 #include "test_util.h"
 
@@ -96,6 +97,28 @@ TEST(RunStore, FlattenYamlGivesSortedKeyPaths) {
   EXPECT_EQ(f[0], (std::pair<std::string, std::string>{"a.x[0]", "1"}));
   EXPECT_EQ(f[1], (std::pair<std::string, std::string>{"a.x[1].y", "2"}));
   EXPECT_EQ(f[2], (std::pair<std::string, std::string>{"b", "1"}));
+}
+
+TEST(RunCompare, UnionOfKeysWithMissingValuesAndDiffOnly) {
+  RunDetail a, b, c;
+  a.params = {{"lr", "0.001"}, {"method", "sparse"}, {"seed", "0"}};
+  b.params = {{"lr", "0.001"}, {"method", "drop"}, {"ratio", "0.5"}, {"seed", "0"}};
+  c.params = {{"lr", "0.001"}, {"method", "drop"}, {"seed", "0"}};
+  auto all = compareParams({a, b, c});
+  ASSERT_EQ(all.size(), 4u);  // lr, method, ratio, seed: sorted
+  EXPECT_EQ(all[0].key, "lr");
+  EXPECT_FALSE(all[0].differs);
+  EXPECT_EQ(all[1].key, "method");
+  EXPECT_TRUE(all[1].differs);
+  EXPECT_EQ(all[1].values, (std::vector<std::string>{"sparse", "drop", "drop"}));
+  EXPECT_EQ(all[2].key, "ratio");
+  EXPECT_EQ(all[2].values, (std::vector<std::string>{"-", "0.5", "-"}));  // a key only one run has differs
+  EXPECT_TRUE(all[2].differs);
+  auto diff = compareParams({a, b, c}, true);
+  ASSERT_EQ(diff.size(), 2u);
+  EXPECT_EQ(diff[0].key, "method");
+  EXPECT_EQ(diff[1].key, "ratio");
+  EXPECT_TRUE(compareParams({a, a}, true).empty());
 }
 
 TEST(RunStore, NewerSchemaIsRefusedClearly) {

@@ -186,6 +186,24 @@ TEST(Experiment, ParsesDefaultsAndRoundTrips) {
   EXPECT_DOUBLE_EQ(again.sftTraining.saveEvery, 0.25);
 }
 
+TEST(Experiment, ExistingSftCheckpointsReplaceTheSftStage) {
+  const std::string dir = (test::fixtures() / "models").string();
+  const std::string yaml = "name: t\nbase: {path: " + dir + "/llama_gqa}\nsft: {checkpoints: [" + dir + "/llama_gqa, " + dir +
+                           "/llama_bf16]}\nruns:\n  - {method: upit, experts: 4, checkpoints: 2}\n";
+  Experiment e = parseExperiment(yaml, "e.yaml");
+  ASSERT_EQ(e.sftCheckpoints.size(), 2u);
+  EXPECT_EQ(e.sftCheckpoints[1], std::filesystem::path(dir + "/llama_bf16"));
+  Experiment again = parseExperiment(experimentYaml(e), "written");
+  EXPECT_EQ(again.sftCheckpoints, e.sftCheckpoints);
+  std::string three = yaml;
+  three.replace(three.find("checkpoints: 2"), 14, "checkpoints: 3");
+  test::expectErrorContaining([&] { parseExperiment(three, "e.yaml"); },
+                              {"runs[0].checkpoints", "exceeds the 2 checkpoints listed in sft.checkpoints"});
+  std::string missing = yaml;
+  missing.replace(missing.find("/llama_bf16"), 11, "/nowhere");
+  test::expectErrorContaining([&] { parseExperiment(missing, "e.yaml"); }, {"sft.checkpoints[1]", "has no config.json"});
+}
+
 TEST(Experiment, BadSettingsAreRefusedByField) {
   test::expectErrorContaining([] { parseExperiment(exp("  - {method: sparse, experts: 2, top_k: 3}\n"), "e.yaml"); },
                               {"e.yaml", "runs[0].top_k", "(3) must be between 1 and experts (2)"});

@@ -1,0 +1,55 @@
+#pragma once
+// 2-4 runs side by side: their parameters (with a diff-only toggle), overlaid training curves with one
+// colour per run, similarity heatmaps on one shared colour scale, routing bars on one shared axis, and
+// the final metrics. Thread-safety: GUI thread only.
+#include <QWidget>
+#include <vector>
+
+#include "plot_frame.h"
+#include "store/run_store.h"
+
+class QCheckBox;
+class QComboBox;
+class QLabel;
+class QTabWidget;
+class QCPColorMap;
+
+namespace upcycle::ui {
+
+class MetricsCompareModel;
+class ParamDiffModel;
+class Workspace;
+
+class ComparePanel : public QWidget {
+  Q_OBJECT
+ public:
+  explicit ComparePanel(Workspace* ws, QWidget* parent = nullptr);
+  void setRuns(const QList<qint64>& ids);  // 2-4 run ids; others are refused with a message
+  const std::vector<RunDetail>& runs() const { return m_runs; }
+  ParamDiffModel* paramModel() const { return m_params; }
+  MetricsCompareModel* metricsModel() const { return m_metrics; }
+  void setDiffOnly(bool on);
+  void setCurveMetric(const QString& key);  // "loss", "aux_loss", "lr", "tokens_per_s", ...
+  PlotFrame* curvesFrame() const { return m_curvesFrame; }
+  PlotFrame* similarityFrame() const { return m_simFrame; }
+  PlotFrame* routingFrame() const { return m_routeFrame; }
+  QTabWidget* tabs() const { return m_tabs; }
+  const std::vector<QCPColorMap*>& colorMaps() const { return m_maps; }
+
+ private:
+  void drawCurves();
+  void drawSimilarity();
+  void drawRouting();
+  Workspace* m_ws;
+  std::vector<RunDetail> m_runs;
+  QLabel* m_header;
+  QTabWidget* m_tabs;
+  ParamDiffModel* m_params;
+  MetricsCompareModel* m_metrics;
+  QCheckBox* m_diffOnly;
+  QComboBox *m_curveMetric, *m_curveStage, *m_simKind, *m_simLayer, *m_routeLayer;
+  PlotFrame *m_curvesFrame, *m_simFrame, *m_routeFrame;
+  std::vector<QCPColorMap*> m_maps;
+};
+
+}  // namespace upcycle::ui

@@ -1,0 +1,75 @@
+#pragma once
+// "Method & GA": the experiment as forms. The experiment-wide settings (base, data, SFT, post-training,
+// evaluation), the list of runs, and the selected run's method with its parameters (E, top-k, r, the
+// GA's parent rule, alpha range, DARE p and merge operator, the router pre-optimization's seed
+// fraction, epochs, a and learning rate). Spin boxes bound each value; every edit is validated with
+// the engine's own rules and the message names the field. Load and save are the same YAML files the
+// CLI runs (pipeline/experiment.h). Thread-safety: GUI thread only.
+#include <QWidget>
+
+#include "pipeline/experiment.h"
+
+class QCheckBox;
+class QComboBox;
+class QDoubleSpinBox;
+class QGroupBox;
+class QLabel;
+class QLineEdit;
+class QListWidget;
+class QSpinBox;
+
+namespace upcycle::ui {
+
+class ExperimentPanel : public QWidget {
+  Q_OBJECT
+ public:
+  explicit ExperimentPanel(QWidget* parent = nullptr);
+
+  const Experiment& experiment() const { return m_exp; }
+  void setExperiment(const Experiment& e);
+  QString validationError() const { return m_error; }  // empty when valid
+  QString currentFile() const { return m_file; }
+  // Return an error message (empty on success).
+  QString loadFile(const QString& path);
+  QString saveFile(const QString& path);
+  // Presets with the papers' defaults, applied to the selected run.
+  static QStringList presetNames();
+  void applyPreset(int preset);
+  void selectRun(int index);
+  int currentRun() const { return m_run; }
+  // The Checkpoints panel's choice: base and SFT checkpoints; UpIT runs use them as experts.
+  void useCheckpoints(const QString& base, const QStringList& checkpoints);
+  // The form widget for a YAML field ("runs.ratio", "ga.dare_p", ...), for tests.
+  QWidget* field(const QString& name) const;
+
+ Q_SIGNALS:
+  void experimentChanged();
+  void fileChanged(const QString& path);
+
+ private:
+  void buildExperimentForm(QWidget* host);
+  void buildRunForm(QWidget* host);
+  void fillForms();
+  void fillRunForm();
+  void commit();
+  void validate();
+  void updateMethodGroups();
+  void refillRunList();
+  QSpinBox* ispin(const QString& name, int lo, int hi, const QString& tip);
+  QDoubleSpinBox* dspin(const QString& name, double lo, double hi, int decimals, double step, const QString& tip);
+  QComboBox* combo(const QString& name, const QStringList& items, const QString& tip);
+  QCheckBox* check(const QString& name, const QString& text, const QString& tip);
+  QLineEdit* line(const QString& name, const QString& tip);
+
+  Experiment m_exp;
+  int m_run = -1;
+  bool m_filling = false;
+  QString m_error, m_file;
+  QMap<QString, QWidget*> m_fields;
+  QListWidget* m_runs;
+  QComboBox* m_preset;
+  QLabel* m_status;
+  QGroupBox *m_dropGroup, *m_noiseGroup, *m_btxGroup, *m_upitGroup, *m_gaGroup, *m_routerGroup, *m_moeGroup;
+};
+
+}  // namespace upcycle::ui

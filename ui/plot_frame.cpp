@@ -1,0 +1,154 @@
+#include "plot_frame.h"
+
+#include <QDir>
+#include <QFile>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QGraphicsView>
+#include <QHBoxLayout>
+#include <QImage>
+#include <QLabel>
+#include <QMessageBox>
+#include <QPainter>
+#include <QPdfWriter>
+#include <QSaveFile>
+#include <QToolButton>
+#include <QVBoxLayout>
+#include "qcp.h"
+
+#include <filesystem>
+
+namespace upcycle::ui {
+
+QString csvField(const QString& s) {
+  if (!s.contains(QLatin1Char(',')) && !s.contains(QLatin1Char('"')) && !s.contains(QLatin1Char('\n'))) return s;
+  QString q = s;
+  q.replace(QLatin1String("\""), QLatin1String("\"\""));
+  return QLatin1Char('"') + q + QLatin1Char('"');
+}
+
+QString csvText(const CsvTable& table) {
+  QString out;
+  for (const QStringList& row : table) {
+    QStringList fields;
+    for (const QString& f : row) fields << csvField(f);
+    out += fields.join(QLatin1Char(',')) + QLatin1Char('\n');
+  }
+  return out;
+}
+
+QColor seriesColor(int index) {
+  // Okabe-Ito (colour-blind safe), then golden-angle hues.
+  static const QColor base[] = {QColor(0, 114, 178), QColor(230, 159, 0), QColor(0, 158, 115), QColor(204, 121, 167),
+                                QColor(86, 180, 233), QColor(213, 94, 0), QColor(240, 228, 66), QColor(60, 60, 60)};
+  if (index >= 0 && index < 8) return base[index];
+  return QColor::fromHsv((index * 137) % 360, 170, 200);
+}
+
+bool writeAtomically(const QString& path, const std::function<bool(const QString&)>& write, QString* error) {
+  const QFileInfo info(path);
+  const QString tmp = info.dir().filePath(QStringLiteral(".%1.tmp").arg(info.fileName()));
+  QFile::remove(tmp);
+  if (!write(tmp) || !QFileInfo::exists(tmp)) {
+    QFile::remove(tmp);
+    if (error) *error = QObject::tr("could not write %1").arg(path);
+    return false;
+  }
+  // POSIX rename replaces the old file in one step (QFile::rename would refuse to overwrite).
+  std::error_code ec;
+  std::filesystem::rename(tmp.toStdString(), path.toStdString(), ec);
+  if (ec) {
+    QFile::remove(tmp);
+    if (error) *error = QObject::tr("could not rename onto %1: %2").arg(path, QString::fromStdString(ec.message()));
+    return false;
+  }
+  return true;
+}
+
+PlotFrame::PlotFrame(const QString& title, QWidget* parent) : QWidget(parent), m_plot(new QCustomPlot) {
+  m_plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
+  m_plot->setMinimumSize(240, 160);
+  build(title, m_plot);
+}
+
+PlotFrame::PlotFrame(const QString& title, QGraphicsView* view, QWidget* parent) : QWidget(parent), m_view(view) {
+  build(title, view);
+}
+
+void PlotFrame::build(const QString& title, QWidget* content) {
+  auto* layout = new QVBoxLayout(this);
+  layout->setContentsMargins(2, 2, 2, 2);
+  layout->setSpacing(2);
+  auto* bar = new QHBoxLayout;
+  m_title = new QLabel(QStringLiteral("<b>%1</b>").arg(title.toHtmlEscaped()));
+  m_title->setObjectName(QStringLiteral("plotTitle"));
+  bar->addWidget(m_title, 1);
+  for (const QString& kind : {QStringLiteral("PNG"), QStringLiteral("PDF"), QStringLiteral("CSV")}) {
+    auto* b = new QToolButton;
+    b->setText(kind);
+    b->setObjectName(QStringLiteral("export") + kind);
+    b->setToolTip(kind == QLatin1String("CSV") ? tr("Export the plotted data as CSV") : tr("Export the figure as %1").arg(kind));
+    b->setAutoRaise(true);
+    connect(b, &QToolButton::clicked, this, [this, kind] { askAndExport(kind); });
+    bar->addWidget(b);
+  }
+  layout->addLayout(bar);
+  layout->addWidget(content, 1);
+}
+
+void PlotFrame::setTitle(const QString& title) { m_title->setText(QStringLiteral("<b>%1</b>").arg(title.toHtmlEscaped())); }
+QString PlotFrame::title() const {
+  QString t = m_title->text();
+  t.remove(QStringLiteral("<b>")).remove(QStringLiteral("</b>"));
+  return t;
+}
+
+bool PlotFrame::exportPng(const QString& path, QString* error) const {
+  return writeAtomically(path, [this](const QString& tmp) {
+    if (m_plot) return m_plot->savePng(tmp, 0, 0, 2.0);
+    QImage img(m_view->scene()->sceneRect().size().toSize() * 2, QImage::Format_ARGB32);
+    img.fill(Qt::white);
+    QPainter p(&img);
+    p.setRenderHint(QPainter::Antialiasing);
+    m_view->scene()->render(&p);
+    p.end();
+    return img.save(tmp, "PNG");
+  }, error);
+}
+
+bool PlotFrame::exportPdf(const QString& path, QString* error) const {
+  return writeAtomically(path, [this](const QString& tmp) {
+    if (m_plot) return m_plot->savePdf(tmp);
+    QPdfWriter pdf(tmp);
+    pdf.setPageSize(QPageSize(m_view->scene()->sceneRect().size(), QPageSize::Point));
+    pdf.setPageMargins(QMarginsF(0, 0, 0, 0));
+    QPainter p(&pdf);
+    m_view->scene()->render(&p);
+    return p.end();
+  }, error);
+}
+
+bool PlotFrame::exportCsv(const QString& path, QString* error) const {
+  const QByteArray bytes = csvText(csv()).toUtf8();
+  return writeAtomically(path, [&](const QString& tmp) {
+    QFile f(tmp);
+    if (!f.open(QIODevice::WriteOnly | QIODevice::Truncate)) return false;
+    return f.write(bytes) == bytes.size() && f.flush();
+  }, error);
+}
+
+void PlotFrame::askAndExport(const QString& kind) {
+  QString base = title().toLower();
+  base.replace(QRegularExpression(QStringLiteral("[^a-z0-9]+")), QStringLiteral("-"));
+  const QString suffix = kind.toLower();
+  const QString path = QFileDialog::getSaveFileName(this, tr("Export %1").arg(kind), base + QLatin1Char('.') + suffix,
+                                                    tr("%1 files (*.%2)").arg(kind, suffix));
+  if (path.isEmpty()) return;
+  QString error;
+  const bool ok = kind == QLatin1String("PNG") ? exportPng(path, &error)
+                  : kind == QLatin1String("PDF") ? exportPdf(path, &error)
+                                                 : exportCsv(path, &error);
+  if (!ok) QMessageBox::warning(this, tr("Export failed"), error);
+}
+
+}  // namespace upcycle::ui

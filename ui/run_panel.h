@@ -1,0 +1,70 @@
+#pragma once
+// Running an experiment: start and cancel, the stages with progress bars and ETA, live curves of loss,
+// aux loss, learning rate and tokens/s, and the log. Training steps reach the plots through the
+// worker's buffer: a signal without payload starts a 40 ms single-shot timer, and the timer's slot
+// takes every buffered step at once and redraws (one replot per 40 ms at most, however fast the
+// engine steps). Thread-safety: GUI thread only.
+#include <QTimer>
+#include <QWidget>
+#include <map>
+#include <vector>
+
+#include "api/training.h"
+#include "pipeline/experiment.h"
+#include "plot_frame.h"
+
+class QLabel;
+class QPlainTextEdit;
+class QPushButton;
+class QTableView;
+class QCPGraph;
+
+namespace upcycle::ui {
+
+class EngineController;
+class StageModel;
+class Workspace;
+
+class RunPanel : public QWidget {
+  Q_OBJECT
+ public:
+  RunPanel(Workspace* ws, EngineController* engine, QWidget* parent = nullptr);
+  // Starts `e` (named `source` in messages) on the engine thread. Returns false when the engine is busy
+  // or the experiment is invalid (the reason goes to the log).
+  bool start(const Experiment& e, const QString& source);
+  void cancel();
+  StageModel* stages() const { return m_stages; }
+  // One frame per curve: loss, aux loss, learning rate, tokens/s.
+  PlotFrame* curve(int i) const { return m_frames[i]; }
+  // Every step the plots have received, in order (what the curves show).
+  const std::vector<StepMetrics>& history() const { return m_history; }
+  int redraws() const { return m_redraws; }
+  QString logText() const;
+  static constexpr int kCoalesceMs = 40;
+
+ Q_SIGNALS:
+  void startRequested();  // the Start button: the main window supplies the experiment
+
+ private:
+  void onStepsAvailable();
+  void drain();
+  void appendLog(const QString& line);
+  void onFinished(bool ok, bool cancelled, const QString& message);
+  QCPGraph* graphFor(int plot, const std::string& stage);
+  Workspace* m_ws;
+  EngineController* m_engine;
+  StageModel* m_stages;
+  QTableView* m_table;
+  QPushButton *m_start, *m_cancel;
+  QLabel* m_state;
+  PlotFrame* m_frames[4];
+  QPlainTextEdit* m_log;
+  QTimer m_coalesce;
+  std::vector<StepMetrics> m_history;
+  std::map<std::string, int> m_stageIndex;          // colour per stage
+  std::map<std::pair<int, std::string>, QCPGraph*> m_graphs;
+  double m_x = 0;                                   // global step counter across stages
+  int m_redraws = 0;
+};
+
+}  // namespace upcycle::ui

@@ -1,0 +1,177 @@
+#include "runs_panel.h"
+
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QInputDialog>
+#include <QItemSelectionModel>
+#include <QLineEdit>
+#include <QMessageBox>
+#include <QPushButton>
+#include <QSortFilterProxyModel>
+#include <QTableView>
+#include <QVBoxLayout>
+
+#include "table_models.h"
+#include "workspace.h"
+
+namespace upcycle::ui {
+
+RunsPanel::RunsPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws) {
+  auto* layout = new QVBoxLayout(this);
+  auto* bar = new QHBoxLayout;
+  m_filter = new QLineEdit;
+  m_filter->setObjectName(QStringLiteral("runsFilter"));
+  m_filter->setPlaceholderText(tr("Filter runs (name, method, status, tags, params)"));
+  m_filter->setClearButtonEnabled(true);
+  bar->addWidget(m_filter, 1);
+  m_rename = new QPushButton(tr("Rename…"));
+  m_tag = new QPushButton(tr("Tags…"));
+  m_delete = new QPushButton(tr("Delete"));
+  m_compare = new QPushButton(tr("Compare"));
+  m_compare->setObjectName(QStringLiteral("compareButton"));
+  m_compare->setToolTip(tr("Compare 2 to 4 selected runs side by side"));
+  auto* reloadButton = new QPushButton(tr("Refresh"));
+  for (auto* b : {m_rename, m_tag, m_delete, m_compare, reloadButton}) bar->addWidget(b);
+  layout->addLayout(bar);
+
+  m_model = new RunsTableModel(this);
+  m_proxy = new QSortFilterProxyModel(this);
+  m_proxy->setSourceModel(m_model);
+  m_proxy->setSortRole(kSortRole);
+  m_proxy->setFilterCaseSensitivity(Qt::CaseInsensitive);
+  m_proxy->setFilterKeyColumn(-1);
+  m_table = new QTableView;
+  m_table->setObjectName(QStringLiteral("runsTable"));
+  m_table->setModel(m_proxy);
+  m_table->setSortingEnabled(true);
+  m_table->sortByColumn(RunsTableModel::kId, Qt::DescendingOrder);
+  m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
+  m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
+  m_table->verticalHeader()->hide();
+  m_table->horizontalHeader()->setStretchLastSection(true);
+  m_table->setAlternatingRowColors(true);
+  layout->addWidget(m_table, 1);
+
+  connect(m_filter, &QLineEdit::textChanged, this, &RunsPanel::setFilter);
+  connect(ws, &Workspace::runsChanged, this, &RunsPanel::refresh);
+  connect(reloadButton, &QPushButton::clicked, ws, &Workspace::reload);
+  connect(m_table->selectionModel(), &QItemSelectionModel::selectionChanged, this, [this] {
+    updateButtons();
+    const auto ids = selectedRuns();
+    if (ids.size() == 1) m_ws->setCurrentRun(ids.front());
+  });
+  connect(m_rename, &QPushButton::clicked, this, [this] {
+    const auto ids = selectedRuns();
+    const RunRow* r = ids.size() == 1 ? m_ws->findRun(ids.front()) : nullptr;
+    if (!r) return;
+    bool ok = false;
+    const QString name = QInputDialog::getText(this, tr("Rename run"), tr("Name of run #%1:").arg(r->id), QLineEdit::Normal,
+                                               QString::fromStdString(r->name), &ok);
+    if (ok) renameRun(r->id, name);
+  });
+  connect(m_tag, &QPushButton::clicked, this, [this] {
+    const auto ids = selectedRuns();
+    const RunRow* r = ids.size() == 1 ? m_ws->findRun(ids.front()) : nullptr;
+    if (!r) return;
+    bool ok = false;
+    const QString tags = QInputDialog::getText(this, tr("Tag run"), tr("Tags of run #%1 (comma separated):").arg(r->id),
+                                               QLineEdit::Normal, QString::fromStdString(r->tags), &ok);
+    if (ok) tagRun(r->id, tags);
+  });
+  connect(m_delete, &QPushButton::clicked, this, [this] {
+    const auto ids = selectedRuns();
+    if (ids.isEmpty()) return;
+    if (QMessageBox::question(this, tr("Delete runs"),
+                              tr("Delete %n run(s) from the store? Their checkpoints on disk are kept.", nullptr, ids.size())) !=
+        QMessageBox::Yes)
+      return;
+    for (qint64 id : ids) deleteRun(id);
+  });
+  connect(m_compare, &QPushButton::clicked, this, [this] { m_ws->requestCompare(selectedRuns()); });
+  refresh();
+}
+
+void RunsPanel::setFilter(const QString& text) {
+  if (m_filter->text() != text) m_filter->setText(text);
+  m_proxy->setFilterFixedString(text);
+}
+
+QList<qint64> RunsPanel::selectedRuns() const {
+  QList<qint64> ids;
+  for (const QModelIndex& i : m_table->selectionModel()->selectedRows()) ids << i.data(kRunIdRole).toLongLong();
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+void RunsPanel::selectRuns(const QList<qint64>& ids) {
+  QItemSelection sel;
+  for (int r = 0; r < m_proxy->rowCount(); ++r) {
+    const QModelIndex i = m_proxy->index(r, 0);
+    if (ids.contains(i.data(kRunIdRole).toLongLong())) sel.select(i, m_proxy->index(r, m_proxy->columnCount() - 1));
+  }
+  m_table->selectionModel()->select(sel, QItemSelectionModel::ClearAndSelect | QItemSelectionModel::Rows);
+}
+
+void RunsPanel::refresh() {
+  const auto keep = selectedRuns();
+  std::vector<RunsTableModel::Entry> entries;
+  for (const RunRow& r : m_ws->runs()) {
+    RunsTableModel::Entry e;
+    e.run = r;
+    try {
+      if (m_ws->store()) e.params = keyParams(m_ws->store()->run(r.id).params);
+    } catch (const std::exception&) {
+    }
+    entries.push_back(std::move(e));
+  }
+  m_model->setEntries(std::move(entries));
+  m_table->resizeColumnsToContents();
+  selectRuns(keep);
+  updateButtons();
+}
+
+void RunsPanel::updateButtons() {
+  const int n = static_cast<int>(selectedRuns().size());
+  m_rename->setEnabled(n == 1);
+  m_tag->setEnabled(n == 1);
+  m_delete->setEnabled(n >= 1);
+  m_compare->setEnabled(n >= 2 && n <= 4);
+}
+
+bool RunsPanel::renameRun(qint64 id, const QString& name) {
+  if (!m_ws->store() || name.trimmed().isEmpty()) return false;
+  try {
+    m_ws->store()->setName(id, name.trimmed().toStdString());
+  } catch (const std::exception& e) {
+    QMessageBox::warning(this, tr("Rename failed"), QString::fromStdString(e.what()));
+    return false;
+  }
+  m_ws->reload();
+  return true;
+}
+
+bool RunsPanel::tagRun(qint64 id, const QString& tags) {
+  if (!m_ws->store()) return false;
+  try {
+    m_ws->store()->setTags(id, tags.trimmed().toStdString());
+  } catch (const std::exception& e) {
+    QMessageBox::warning(this, tr("Tagging failed"), QString::fromStdString(e.what()));
+    return false;
+  }
+  m_ws->reload();
+  return true;
+}
+
+bool RunsPanel::deleteRun(qint64 id) {
+  if (!m_ws->store()) return false;
+  try {
+    m_ws->store()->deleteRun(id);
+  } catch (const std::exception& e) {
+    QMessageBox::warning(this, tr("Delete failed"), QString::fromStdString(e.what()));
+    return false;
+  }
+  m_ws->reload();
+  return true;
+}
+
+}  // namespace upcycle::ui

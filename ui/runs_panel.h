@@ -1,0 +1,42 @@
+#pragma once
+// The store's runs in a table that sorts and filters (status, method, key params, final metrics), with
+// rename, tag and delete, and "Compare" for 2-4 selected runs. Thread-safety: GUI thread only.
+#include <QWidget>
+
+class QLineEdit;
+class QPushButton;
+class QSortFilterProxyModel;
+class QTableView;
+
+namespace upcycle::ui {
+
+class RunsTableModel;
+class Workspace;
+
+class RunsPanel : public QWidget {
+  Q_OBJECT
+ public:
+  explicit RunsPanel(Workspace* ws, QWidget* parent = nullptr);
+  RunsTableModel* model() const { return m_model; }
+  QSortFilterProxyModel* proxy() const { return m_proxy; }
+  QTableView* table() const { return m_table; }
+  QList<qint64> selectedRuns() const;
+  void selectRuns(const QList<qint64>& ids);
+  void setFilter(const QString& text);
+  // The actions behind the buttons, without dialogs (the buttons ask, then call these).
+  bool renameRun(qint64 id, const QString& name);
+  bool tagRun(qint64 id, const QString& tags);
+  bool deleteRun(qint64 id);
+
+ private:
+  void refresh();
+  void updateButtons();
+  Workspace* m_ws;
+  RunsTableModel* m_model;
+  QSortFilterProxyModel* m_proxy;
+  QTableView* m_table;
+  QLineEdit* m_filter;
+  QPushButton *m_rename, *m_tag, *m_delete, *m_compare;
+};
+
+}  // namespace upcycle::ui
