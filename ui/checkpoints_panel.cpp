@@ -70,6 +70,8 @@ CheckpointsPanel::CheckpointsPanel(QWidget* parent) : QWidget(parent) {
   m_table->verticalHeader()->hide();
   m_table->horizontalHeader()->setStretchLastSection(true);
   m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
+  m_table->setWordWrap(false);
+  connect(m_model, &QAbstractItemModel::modelReset, m_table, &QTableView::resizeColumnsToContents);
   split->addWidget(m_table);
   m_lossFrame = new PlotFrame(tr("Dense training loss, checkpoints marked"));
   QCustomPlot* p = m_lossFrame->plot();
@@ -202,6 +204,8 @@ void CheckpointsPanel::drawLoss() {
   marks->setLineStyle(QCPGraph::lsNone);
   marks->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDiamond, seriesColor(5), seriesColor(5), 10));
   p->rescaleAxes();
+  p->xAxis->scaleRange(1.04, p->xAxis->range().center());  // markers at the ends stay visible
+  p->yAxis->scaleRange(1.08, p->yAxis->range().center());
   p->replot();
 }
 

@@ -215,6 +215,7 @@ void ComparePanel::drawCurves() {
     g->setPen(QPen(seriesColor(static_cast<int>(i)), 1.8));
   }
   p->yAxis->setLabel(key);
+  p->legend->setVisible(p->graphCount() > 0);
   p->rescaleAxes();
   p->replot();
 }

@@ -52,7 +52,7 @@ MainWindow::MainWindow(const QString& dbPath, QWidget* parent) : QMainWindow(par
 
   // Left: configuration. Right: watching and inspecting. Bottom: the store.
   QDockWidget* start = addPanel(m_startPage, QStringLiteral("startDock"), tr("Start"), Qt::RightDockWidgetArea);
-  QDockWidget* exp = addPanel(m_experiment, QStringLiteral("experimentDock"), tr("Method && GA"), Qt::LeftDockWidgetArea);
+  QDockWidget* exp = addPanel(m_experiment, QStringLiteral("experimentDock"), tr("Method & GA"), Qt::LeftDockWidgetArea);
   QDockWidget* cks = addPanel(m_checkpoints, QStringLiteral("checkpointsDock"), tr("Checkpoints"), Qt::LeftDockWidgetArea);
   QDockWidget* run = addPanel(m_run, QStringLiteral("runDock"), tr("Run"), Qt::RightDockWidgetArea);
   QDockWidget* sim = addPanel(m_similarity, QStringLiteral("similarityDock"), tr("Expert similarity"), Qt::RightDockWidgetArea);

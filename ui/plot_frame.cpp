@@ -82,6 +82,8 @@ void PlotFrame::build(const QString& title, QWidget* content) {
   auto* bar = new QHBoxLayout;
   m_title = new QLabel(QStringLiteral("<b>%1</b>").arg(title.toHtmlEscaped()));
   m_title->setObjectName(QStringLiteral("plotTitle"));
+  m_title->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Preferred);  // a long title never widens the dock
+  m_title->setMinimumWidth(40);
   bar->addWidget(m_title, 1);
   for (const QString& kind : {QStringLiteral("PNG"), QStringLiteral("PDF"), QStringLiteral("CSV")}) {
     auto* b = new QToolButton;

@@ -38,7 +38,15 @@ RoutingPanel::RoutingPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   m_sharesFrame = new PlotFrame(tr("Expert shares per domain"));
   m_sharesFrame->plot()->yAxis->setLabel(tr("share of (token, slot) assignments"));
   m_sharesFrame->plot()->setInteractions(QCP::Interactions());
-  styleLegend(m_sharesFrame->plot());
+  {
+    // The expert legend sits right of the bars, never over them.
+    QCustomPlot* sp = m_sharesFrame->plot();
+    styleLegend(sp);
+    sp->axisRect()->insetLayout()->take(sp->legend);
+    sp->plotLayout()->addElement(0, 1, sp->legend);
+    sp->plotLayout()->setColumnStretchFactor(1, 0.001);
+    sp->legend->setLayer(QStringLiteral("legend"));
+  }
   m_sharesFrame->setCsvSource([this] {
     CsvTable t;
     QStringList h{QStringLiteral("domain")};
@@ -58,6 +66,7 @@ RoutingPanel::RoutingPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   s->yAxis2->setVisible(true);
   s->yAxis2->setLabel(tr("imbalance (max / mean share)"));
   styleLegend(s);
+  s->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignRight);
   m_statsFrame->setCsvSource([this] {
     CsvTable t{{QStringLiteral("layer"), QStringLiteral("router_entropy"), QStringLiteral("share_entropy"), QStringLiteral("imbalance")}};
     for (const auto& [layer, b] : byLayer(m_stats[m_when->currentIndex()]))
@@ -160,7 +169,6 @@ void RoutingPanel::redraw() {
   p->xAxis->setRange(-0.6, static_cast<double>(m_domains.size()) - 0.4);
   p->yAxis->setRange(0, 1.0);
   p->legend->setVisible(E > 0 && E <= 16);
-  p->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignRight | Qt::AlignTop);
   m_sharesFrame->setTitle(tr("Expert shares per domain, layer %1 (dashed: the uniform split, multiples of 1/%2)").arg(layer).arg(E));
   p->replot();
 

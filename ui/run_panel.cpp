@@ -87,6 +87,7 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
   m_log->setObjectName(QStringLiteral("runLog"));
   m_log->setReadOnly(true);
   m_log->setMaximumBlockCount(5000);
+  m_log->setLineWrapMode(QPlainTextEdit::NoWrap);
   m_log->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
   top->addWidget(m_log);
   top->setStretchFactor(0, 1);
@@ -113,7 +114,8 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
   }
   split->addWidget(plots);
   split->setStretchFactor(0, 2);
-  split->setStretchFactor(1, 5);
+  split->setStretchFactor(1, 3);
+  split->setSizes({300, 560});
   layout->addWidget(split, 1);
 
   m_coalesce.setSingleShot(true);
@@ -205,7 +207,10 @@ void RunPanel::drain() {
   m_stages->onSteps(steps);
   for (const StepMetrics& m : steps) {
     m_x += 1;
-    for (int i = 0; i < 4; ++i) graphFor(i, m.stage)->addData(m_x, curveValue(i, m));
+    for (int i = 0; i < 4; ++i) {
+      if (i == 1 && m.auxLoss == 0.0) continue;  // dense stages have no load-balancing loss
+      graphFor(i, m.stage)->addData(m_x, curveValue(i, m));
+    }
     m_history.push_back(m);
   }
   for (auto* f : m_frames) {

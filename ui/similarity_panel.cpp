@@ -1,10 +1,12 @@
 #include "similarity_panel.h"
 
+#include <QCheckBox>
 #include <QComboBox>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QSplitter>
 #include <QToolTip>
+#include <algorithm>
 #include <QVBoxLayout>
 #include "qcp.h"
 
@@ -26,7 +28,9 @@ SimilarityPanel::SimilarityPanel(Workspace* ws, QWidget* parent) : QWidget(paren
   m_picker->setObjectName(QStringLiteral("similarityRun"));
   m_kind = new QComboBox;
   m_kind->addItems({tr("Raw weights (cosine)"), tr("Deltas from the base (cosine)"), tr("Output CKA")});
-  m_kind->setToolTip(tr("Raw weights: cosine similarity of the experts' flattened FFN weights.\n"
+  m_kind->setToolTip(tr("Raw weights: cosine similarity of the experts' flattened FFN weights. It depends on the order of the\n"
+                        "neurons: Drop-Upcycling permutes each expert's neurons, so its raw-weight similarity is near 0 even\n"
+                        "where experts compute the same function; output CKA compares function.\n"
                         "Deltas: the same on (expert - dense FFN); undefined for sparse upcycling (all deltas are 0).\n"
                         "Output CKA: linear CKA of the experts' outputs on the probe tokens."));
   m_when = new QComboBox;
@@ -39,6 +43,10 @@ SimilarityPanel::SimilarityPanel(Workspace* ws, QWidget* parent) : QWidget(paren
   bar->addWidget(m_when);
   bar->addWidget(new QLabel(tr("Layer")));
   bar->addWidget(m_layer);
+  m_fit = new QCheckBox(tr("Fit colours to the data"));
+  m_fit->setToolTip(tr("Off: the colour scale spans [min(0, smallest value), 1], so runs compare at a glance.\n"
+                       "On: it spans this matrix's own range, to see structure among near-identical experts."));
+  bar->addWidget(m_fit);
   bar->addStretch(1);
   layout->addLayout(bar);
   m_note = new QLabel;
@@ -100,6 +108,7 @@ SimilarityPanel::SimilarityPanel(Workspace* ws, QWidget* parent) : QWidget(paren
   connect(m_kind, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) { redraw(); });
   connect(m_when, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) { redraw(); });
   connect(m_layer, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) { redraw(); });
+  connect(m_fit, &QCheckBox::toggled, this, [this] { redraw(); });
   reloadRun();
 }
 
@@ -109,6 +118,7 @@ void SimilarityPanel::showRun(qint64 id) {
 }
 void SimilarityPanel::setKind(int kind) { m_kind->setCurrentIndex(kind); }
 void SimilarityPanel::setConverted(bool converted) { m_when->setCurrentIndex(converted ? 1 : 0); }
+void SimilarityPanel::setFitColours(bool fit) { m_fit->setChecked(fit); }
 void SimilarityPanel::setLayer(int64_t layer) {
   const int i = m_layer->findData(static_cast<qlonglong>(layer));
   if (i >= 0) m_layer->setCurrentIndex(i);
@@ -176,12 +186,22 @@ void SimilarityPanel::redraw() {
   m_shown = it->second;
   showMatrix(m_map, m_shown);
   // Colour range: [min(0, smallest), 1], so 1 (identical experts) is always the brightest colour.
-  double lo = 0;
+  double lo = 0, hi = 1.0;
   for (double v : m_shown.values) lo = std::min(lo, v);
-  m_map->setDataRange(QCPRange(lo, 1.0));
-  m_note->setText(tr("Layer %1: diversity %2 (1 - mean off-diagonal). Hover a cell for its value.")
+  if (m_fit->isChecked()) {
+    lo = *std::min_element(m_shown.values.begin(), m_shown.values.end());
+    hi = *std::max_element(m_shown.values.begin(), m_shown.values.end());
+    if (hi - lo < 1e-12) hi = lo + 1e-12;
+  }
+  m_map->setDataRange(QCPRange(lo, hi));
+  const RunRow* run = m_ws->findRun(m_picker->runId());
+  const bool permuted = run && (run->method == "drop" || run->method == "noise") && kind < 2;
+  m_note->setText(tr("Layer %1: diversity %2 (1 - mean off-diagonal). Hover a cell for its value.%3")
                       .arg(layer)
-                      .arg(diversityOf(m_shown), 0, 'f', 4));
+                      .arg(diversityOf(m_shown), 0, 'f', 4)
+                      .arg(permuted ? tr(" This method permutes each expert's neurons, so weight cosine is near 0 "
+                                         "even for identical functions: compare output CKA.")
+                                    : QString()));
   m_heatFrame->setTitle(tr("Expert similarity: %1, layer %2, %3").arg(m_kind->currentText(), QString::number(layer), m_when->currentText()));
   p->replot();
 }

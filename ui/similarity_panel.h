@@ -7,6 +7,7 @@
 #include "plot_frame.h"
 #include "store/run_store.h"
 
+class QCheckBox;
 class QComboBox;
 class QCPColorMap;
 class QCPColorScale;
@@ -26,6 +27,7 @@ class SimilarityPanel : public QWidget {
   void setKind(int kind);       // 0 weights, 1 deltas, 2 output CKA
   void setConverted(bool converted);
   void setLayer(int64_t layer);
+  void setFitColours(bool fit);  // colour range: [min(0, smallest), 1] (default) or the data's own range
   QCPColorMap* colorMap() const { return m_map; }
   PlotFrame* heatmapFrame() const { return m_heatFrame; }
   PlotFrame* diversityFrame() const { return m_divFrame; }
@@ -39,6 +41,7 @@ class SimilarityPanel : public QWidget {
   Workspace* m_ws;
   RunPicker* m_picker;
   QComboBox *m_kind, *m_when, *m_layer;
+  QCheckBox* m_fit;
   QLabel* m_note;
   PlotFrame *m_heatFrame, *m_divFrame;
   QCPColorMap* m_map;

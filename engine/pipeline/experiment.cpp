@@ -336,6 +336,8 @@ void validateExperiment(const Experiment& e) {
 
 std::string experimentYaml(const Experiment& e) {
   YAML::Emitter y;
+  // 15 significant digits: every decimal a user types comes back as typed (0.3, not 0.29999999999999999).
+  y.SetDoublePrecision(15);
   y << YAML::BeginMap;
   y << YAML::Key << "name" << YAML::Value << e.name << YAML::Key << "seed" << YAML::Value << e.seed;
   y << YAML::Key << "device" << YAML::Value << e.device << YAML::Key << "threads" << YAML::Value << e.threads;

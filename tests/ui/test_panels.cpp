@@ -84,6 +84,12 @@ TEST(SimilarityPanel, HeatmapCellsAndDiversityLineMatchTheStore) {
   panel.setLayer(0);
   EXPECT_DOUBLE_EQ(panel.colorMap()->dataRange().lower, -0.2);
   EXPECT_DOUBLE_EQ(panel.colorMap()->dataRange().upper, 1.0);
+  panel.setLayer(1);
+  panel.setFitColours(true);  // the matrix's own range: [0.1, 1]
+  EXPECT_DOUBLE_EQ(panel.colorMap()->dataRange().lower, 0.1);
+  EXPECT_DOUBLE_EQ(panel.colorMap()->dataRange().upper, 1.0);
+  panel.setFitColours(false);
+  panel.setLayer(0);
   // CSV: the shown matrix.
   const CsvTable csv = panel.heatmapFrame()->csv();
   ASSERT_EQ(csv.size(), 3u);

@@ -1,0 +1,147 @@
+// Not a test: drives upcycle-studio's main window through a real demo run and saves a screenshot of
+// every panel (scripts/screenshots.sh runs it under Xvfb).   ui_screenshots OUT_DIR WORKSPACE_DIR [--quick]
+#include <QApplication>
+#include <QDir>
+#include <QDockWidget>
+#include <QElapsedTimer>
+#include <QScreen>
+#include <QSettings>
+#include <QSignalSpy>
+#include <QStandardPaths>
+#include <QTabWidget>
+#include <QTimer>
+#include <cstdio>
+
+#include "api/runtime.h"
+#include "checkpoints_panel.h"
+#include "compare_panel.h"
+#include "engine_worker.h"
+#include "experiment_panel.h"
+#include "lineage_panel.h"
+#include "main_window.h"
+#include "routing_panel.h"
+#include "run_panel.h"
+#include "runs_panel.h"
+#include "similarity_panel.h"
+#include "store/run_store.h"
+#include "workspace.h"
+
+using namespace upcycle::ui;
+
+namespace {
+void settle(int ms = 300) {
+  QElapsedTimer t;
+  t.start();
+  while (t.elapsed() < ms) QCoreApplication::processEvents(QEventLoop::AllEvents, 20);
+}
+void shoot(MainWindow& w, const QString& dir, const QString& name) {
+  settle();
+  const QString path = dir + QLatin1Char('/') + name + QStringLiteral(".png");
+  // The whole screen as the X server shows it (Xvfb), cropped to the window.
+  QPixmap shot = w.screen()->grabWindow(0, w.x(), w.y(), w.frameGeometry().width(), w.frameGeometry().height());
+  if (shot.isNull()) shot = w.grab();
+  shot.save(path);
+  std::printf("wrote %s\n", qPrintable(path));
+}
+qint64 runNamed(Workspace* ws, const std::string& method) {
+  for (auto it = ws->runs().rbegin(); it != ws->runs().rend(); ++it)
+    if (it->method == method) return it->id;
+  return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  QStandardPaths::setTestModeEnabled(true);  // the default layout, not the user's
+  QApplication app(argc, argv);
+  QApplication::setOrganizationName(QStringLiteral("UpcycleWorkbenchScreenshots"));
+  QApplication::setApplicationName(QStringLiteral("Upcycle Studio"));
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: ui_screenshots OUT_DIR WORKSPACE_DIR [--quick]\n");
+    return 2;
+  }
+  const QString out = QString::fromLocal8Bit(argv[1]);
+  const QString wsDir = QString::fromLocal8Bit(argv[2]);
+  const bool quick = argc > 3 && QString::fromLocal8Bit(argv[3]) == QLatin1String("--quick");
+  QDir().mkpath(out);
+  QDir().mkpath(wsDir);
+  upcycle::configureRuntime(0);
+  QSettings().clear();
+  MainWindow w(wsDir + QStringLiteral("/runs.db"));
+  w.move(0, 0);
+  w.resize(1600, 1000);
+  w.show();
+  settle();
+  w.resize(1600, 1000);
+  settle();
+  std::printf("window %dx%d, minimum %dx%d\n", w.width(), w.height(), w.minimumSizeHint().width(), w.minimumSizeHint().height());
+  for (QDockWidget* d : w.findChildren<QDockWidget*>())
+    std::printf("  %s: minimum %dx%d\n", qPrintable(d->objectName()), d->minimumSizeHint().width(), d->minimumSizeHint().height());
+  if (qEnvironmentVariableIsSet("UPCYCLE_SIZES_ONLY")) return 0;
+  shoot(w, out, QStringLiteral("start"));
+
+  QSignalSpy finished(w.engine()->worker(), &EngineWorker::finished);
+  // Capture the Run panel mid-way through post-training, then at the end.
+  bool midShot = false;
+  QObject::connect(w.engine()->worker(), &EngineWorker::runFinished, &w, [&](qint64, const QString& name) {
+    if (!midShot && name == QLatin1String("sparse")) {
+      midShot = true;
+      QTimer::singleShot(1500, &w, [&] { shoot(w, out, QStringLiteral("run-live")); });
+    }
+  });
+  w.runDemo(quick);
+  if (!finished.wait(60 * 60 * 1000)) return 1;
+  settle(500);
+  if (!finished.at(0).at(0).toBool()) {
+    std::fprintf(stderr, "demo failed: %s\n", qPrintable(finished.at(0).at(2).toString()));
+    return 1;
+  }
+  shoot(w, out, QStringLiteral("run"));
+
+  Workspace* ws = w.workspace();
+  const qint64 sparse = runNamed(ws, "sparse"), drop = runNamed(ws, "drop"), upit = runNamed(ws, "upit");
+  w.experimentPanel()->selectRun(3);
+  w.showPanel(QStringLiteral("experimentDock"));
+  shoot(w, out, QStringLiteral("method-ga"));
+
+  const QString sft = QFileInfo(wsDir + QStringLiteral("/out/") + (quick ? "demo-quick" : "demo") + QStringLiteral("/sft")).absoluteFilePath();
+  w.checkpointsPanel()->addPath(sft);
+  QDir base(QFileInfo(sft).dir().filePath(QStringLiteral("base")));
+  const QStringList bases = base.entryList({QStringLiteral("checkpoint-*")}, QDir::Dirs, QDir::Name);
+  if (!bases.isEmpty()) w.checkpointsPanel()->setBase(base.filePath(bases.back()));
+  w.showPanel(QStringLiteral("checkpointsDock"));
+  shoot(w, out, QStringLiteral("checkpoints"));
+
+  w.showPanel(QStringLiteral("similarityDock"));
+  w.similarityPanel()->showRun(drop);
+  w.similarityPanel()->setLayer(1);
+  w.similarityPanel()->setKind(2);  // output CKA: Drop-Upcycling permutes neurons, so weight cosine says little
+  shoot(w, out, QStringLiteral("similarity"));
+  w.similarityPanel()->showRun(upit);
+  w.similarityPanel()->setKind(1);
+  shoot(w, out, QStringLiteral("similarity-upit-deltas"));
+
+  w.showPanel(QStringLiteral("routingDock"));
+  w.routingPanel()->showRun(upit);
+  w.routingPanel()->setLayer(1);
+  shoot(w, out, QStringLiteral("routing"));
+
+  w.showPanel(QStringLiteral("lineageDock"));
+  w.lineagePanel()->showRun(upit);
+  shoot(w, out, QStringLiteral("lineage"));
+
+  w.runsPanel()->selectRuns({sparse, drop, upit});
+  ws->requestCompare({sparse, drop, upit});
+  w.comparePanel()->setDiffOnly(true);
+  w.comparePanel()->tabs()->setCurrentIndex(0);
+  shoot(w, out, QStringLiteral("compare-params"));
+  w.comparePanel()->tabs()->setCurrentIndex(1);
+  shoot(w, out, QStringLiteral("compare-curves"));
+  w.comparePanel()->tabs()->setCurrentIndex(2);
+  shoot(w, out, QStringLiteral("compare-similarity"));
+  w.comparePanel()->tabs()->setCurrentIndex(3);
+  shoot(w, out, QStringLiteral("compare-routing"));
+  w.comparePanel()->tabs()->setCurrentIndex(4);
+  shoot(w, out, QStringLiteral("compare-metrics"));
+  QSettings().clear();
+  return 0;
+}
