@@ -119,6 +119,8 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
   m_preset->addItem(tr("Apply a preset to the selected run…"));
   m_preset->addItems(presetNames());
   m_preset->setObjectName(QStringLiteral("preset"));
+  m_preset->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+  m_preset->setMinimumContentsLength(16);
   bar->addWidget(load);
   bar->addWidget(save);
   bar->addWidget(m_preset, 1);

@@ -10,6 +10,9 @@
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QPushButton>
+#include <QScreen>
+#include <QShowEvent>
+#include <QTimer>
 #include <QSettings>
 #include <QStatusBar>
 #include <QVBoxLayout>
@@ -91,9 +94,8 @@ MainWindow::MainWindow(const QString& dbPath, QWidget* parent) : QMainWindow(par
 
   statusBar()->showMessage(tr("Workspace %1 - %2 runs").arg(m_ws->dbPath()).arg(m_ws->runs().size()));
   if (!m_ws->error().isEmpty()) statusBar()->showMessage(tr("Cannot open the run store: %1").arg(m_ws->error()));
-  resize(1400, 900);
-  restoreLayout();
   if (m_ws->runs().empty()) showPanel(QStringLiteral("startDock"));
+  m_fitToScreen = !restoreLayout();
 }
 
 MainWindow::~MainWindow() = default;
@@ -242,18 +244,30 @@ void MainWindow::startExperiment() {
   else showPanel(QStringLiteral("runDock"));
 }
 
-void MainWindow::restoreLayout() {
+bool MainWindow::restoreLayout() {
   QSettings s;
   const QByteArray geometry = s.value(QStringLiteral("mainWindow/geometry")).toByteArray();
   const QByteArray state = s.value(QStringLiteral("mainWindow/state")).toByteArray();
-  if (!geometry.isEmpty()) restoreGeometry(geometry);
   if (!state.isEmpty()) restoreState(state);
+  return !geometry.isEmpty() && restoreGeometry(geometry);
 }
 
 void MainWindow::saveLayout() {
   QSettings s;
   s.setValue(QStringLiteral("mainWindow/geometry"), saveGeometry());
   s.setValue(QStringLiteral("mainWindow/state"), saveState());
+}
+
+void MainWindow::showEvent(QShowEvent* event) {
+  QMainWindow::showEvent(event);
+  if (!m_fitToScreen) return;
+  m_fitToScreen = false;
+  // First start: most of the screen, never more. Done once shown: before that the dock layout's
+  // minimum is stale and resize() would clamp to it.
+  QTimer::singleShot(0, this, [this] {
+    const QRect avail = screen() ? screen()->availableGeometry() : QRect(0, 0, 1400, 900);
+    resize(std::min(1400, avail.width()), std::min(900, avail.height()));
+  });
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {

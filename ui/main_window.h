@@ -49,12 +49,13 @@ class MainWindow : public QMainWindow {
 
  protected:
   void closeEvent(QCloseEvent* event) override;
+  void showEvent(QShowEvent* event) override;
 
  private:
   QDockWidget* addPanel(QWidget* panel, const QString& name, const QString& title, Qt::DockWidgetArea area);
   void buildMenus();
   void buildStartPage();
-  void restoreLayout();
+  bool restoreLayout();  // false when there was no saved geometry
   void saveLayout();
   Workspace* m_ws;
   EngineController* m_engine;
@@ -69,6 +70,7 @@ class MainWindow : public QMainWindow {
   QWidget* m_startPage = nullptr;
   QList<QDockWidget*> m_docks;
   QByteArray m_defaultState;
+  bool m_fitToScreen = false;  // no saved geometry: size the window to the screen when first shown
 };
 
 }  // namespace upcycle::ui

@@ -4,8 +4,8 @@ namespace upcycle::ui {
 
 RunPicker::RunPicker(Workspace* ws, std::function<bool(const RunRow&)> filter, QWidget* parent)
     : QComboBox(parent), m_ws(ws), m_filter(std::move(filter)) {
-  setSizeAdjustPolicy(QComboBox::AdjustToContents);
-  setMinimumContentsLength(18);
+  setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+  setMinimumContentsLength(14);
   connect(ws, &Workspace::runsChanged, this, &RunPicker::refill);
   connect(ws, &Workspace::currentRunChanged, this, [this](qint64 id) { selectRun(id); });
   connect(this, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) {

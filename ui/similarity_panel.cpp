@@ -27,7 +27,7 @@ SimilarityPanel::SimilarityPanel(Workspace* ws, QWidget* parent) : QWidget(paren
   m_picker = new RunPicker(ws, [](const RunRow& r) { return r.finalMetrics.count("analysis/diversity") > 0; });
   m_picker->setObjectName(QStringLiteral("similarityRun"));
   m_kind = new QComboBox;
-  m_kind->addItems({tr("Raw weights (cosine)"), tr("Deltas from the base (cosine)"), tr("Output CKA")});
+  m_kind->addItems({tr("Raw weights"), tr("Deltas from the base"), tr("Output CKA")});
   m_kind->setToolTip(tr("Raw weights: cosine similarity of the experts' flattened FFN weights. It depends on the order of the\n"
                         "neurons: Drop-Upcycling permutes each expert's neurons, so its raw-weight similarity is near 0 even\n"
                         "where experts compute the same function; output CKA compares function.\n"
