@@ -94,6 +94,10 @@ verbs:
       Expert similarity per layer (cosine of the flattened FFN weights; of their deltas from --base;
       output CKA on the probe data) and routing on the probe data: shares per expert and domain,
       router entropy, imbalance (max/mean share), co-selection counts.
+  bench train [--d-model D] [--d-ff F] [--layers L] [--experts E (0: dense)] [--top-k K] [--seq-len T]
+          [--batch B] [--steps N] [--device cpu|cuda] [--json]
+      Whole training steps through the trainer: tokens/s and model FLOPs utilization (MFU) against the
+      measured matmul peak.
   bench moe [--d-model D] [--d-ff F] [--experts E] [--top-k K] [--tokens T] [--device cpu|cuda]
             [--iterations N] [--json]
       One MoE layer, forward + backward: the grouped path against the naive masked loop of
@@ -561,8 +565,39 @@ int cmdRuns(const Args& a) {
 }
 
 int cmdBench(const Args& a) {
-  a.allowOnly({"d-model", "d-ff", "experts", "top-k", "tokens", "threads", "device", "json", "iterations", "seed"});
-  UPCYCLE_CHECK(a.positional().size() == 1 && a.positional()[0] == "moe", "usage: upcycle bench moe [options]");
+  a.allowOnly({"d-model", "d-ff", "experts", "top-k", "tokens", "threads", "device", "json", "iterations", "seed", "layers",
+               "heads", "kv-heads", "seq-len", "batch", "steps"});
+  UPCYCLE_CHECK(a.positional().size() == 1 && (a.positional()[0] == "moe" || a.positional()[0] == "train"),
+                "usage: upcycle bench moe|train [options]");
+  if (a.positional()[0] == "train") {
+    upcycle::TrainBenchOptions o;
+    o.dModel = a.getInt("d-model", 256);
+    o.dFf = a.getInt("d-ff", 688);
+    o.layers = a.getInt("layers", 4);
+    o.heads = a.getInt("heads", 4);
+    o.kvHeads = a.getInt("kv-heads", 2);
+    o.experts = a.getInt("experts", 8);
+    o.topK = a.getInt("top-k", 2);
+    o.seqLen = a.getInt("seq-len", 256);
+    o.batch = a.getInt("batch", 8);
+    o.steps = a.getInt("steps", 6);
+    o.device = a.get("device", "cpu");
+    o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
+    auto r = upcycle::benchTrain(o);
+    if (a.has("json")) {
+      std::cout << upcycle::trainBenchJson(r) << "\n";
+    } else {
+      std::printf("training step, d %lld, d_ff %lld, %lld layers, %s, batch %lld x %lld tokens, %d threads, %s\n",
+                  static_cast<long long>(o.dModel), static_cast<long long>(o.dFf), static_cast<long long>(o.layers),
+                  o.experts > 0 ? ("E" + std::to_string(o.experts) + " top-" + std::to_string(o.topK)).c_str() : "dense",
+                  static_cast<long long>(o.batch), static_cast<long long>(o.seqLen), r.threads, o.device.c_str());
+      std::printf("params %lld total, %lld active per token; %.3g training FLOPs per token\n",
+                  static_cast<long long>(r.totalParams), static_cast<long long>(r.activeParams), r.flopsPerToken);
+      std::printf("%.1f ms per step, %.0f tokens/s, %.1f GFLOP/s = MFU %.1f%% of the %.1f GFLOP/s matmul peak\n",
+                  1e3 * r.secondsPerStep, r.tokensPerS, r.achievedGflops, 100 * r.mfu, r.matmulPeakGflops);
+    }
+    return 0;
+  }
   upcycle::MoeBenchOptions o;
   o.dModel = a.getInt("d-model", 256);
   o.dFf = a.getInt("d-ff", 688);

@@ -27,4 +27,30 @@ struct MoeBenchResult {
 MoeBenchResult benchMoe(const MoeBenchOptions& o);
 std::string moeBenchJson(const MoeBenchResult& r);
 
+// `upcycle bench train`: whole training steps (forward, backward, AdamW, clipping) of a randomly
+// initialized decoder on random tokens, through the same trainer as every pipeline stage. Model FLOPs
+// utilization = counted model FLOPs per second / the measured matmul peak (float32 on the CPU).
+// FLOPs per token: forward 2 x (active matmul parameters: attention projections, the k chosen experts,
+// the router, the LM head) + 2 x layers x seq_len x d_model (causal attention scores and values);
+// training = 3 x forward.
+struct TrainBenchOptions {
+  int64_t dModel = 256, dFf = 688, layers = 4, heads = 4, kvHeads = 2, experts = 8, topK = 2;  // experts 0: dense
+  int64_t seqLen = 256, batch = 8;
+  int64_t warmup = 2, steps = 6;
+  std::string device = "cpu";
+  uint64_t seed = 0;
+};
+
+struct TrainBenchResult {
+  TrainBenchOptions options;
+  int threads = 1;
+  int64_t totalParams = 0, activeParams = 0;  // active: per token (k of E experts)
+  double flopsPerToken = 0;                    // training (3 x forward)
+  double secondsPerStep = 0;                   // median over the measured steps
+  double tokensPerS = 0, achievedGflops = 0, matmulPeakGflops = 0, mfu = 0;
+};
+
+TrainBenchResult benchTrain(const TrainBenchOptions& o);
+std::string trainBenchJson(const TrainBenchResult& r);
+
 }  // namespace upcycle

@@ -2,6 +2,7 @@
 // against hand arithmetic, checkpoints, resume, freezing, cancellation and NaN handling.
 #include <nlohmann/json.hpp>
 
+#include "api/bench.h"
 #include "api/models.h"
 #include "formats/trainer_outputs.h"
 #include "model/model_io.h"
@@ -243,4 +244,40 @@ TEST(Failures, BadSettingsAreRefusedByName) {
   DecoderLM model = loadModel(test::fixtures() / "models/llama_gqa");
   test::expectErrorContaining([&] { trainDecoder(model, syntheticRecords(2), o, nullptr, nullptr); },
                               {"no parameter is left to train"});
+}
+
+// ------------------------------------------------------------------------------- bench train
+
+TEST(BenchTrain, CountsParametersAndFlopsByHand) {
+  upcycle::TrainBenchOptions o;
+  o.dModel = 32;
+  o.dFf = 64;
+  o.layers = 2;
+  o.heads = 2;
+  o.kvHeads = 1;
+  o.seqLen = 16;
+  o.batch = 2;
+  o.warmup = 0;
+  o.steps = 2;
+  o.experts = 0;
+  auto dense = upcycle::benchTrain(o);
+  // Per layer: q, o 32x32; k, v 32x16; FFN 3 x 32 x 64. LM head 264 x 32 (untied); embeddings 264 x 32.
+  EXPECT_EQ(dense.totalParams, 264 * 32 + 2 * (3072 + 6144 + 64) + 32 + 264 * 32);
+  EXPECT_EQ(dense.activeParams, dense.totalParams);
+  // 3 x (2 x matmul params + 2 x layers x seq x d).
+  EXPECT_DOUBLE_EQ(dense.flopsPerToken, 3.0 * (2.0 * (2 * (3072 + 6144) + 264 * 32) + 2.0 * 2 * 16 * 32));
+  EXPECT_GT(dense.tokensPerS, 0);
+  EXPECT_NEAR(dense.achievedGflops, dense.flopsPerToken * dense.tokensPerS / 1e9, 1e-9);
+  o.experts = 4;
+  o.topK = 2;
+  auto moe = upcycle::benchTrain(o);
+  // 4 experts and a 32 x 4 router per layer; 2 of the 4 experts active per token.
+  EXPECT_EQ(moe.totalParams, 264 * 32 + 2 * (3072 + 4 * 6144 + 128 + 64) + 32 + 264 * 32);
+  EXPECT_EQ(moe.activeParams, moe.totalParams - 2 * 2 * 6144);
+  EXPECT_DOUBLE_EQ(moe.flopsPerToken, 3.0 * (2.0 * (2 * (3072 + 2 * 6144 + 128) + 264 * 32) + 2.0 * 2 * 16 * 32));
+  upcycle::test::expectErrorContaining([&] {
+    auto bad = o;
+    bad.topK = 5;
+    upcycle::benchTrain(bad);
+  }, {"top-k (5)"});
 }

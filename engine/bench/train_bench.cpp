@@ -1,0 +1,134 @@
+// `upcycle bench train`: end-to-end training-step throughput and model FLOPs utilization.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "api/bench.h"
+#include "api/torch_errors.h"
+#include "core/error.h"
+#include "model/decoder.h"
+#include "model/model_io.h"
+#include "train/trainer.h"
+
+namespace upcycle {
+
+namespace {
+
+// Records the wall time of every optimizer step (the observer is called right after each one).
+class StepClock : public TrainObserver {
+ public:
+  void onStep(const StepMetrics& m) override {
+    const auto now = std::chrono::steady_clock::now();
+    if (m_started) seconds.push_back(std::chrono::duration<double>(now - m_last).count());
+    m_last = now;
+    m_started = true;
+    tokens = m.tokens;
+  }
+  std::vector<double> seconds;  // steps 2..N
+  int64_t tokens = 0;
+
+ private:
+  bool m_started = false;
+  std::chrono::steady_clock::time_point m_last;
+};
+
+}  // namespace
+
+TrainBenchResult benchTrain(const TrainBenchOptions& o) {
+  UPCYCLE_CHECK(o.dModel > 0 && o.dFf > 0 && o.layers > 0 && o.seqLen > 1 && o.batch > 0, "bench sizes must be positive");
+  UPCYCLE_CHECK(o.dModel % o.heads == 0 && o.heads % o.kvHeads == 0, "d-model must be a multiple of heads, heads of kv-heads");
+  UPCYCLE_CHECK(o.experts == 0 || (o.topK >= 1 && o.topK <= o.experts), "top-k (", o.topK, ") must be between 1 and experts (",
+                o.experts, ")");
+  UPCYCLE_CHECK(o.steps >= 2 && o.warmup >= 0, "steps must be at least 2");
+  return withTorchErrors("bench train", [&] {
+    TrainBenchResult r;
+    r.options = o;
+    r.threads = at::get_num_threads();
+    ModelConfig c;
+    c.modelType = o.experts > 0 ? "mixtral" : "llama";
+    c.vocabSize = 264;
+    c.hiddenSize = o.dModel;
+    c.intermediateSize = o.dFf;
+    c.numLayers = o.layers;
+    c.numHeads = o.heads;
+    c.numKvHeads = o.kvHeads;
+    c.headDim = o.dModel / o.heads;
+    c.maxPositionEmbeddings = std::max<int64_t>(2048, o.seqLen);
+    if (o.experts > 0) {
+      c.numExperts = o.experts;
+      c.topK = o.topK;
+      c.expertIntermediateSize = o.dFf;
+      c.moeLayers.assign(o.layers, true);
+    }
+    torch::manual_seed(o.seed);
+    DecoderLM model(c);
+    // Parameters: total, and active per token (k of the E experts).
+    const int64_t D = o.dModel, F = o.dFf, hd = D / o.heads;
+    const int64_t attn = D * (o.heads * hd) + 2 * D * (o.kvHeads * hd) + (o.heads * hd) * D;
+    const int64_t ffnActive = (o.experts > 0 ? o.topK : 1) * 3 * D * F + (o.experts > 0 ? D * o.experts : 0);
+    const int64_t head = c.vocabSize * D;
+    for (const auto& p : model->parameters()) r.totalParams += p.numel();
+    const int64_t matmulActive = o.layers * (attn + ffnActive) + head;
+    r.activeParams = r.totalParams - (o.experts > 0 ? o.layers * (o.experts - o.topK) * 3 * D * F : 0);
+    const double forward = 2.0 * static_cast<double>(matmulActive) + 2.0 * static_cast<double>(o.layers * o.seqLen * D);
+    r.flopsPerToken = 3.0 * forward;
+
+    // Random tokens; every position is predicted.
+    std::mt19937_64 rng(o.seed);
+    std::uniform_int_distribution<int64_t> tok(0, 255);
+    std::vector<TokenRecord> data(static_cast<size_t>(o.batch * (o.warmup + o.steps + 1)));
+    for (auto& rec : data) {
+      rec.inputIds.resize(o.seqLen);
+      for (auto& t : rec.inputIds) t = tok(rng);
+    }
+    TrainOptions t;
+    t.batchSize = o.batch;
+    t.maxSteps = o.warmup + o.steps;
+    t.lr = 1e-4;
+    t.device = o.device;
+    t.seed = o.seed;
+    t.saveFinal = false;
+    t.stage = "bench";
+    StepClock clock;
+    trainDecoder(model, data, t, &clock, nullptr);
+    std::vector<double> measured(clock.seconds.begin() + std::min<size_t>(clock.seconds.size() - 1, o.warmup), clock.seconds.end());
+    std::sort(measured.begin(), measured.end());
+    r.secondsPerStep = measured[measured.size() / 2];
+    const double tokens = static_cast<double>(o.batch * (o.seqLen - 1));
+    r.tokensPerS = tokens / r.secondsPerStep;
+    r.achievedGflops = r.flopsPerToken * r.tokensPerS / 1e9;
+    // The matmul peak at the model's largest GEMM: (batch x seq) x D times D x F.
+    const torch::Device dev = resolveDevice(o.device);
+    auto a = torch::randn({o.batch * o.seqLen, D}).to(dev), w = torch::randn({D, F}).to(dev);
+    for (int i = 0; i < 2; ++i) torch::matmul(a, w);
+    std::vector<double> peak;
+    for (int i = 0; i < 7; ++i) {
+      if (dev.is_cuda()) torch::cuda::synchronize();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int j = 0; j < 4; ++j) torch::matmul(a, w);
+      if (dev.is_cuda()) torch::cuda::synchronize();
+      peak.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 4);
+    }
+    std::sort(peak.begin(), peak.end());
+    r.matmulPeakGflops = 2.0 * static_cast<double>(o.batch * o.seqLen * D * F) / peak[peak.size() / 2] / 1e9;
+    r.mfu = r.achievedGflops / r.matmulPeakGflops;
+    return r;
+  });
+}
+
+std::string trainBenchJson(const TrainBenchResult& r) {
+  const auto& o = r.options;
+  nlohmann::json j = {{"d_model", o.dModel}, {"d_ff", o.dFf}, {"layers", o.layers}, {"heads", o.heads},
+                      {"kv_heads", o.kvHeads}, {"experts", o.experts}, {"top_k", o.topK}, {"seq_len", o.seqLen},
+                      {"batch", o.batch}, {"device", o.device}, {"threads", r.threads},
+                      {"total_params", r.totalParams}, {"active_params", r.activeParams},
+                      {"flops_per_token", r.flopsPerToken}, {"seconds_per_step", r.secondsPerStep},
+                      {"tokens_per_s", r.tokensPerS}, {"achieved_gflops", r.achievedGflops},
+                      {"matmul_peak_gflops", r.matmulPeakGflops}, {"mfu", r.mfu}};
+  return j.dump(2);
+}
+
+}  // namespace upcycle
