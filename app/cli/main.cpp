@@ -1,5 +1,7 @@
 // `upcycle`: the headless face of the workbench. Every verb calls the same engine API as the GUI.
 // Never includes torch headers: it speaks the engine's plain C++ API.
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -31,6 +33,7 @@
 namespace {
 
 using upcycle::cli::Args;
+namespace fs = std::filesystem;
 
 const char* kUsage = R"(upcycle - Upcycle Workbench command line
 
@@ -94,6 +97,9 @@ verbs:
       Expert similarity per layer (cosine of the flattened FFN weights; of their deltas from --base;
       output CKA on the probe data) and routing on the probe data: shares per expert and domain,
       router entropy, imbalance (max/mean share), co-selection counts.
+  bench convert [--method sparse|drop] [--experts E] [--base DENSE | --layers L] [--work DIR] [--keep] [--json]
+      Streaming conversion of a ~1 GB dense checkpoint (made with d 1024, d_ff 2816, 22 layers unless
+      --base) against cp of the same output bytes, each plus sync; peak memory of the convert process.
   bench train [--d-model D] [--d-ff F] [--layers L] [--experts E (0: dense)] [--top-k K] [--seq-len T]
           [--batch B] [--steps N] [--device cpu|cuda] [--json]
       Whole training steps through the trainer: tokens/s and model FLOPs utilization (MFU) against the
@@ -564,11 +570,105 @@ int cmdRuns(const Args& a) {
   throw upcycle::UserError("unknown runs command \"" + sub + "\" (list, show, compare, delete, export, rename, tag)");
 }
 
+// Runs argv as a child process; returns its wall time and peak resident memory (KiB). Throws on failure.
+struct ChildStats {
+  double seconds = 0;
+  long maxRssKib = 0;
+};
+ChildStats runChild(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& s : argv) args.push_back(const_cast<char*>(s.c_str()));
+  args.push_back(nullptr);
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t pid = ::fork();
+  UPCYCLE_CHECK(pid >= 0, "fork failed");
+  if (pid == 0) {
+    ::execvp(args[0], args.data());
+    std::_Exit(127);
+  }
+  int status = 0;
+  struct rusage usage {};
+  ::wait4(pid, &status, 0, &usage);
+  ChildStats s;
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.maxRssKib = usage.ru_maxrss;
+  UPCYCLE_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "bench: \"", argv[0], " ", argv.size() > 1 ? argv[1] : "",
+                "\" failed (status ", status, ")");
+  return s;
+}
+
+uint64_t folderBytes(const fs::path& p) {
+  uint64_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(p))
+    if (e.is_regular_file()) n += e.file_size();
+  return n;
+}
+
+// upcycle bench convert: streaming sparse/drop conversion of a ~1 GB dense checkpoint against `cp` of
+// the same output bytes, each in its own process (peak memory from wait4), each followed by `sync`.
+int cmdBenchConvert(const Args& a) {
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  const fs::path work = a.get("work", (fs::temp_directory_path() / ("upcycle-bench-convert-" + std::to_string(::getpid()))).string());
+  fs::create_directories(work);
+  fs::path base = a.get("base", "");
+  const int64_t layers = a.getInt("layers", 22);
+  if (base.empty()) {
+    // d 1024, d_ff 2816, 16 heads (8 KV): 47 MB of float32 per layer; 22 layers are about 1 GB.
+    upcycle::CreateOptions c;
+    c.modelType = "llama";
+    c.hiddenSize = 1024;
+    c.intermediateSize = 2816;
+    c.numLayers = layers;
+    c.numHeads = 16;
+    c.numKvHeads = 8;
+    c.out = work / "dense";
+    if (!fs::exists(c.out / "config.json")) upcycle::createRandomModel(c);
+    base = c.out;
+  }
+  const std::string method = a.get("method", "drop");
+  const std::string experts = std::to_string(a.getInt("experts", 8));
+  const fs::path out = work / ("moe-" + method), copy = work / "copy";
+  fs::remove_all(out);
+  fs::remove_all(copy);
+  const ChildStats idle = runChild({self, "version"});
+  runChild({"sync"});
+  ChildStats conv = runChild({self, "convert", "--method", method, "--base", base.string(), "--experts", experts, "--top-k",
+                              std::to_string(a.getInt("top-k", 2)), "--out", out.string(), "--threads",
+                              std::to_string(a.getInt("threads", 0))});
+  const ChildStats convSync = runChild({"sync"});
+  conv.seconds += convSync.seconds;
+  ChildStats cp = runChild({"cp", "-r", out.string(), copy.string()});
+  const ChildStats cpSync = runChild({"sync"});
+  cp.seconds += cpSync.seconds;
+  const uint64_t outBytes = folderBytes(out), denseBytes = folderBytes(base);
+  const double denseLayerBytes = 4.0 * (2.0 * 1024 * 1024 + 2.0 * 1024 * 512 + 3.0 * 1024 * 2816);
+  nlohmann::json j = {{"method", method}, {"experts", std::stoi(experts)}, {"dense_bytes", denseBytes}, {"output_bytes", outBytes},
+                      {"convert_seconds", conv.seconds}, {"cp_seconds", cp.seconds},
+                      {"convert_gb_per_s", outBytes / conv.seconds / 1e9}, {"cp_gb_per_s", outBytes / cp.seconds / 1e9},
+                      {"speed_vs_cp", cp.seconds / conv.seconds}, {"convert_peak_rss_mb", conv.maxRssKib / 1024.0},
+                      {"idle_rss_mb", idle.maxRssKib / 1024.0}, {"dense_layer_mb", denseLayerBytes / 1048576.0},
+                      {"peak_over_idle_in_dense_layers", (conv.maxRssKib - idle.maxRssKib) * 1024.0 / denseLayerBytes}};
+  if (!a.has("keep")) fs::remove_all(work);
+  if (a.has("json")) {
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::printf("%s upcycling, %s experts: %.2f GB dense -> %.2f GB written\n", method.c_str(), experts.c_str(), denseBytes / 1e9,
+                outBytes / 1e9);
+    std::printf("convert + sync: %6.2f s (%.2f GB/s)   cp + sync: %6.2f s (%.2f GB/s)   speed vs cp: %.2fx\n", conv.seconds,
+                outBytes / conv.seconds / 1e9, cp.seconds, outBytes / cp.seconds / 1e9, cp.seconds / conv.seconds);
+    std::printf("peak memory of convert: %.0f MB (an idle upcycle process: %.0f MB; one dense layer: %.0f MB)\n",
+                conv.maxRssKib / 1024.0, idle.maxRssKib / 1024.0, denseLayerBytes / 1048576.0);
+  }
+  return 0;
+}
+
 int cmdBench(const Args& a) {
   a.allowOnly({"d-model", "d-ff", "experts", "top-k", "tokens", "threads", "device", "json", "iterations", "seed", "layers",
-               "heads", "kv-heads", "seq-len", "batch", "steps"});
-  UPCYCLE_CHECK(a.positional().size() == 1 && (a.positional()[0] == "moe" || a.positional()[0] == "train"),
-                "usage: upcycle bench moe|train [options]");
+               "heads", "kv-heads", "seq-len", "batch", "steps", "method", "base", "work", "keep"});
+  UPCYCLE_CHECK(a.positional().size() == 1 &&
+                    (a.positional()[0] == "moe" || a.positional()[0] == "train" || a.positional()[0] == "convert"),
+                "usage: upcycle bench moe|train|convert [options]");
+  if (a.positional()[0] == "convert") return cmdBenchConvert(a);
   if (a.positional()[0] == "train") {
     upcycle::TrainBenchOptions o;
     o.dModel = a.getInt("d-model", 256);
@@ -641,7 +741,7 @@ int main(int argc, char** argv) {
   }
   const std::string verb = argv[1];
   try {
-    Args args(argc, argv, 2, {"json", "quick", "tie", "diff-only", "accuracy", "resume", "raw", "train-on-prompt",
+    Args args(argc, argv, 2, {"json", "keep", "quick", "tie", "diff-only", "accuracy", "resume", "raw", "train-on-prompt",
                               "shared-indices", "no-expand"});
     std::signal(SIGINT, onSigint);  // training stops at the next step boundary
     upcycle::configureRuntime(static_cast<int>(args.getInt("threads", 0)));

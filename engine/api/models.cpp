@@ -18,6 +18,8 @@
 #include "formats/trainer_outputs.h"
 #include "pipeline/build.h"
 #include "upcycle/moe_builder.h"
+#include "upcycle/stream_convert.h"
+#include "core/atomic_file.h"
 
 namespace upcycle {
 
@@ -182,6 +184,24 @@ ConvertReport convertModel(const ConvertOptions& o) {
     in.train = prepareData(in.base, d).train;
   }
   return withTorchErrors("convert", [&] {
+    // Sparse and drop of a llama/mistral base stream layer by layer (memory: about one layer).
+    const MoeShape shape{o.run.experts, o.run.topK, o.run.moeLayerFreq, o.run.expertFf};
+    const ModelConfig denseCfg = parseHfConfig(readTextFile(in.base / "config.json"), (in.base / "config.json").string());
+    if (canStreamConvert(denseCfg, o.run.method, shape, o.layout)) {
+      StreamConvertOptions s;
+      s.base = in.base;
+      s.out = o.out;
+      s.method = o.run.method;
+      s.shape = shape;
+      s.routerInit = o.run.routerInit;
+      s.ratio = o.run.ratio;
+      s.sharedIndices = o.run.sharedIndices;
+      s.seed = o.run.seed;
+      ConvertReport r;
+      r.out = o.out;
+      r.config = streamConvert(s);
+      return r;
+    }
     torch::Generator gen = at::detail::createCPUGenerator(o.run.seed);
     RunSummary summary;
     DecoderLM moe = buildRunModel(o.run, in, gen, summary);

@@ -84,6 +84,11 @@ uint64_t CheckpointFiles::totalBytes() const {
   return total;
 }
 
+void CheckpointFiles::release(const std::string& name) const {
+  auto it = m_owner.find(name);
+  if (it != m_owner.end()) it->second->release(it->second->tensor(name));
+}
+
 void writeCheckpointTensors(const fs::path& folder, const std::vector<TensorWrite>& tensors,
                             uint64_t maxShardBytes) {
   fs::create_directories(folder);

@@ -22,6 +22,7 @@ class CheckpointFiles {
   std::vector<std::string> names() const;  // sorted
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return m_files; }
   uint64_t totalBytes() const;  // sum of file sizes
+  void release(const std::string& name) const;  // SafetensorsFile::release of that tensor
   const std::filesystem::path& folder() const { return m_folder; }
 
  private:

@@ -176,6 +176,14 @@ const TensorView& SafetensorsFile::tensor(const std::string& name) const {
   return m_tensors[it->second];
 }
 
+void SafetensorsFile::release(const TensorView& t) const {
+  if (!m_map || t.nbytes == 0) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(t.data), end = begin + t.nbytes;
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 void writeSafetensors(const std::filesystem::path& path, const std::vector<TensorWrite>& tensors,
                       const std::map<std::string, std::string>& metadata) {
   json header = json::object();
@@ -198,7 +206,11 @@ void writeSafetensors(const std::filesystem::path& path, const std::vector<Tenso
   AtomicFile out(path);
   out.write(len, 8);
   out.write(text.data(), text.size());
-  for (const TensorWrite& t : tensors) out.write(t.data, t.nbytes());
+  for (const TensorWrite& t : tensors) {
+    const void* bytes = t.data ? t.data : (t.source ? t.source() : nullptr);
+    UPCYCLE_ASSERT(bytes || t.nbytes() == 0, "tensor ", t.name, " has neither data nor a source");
+    out.write(bytes, t.nbytes());
+  }
   out.commit();
 }
 

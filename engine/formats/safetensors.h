@@ -7,6 +7,7 @@
 // Thread-safety: a SafetensorsFile is immutable after construction and may be read from any thread.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -40,6 +41,9 @@ class SafetensorsFile {
   const std::vector<TensorView>& tensors() const { return m_tensors; }  // in file order
   const std::map<std::string, std::string>& metadata() const { return m_metadata; }
   uint64_t fileSize() const { return m_size; }
+  // Drops the mapped pages that lie wholly inside the tensor's bytes from this process's memory (they
+  // stay in the page cache; a later read faults them back in). Streaming readers call it when done.
+  void release(const TensorView& t) const;
 
  private:
   std::filesystem::path m_path;
@@ -51,11 +55,14 @@ class SafetensorsFile {
 };
 
 // One tensor to write; `data` must hold numel * dtypeSize(dtype) bytes, row-major little-endian.
+// Streaming: with `data` null, `source()` is called right before the tensor is written and returns its
+// bytes, valid until the next call; so a writer of many tensors holds one at a time.
 struct TensorWrite {
   std::string name;
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
   const void* data = nullptr;
+  std::function<const void*()> source;
   std::size_t nbytes() const;
 };
 

@@ -33,6 +33,26 @@ void redraw(torch::Tensor& w, int64_t dim, int64_t k, const torch::Tensor& subse
 
 }  // namespace
 
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> permutedExpert(const torch::Tensor& dg, const torch::Tensor& du,
+                                                                      const torch::Tensor& dd, int64_t F, int64_t Fe,
+                                                                      torch::Generator& gen, const ExpertEdit& edit) {
+  auto idx = torch::randperm(F, gen, torch::kLong).narrow(0, 0, Fe);  // perm; fine-grained: first Fe
+  auto g = dg.index_select(0, idx), u = du.index_select(0, idx), dn = dd.index_select(1, idx);
+  edit(g, dn, u, Fe);
+  return {g, u, dn};
+}
+
+ExpertEdit dropEdit(double ratio, bool sharedIndices, torch::Generator& gen) {
+  return [ratio, sharedIndices, &gen](torch::Tensor& g, torch::Tensor& dn, torch::Tensor& u, int64_t Fe) {
+    const int64_t k = static_cast<int64_t>(std::floor(ratio * Fe + 1e-9));
+    torch::Tensor shared;
+    if (sharedIndices) shared = torch::randperm(Fe, gen, torch::kLong).narrow(0, 0, k);
+    redraw(g, 0, k, shared, gen);  // the official order: gate, down, up
+    redraw(dn, 1, k, shared, gen);
+    redraw(u, 0, k, shared, gen);
+  };
+}
+
 DecoderLM permutedUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::string& routerInit,
                           torch::Generator& gen, const ExpertEdit& edit) {
   checkRouterInit(routerInit);
@@ -49,9 +69,7 @@ DecoderLM permutedUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std
     auto dg = d->gate_proj->weight.to(torch::kFloat), du = d->up_proj->weight.to(torch::kFloat),
          dd = d->down_proj->weight.to(torch::kFloat);
     for (int64_t e = 0; e < mc.numExperts; ++e) {
-      auto idx = torch::randperm(F, gen, torch::kLong).narrow(0, 0, Fe);  // perm; fine-grained: first Fe
-      auto g = dg.index_select(0, idx), u = du.index_select(0, idx), dn = dd.index_select(1, idx);
-      edit(g, dn, u, Fe);
+      auto [g, u, dn] = permutedExpert(dg, du, dd, F, Fe, gen, edit);
       layer->moe->w_gate[e].copy_(g);
       layer->moe->w_up[e].copy_(u);
       layer->moe->w_down[e].copy_(dn);
@@ -63,14 +81,7 @@ DecoderLM permutedUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std
 DecoderLM dropUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::string& routerInit, double ratio,
                       bool sharedIndices, torch::Generator& gen) {
   UPCYCLE_CHECK(ratio >= 0 && ratio <= 1, "drop ratio r must be in [0, 1], got ", ratio);
-  return permutedUpcycle(dense, shape, routerInit, gen, [&](torch::Tensor& g, torch::Tensor& dn, torch::Tensor& u, int64_t Fe) {
-    const int64_t k = static_cast<int64_t>(std::floor(ratio * Fe + 1e-9));
-    torch::Tensor shared;
-    if (sharedIndices) shared = torch::randperm(Fe, gen, torch::kLong).narrow(0, 0, k);
-    redraw(g, 0, k, shared, gen);  // the official order: gate, down, up
-    redraw(dn, 1, k, shared, gen);
-    redraw(u, 0, k, shared, gen);
-  });
+  return permutedUpcycle(dense, shape, routerInit, gen, dropEdit(ratio, sharedIndices, gen));
 }
 
 }  // namespace upcycle

@@ -4,6 +4,7 @@
 // Draw order (Drop-Upcycling's official code): all routers first, layer by layer; then per layer,
 // per expert, the method's own draws.
 #include <functional>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,14 @@ DecoderLM btxUpcycle(const std::vector<DecoderLMImpl*>& sources, const MoeShape&
 using ExpertEdit = std::function<void(torch::Tensor& gate, torch::Tensor& down, torch::Tensor& up, int64_t expertFf)>;
 DecoderLM permutedUpcycle(DecoderLMImpl& dense, const MoeShape& shape, const std::string& routerInit,
                           torch::Generator& gen, const ExpertEdit& edit);
+
+// One expert of permutedUpcycle from the dense layer's f32 gate (F, D), up (F, D), down (D, F):
+// permute (one randperm draw), keep the first Fe, apply `edit`. Returns gate, up, down.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> permutedExpert(const torch::Tensor& denseGate, const torch::Tensor& denseUp,
+                                                                      const torch::Tensor& denseDown, int64_t F, int64_t Fe,
+                                                                      torch::Generator& gen, const ExpertEdit& edit);
+// Drop-Upcycling's edit (the re-draws), drawing from `gen`.
+ExpertEdit dropEdit(double ratio, bool sharedIndices, torch::Generator& gen);
 
 // Helpers shared by the methods.
 std::shared_ptr<DecoderLayerImpl> layerAt(DecoderLMImpl& m, size_t l);
