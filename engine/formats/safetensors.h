@@ -62,7 +62,7 @@ struct TensorWrite {
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
   const void* data = nullptr;
-  std::function<const void*()> source;
+  std::function<const void*()> source = nullptr;
   std::size_t nbytes() const;
 };
 

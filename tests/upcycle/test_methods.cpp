@@ -53,8 +53,12 @@ TEST(DropUpcycling, RedrawsExactlyFloorRDffNeuronsWithMatchingStatistics) {
       }
       // One permutation for the three matrices: where two keep the same position, they keep the same neuron.
       for (int64_t i = 0; i < F; ++i) {
-        if (mg[i] >= 0 && mu[i] >= 0) EXPECT_EQ(mg[i], mu[i]);
-        if (mg[i] >= 0 && md[i] >= 0) EXPECT_EQ(mg[i], md[i]);
+        if (mg[i] >= 0 && mu[i] >= 0) {
+          EXPECT_EQ(mg[i], mu[i]);
+        }
+        if (mg[i] >= 0 && md[i] >= 0) {
+          EXPECT_EQ(mg[i], md[i]);
+        }
       }
       // Redrawn gate rows follow N(mean, std) of the dense rows they replaced: the dense rows no kept
       // row matched.
@@ -245,7 +249,9 @@ TEST(RouterInit, HiddenRowsAreUnitMeanInputsOfTheirPrompts) {
     auto w = layerAt(*moe, l)->moe->router->weight;
     EXPECT_NEAR(w[0].norm().item<double>(), 1.0, 1e-5);
     EXPECT_NEAR(w[2].norm().item<double>(), 1.0, 1e-5);
-    if (l == 0) EXPECT_TRUE(torch::equal(w[1], before0[1])) << "an expert without prompts keeps its row";
+    if (l == 0) {
+      EXPECT_TRUE(torch::equal(w[1], before0[1])) << "an expert without prompts keeps its row";
+    }
   }
   // Layer 0's router input is the dense model's post-attention RMSNorm output; for a one-token
   // prompt that is a function of the token's embedding alone, so recompute it independently.

@@ -72,7 +72,9 @@ TEST(StreamConvert, SameTensorsAsTheInMemoryMethods) {
     const ModelConfig mc = streamConvert(o);
     EXPECT_EQ(mc.numExperts, 4);
     expectSameTensors(dir / "memory", dir / "stream");
-    if (c.maxShard < 1000000) EXPECT_TRUE(std::filesystem::exists(dir / "stream/model.safetensors.index.json"));
+    if (c.maxShard < 1000000) {
+      EXPECT_TRUE(std::filesystem::exists(dir / "stream/model.safetensors.index.json"));
+    }
     // The written folder loads as the MoE it claims to be.
     DecoderLM back = loadModel(dir / "stream");
     EXPECT_EQ(back->config().numExperts, 4);
