@@ -56,10 +56,24 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   m_tabs->addTab(paramsPage, tr("Parameters"));
   connect(m_diffOnly, &QCheckBox::toggled, m_params, &ParamDiffModel::setDiffOnly);
 
-  // Curves.
-  auto* curvesPage = new QWidget;
-  auto* cl = new QVBoxLayout(curvesPage);
-  auto* cbar = new QHBoxLayout;
+  // A plot page: a row of controls (labels and combo boxes; a combo redraws the page when it changes)
+  // above the frame.
+  auto plotPage = [this](const QString& title, std::initializer_list<QWidget*> controls, PlotFrame* frame,
+                         void (ComparePanel::*redraw)()) {
+    auto* page = new QWidget;
+    auto* v = new QVBoxLayout(page);
+    auto* bar = new QHBoxLayout;
+    for (QWidget* c : controls) {
+      bar->addWidget(c);
+      if (auto* combo = qobject_cast<QComboBox*>(c))
+        connect(combo, qOverload<int>(&QComboBox::currentIndexChanged), this, [this, redraw](int) { (this->*redraw)(); });
+    }
+    bar->addStretch(1);
+    v->addLayout(bar);
+    v->addWidget(frame, 1);
+    m_tabs->addTab(page, title);
+  };
+
   m_curveStage = new QComboBox;
   m_curveStage->addItem(tr("post-training"), QStringLiteral("post"));
   m_curveStage->addItem(tr("router pre-optimization"), QStringLiteral("router-preopt"));
@@ -67,56 +81,26 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   m_curveStage->addItem(tr("pretraining"), QStringLiteral("pretrain"));
   m_curveMetric = new QComboBox;
   for (const char* k : {"loss", "lm_loss", "aux_loss", "lr", "grad_norm", "tokens_per_s"}) m_curveMetric->addItem(QString::fromLatin1(k), QString::fromLatin1(k));
-  cbar->addWidget(new QLabel(tr("Stage")));
-  cbar->addWidget(m_curveStage);
-  cbar->addWidget(new QLabel(tr("Metric")));
-  cbar->addWidget(m_curveMetric);
-  cbar->addStretch(1);
-  cl->addLayout(cbar);
   m_curvesFrame = new PlotFrame(tr("Training curves"));
   styleLegend(m_curvesFrame->plot());
   m_curvesFrame->plot()->xAxis->setLabel(tr("step"));
-  cl->addWidget(m_curvesFrame, 1);
-  m_tabs->addTab(curvesPage, tr("Curves"));
-  connect(m_curveStage, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) { drawCurves(); });
-  connect(m_curveMetric, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) { drawCurves(); });
+  plotPage(tr("Curves"), {new QLabel(tr("Stage")), m_curveStage, new QLabel(tr("Metric")), m_curveMetric}, m_curvesFrame,
+           &ComparePanel::drawCurves);
 
-  // Similarity.
-  auto* simPage = new QWidget;
-  auto* sl = new QVBoxLayout(simPage);
-  auto* sbar = new QHBoxLayout;
   m_simKind = new QComboBox;
   m_simKind->addItem(tr("raw weights"), QStringLiteral("weight_similarity"));
   m_simKind->addItem(tr("deltas"), QStringLiteral("delta_similarity"));
   m_simKind->addItem(tr("output CKA"), QStringLiteral("output_cka"));
   m_simKind->addItem(tr("raw weights, after conversion"), QStringLiteral("converted/weight_similarity"));
   m_simLayer = new QComboBox;
-  sbar->addWidget(m_simKind);
-  sbar->addWidget(new QLabel(tr("Layer")));
-  sbar->addWidget(m_simLayer);
-  sbar->addStretch(1);
-  sl->addLayout(sbar);
   m_simFrame = new PlotFrame(tr("Expert similarity (one colour scale)"));
   m_simFrame->plot()->setInteractions(QCP::Interactions());
-  sl->addWidget(m_simFrame, 1);
-  m_tabs->addTab(simPage, tr("Similarity"));
-  connect(m_simKind, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) { drawSimilarity(); });
-  connect(m_simLayer, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) { drawSimilarity(); });
+  plotPage(tr("Similarity"), {m_simKind, new QLabel(tr("Layer")), m_simLayer}, m_simFrame, &ComparePanel::drawSimilarity);
 
-  // Routing.
-  auto* routePage = new QWidget;
-  auto* rl = new QVBoxLayout(routePage);
-  auto* rbar = new QHBoxLayout;
   m_routeLayer = new QComboBox;
-  rbar->addWidget(new QLabel(tr("Layer")));
-  rbar->addWidget(m_routeLayer);
-  rbar->addStretch(1);
-  rl->addLayout(rbar);
   m_routeFrame = new PlotFrame(tr("Expert shares (dashed: uniform 1/E)"));
   m_routeFrame->plot()->setInteractions(QCP::Interactions());
-  rl->addWidget(m_routeFrame, 1);
-  m_tabs->addTab(routePage, tr("Routing"));
-  connect(m_routeLayer, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) { drawRouting(); });
+  plotPage(tr("Routing"), {new QLabel(tr("Layer")), m_routeLayer}, m_routeFrame, &ComparePanel::drawRouting);
 
   // Final metrics.
   m_metrics = new MetricsCompareModel(this);

@@ -138,40 +138,29 @@ void RunsPanel::updateButtons() {
   m_compare->setEnabled(n >= 2 && n <= 4);
 }
 
-bool RunsPanel::renameRun(qint64 id, const QString& name) {
-  if (!m_ws->store() || name.trimmed().isEmpty()) return false;
+bool RunsPanel::storeAction(const QString& failure, const std::function<void(RunStore&)>& action) {
+  if (!m_ws->store()) return false;
   try {
-    m_ws->store()->setName(id, name.trimmed().toStdString());
+    action(*m_ws->store());
   } catch (const std::exception& e) {
-    QMessageBox::warning(this, tr("Rename failed"), QString::fromStdString(e.what()));
+    QMessageBox::warning(this, failure, QString::fromStdString(e.what()));
     return false;
   }
   m_ws->reload();
   return true;
+}
+
+bool RunsPanel::renameRun(qint64 id, const QString& name) {
+  if (name.trimmed().isEmpty()) return false;
+  return storeAction(tr("Rename failed"), [&](RunStore& s) { s.setName(id, name.trimmed().toStdString()); });
 }
 
 bool RunsPanel::tagRun(qint64 id, const QString& tags) {
-  if (!m_ws->store()) return false;
-  try {
-    m_ws->store()->setTags(id, tags.trimmed().toStdString());
-  } catch (const std::exception& e) {
-    QMessageBox::warning(this, tr("Tagging failed"), QString::fromStdString(e.what()));
-    return false;
-  }
-  m_ws->reload();
-  return true;
+  return storeAction(tr("Tagging failed"), [&](RunStore& s) { s.setTags(id, tags.trimmed().toStdString()); });
 }
 
 bool RunsPanel::deleteRun(qint64 id) {
-  if (!m_ws->store()) return false;
-  try {
-    m_ws->store()->deleteRun(id);
-  } catch (const std::exception& e) {
-    QMessageBox::warning(this, tr("Delete failed"), QString::fromStdString(e.what()));
-    return false;
-  }
-  m_ws->reload();
-  return true;
+  return storeAction(tr("Delete failed"), [&](RunStore& s) { s.deleteRun(id); });
 }
 
 }  // namespace upcycle::ui

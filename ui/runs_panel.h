@@ -2,6 +2,9 @@
 // The store's runs in a table that sorts and filters (status, method, key params, final metrics), with
 // rename, tag and delete, and "Compare" for 2-4 selected runs. Thread-safety: GUI thread only.
 #include <QWidget>
+#include <functional>
+
+#include "store/run_store.h"
 
 class QLineEdit;
 class QPushButton;
@@ -31,6 +34,8 @@ class RunsPanel : public QWidget {
  private:
   void refresh();
   void updateButtons();
+  // Runs `action` on the store; a failure is shown with `failure` as the title. Reloads on success.
+  bool storeAction(const QString& failure, const std::function<void(RunStore&)>& action);
   Workspace* m_ws;
   RunsTableModel* m_model;
   QSortFilterProxyModel* m_proxy;

@@ -100,6 +100,8 @@ verbs:
   bench convert [--method sparse|drop] [--experts E] [--base DENSE | --layers L] [--work DIR] [--keep] [--json]
       Streaming conversion of a ~1 GB dense checkpoint (made with d 1024, d_ff 2816, 22 layers unless
       --base) against cp of the same output bytes, each plus sync; peak memory of the convert process.
+  bench analysis [--d-model D] [--d-ff F] [--layers L] [--experts E] [--json]
+      Expert-similarity analysis and one GA child (merge + DARE) against the measured memory bandwidth.
   bench train [--d-model D] [--d-ff F] [--layers L] [--experts E (0: dense)] [--top-k K] [--seq-len T]
           [--batch B] [--steps N] [--device cpu|cuda] [--json]
       Whole training steps through the trainer: tokens/s and model FLOPs utilization (MFU) against the
@@ -666,9 +668,31 @@ int cmdBench(const Args& a) {
   a.allowOnly({"d-model", "d-ff", "experts", "top-k", "tokens", "threads", "device", "json", "iterations", "seed", "layers",
                "heads", "kv-heads", "seq-len", "batch", "steps", "method", "base", "work", "keep"});
   UPCYCLE_CHECK(a.positional().size() == 1 &&
-                    (a.positional()[0] == "moe" || a.positional()[0] == "train" || a.positional()[0] == "convert"),
-                "usage: upcycle bench moe|train|convert [options]");
+                    (a.positional()[0] == "moe" || a.positional()[0] == "train" || a.positional()[0] == "convert" ||
+                     a.positional()[0] == "analysis"),
+                "usage: upcycle bench moe|train|convert|analysis [options]");
   if (a.positional()[0] == "convert") return cmdBenchConvert(a);
+  if (a.positional()[0] == "analysis") {
+    upcycle::AnalysisBenchOptions o;
+    o.dModel = a.getInt("d-model", 1024);
+    o.dFf = a.getInt("d-ff", 2816);
+    o.layers = a.getInt("layers", 4);
+    o.experts = a.getInt("experts", 8);
+    o.iterations = a.getInt("iterations", 3);
+    auto r = upcycle::benchAnalysis(o);
+    if (a.has("json")) {
+      std::cout << upcycle::analysisBenchJson(r) << "\n";
+    } else {
+      std::printf("%lld experts of %.0f MB (d %lld, d_ff %lld, %lld layers), %d threads; memory bandwidth %.2f GB/s\n",
+                  static_cast<long long>(o.experts), r.expertBytes / 1048576.0, static_cast<long long>(o.dModel),
+                  static_cast<long long>(o.dFf), static_cast<long long>(o.layers), r.threads, r.bandwidthGbPerS);
+      std::printf("similarity analysis (weights + deltas): %.2f s, %.2f GB/s = %.0f%% of bandwidth; Gram matrices %.1f GFLOP/s (float64)\n",
+                  r.analysisSeconds, r.analysisGbPerS, 100 * r.analysisGbPerS / r.bandwidthGbPerS, r.analysisGflops);
+      std::printf("GA child (linear merge + DARE p 0.3):   %.2f s, %.2f GB/s = %.0f%% of bandwidth; its DARE masks alone %.2f s\n",
+                  r.mergeSeconds, r.mergeGbPerS, 100 * r.mergeGbPerS / r.bandwidthGbPerS, r.maskSeconds);
+    }
+    return 0;
+  }
   if (a.positional()[0] == "train") {
     upcycle::TrainBenchOptions o;
     o.dModel = a.getInt("d-model", 256);

@@ -13,14 +13,32 @@
 
 namespace upcycle {
 
-Matrix cosineMatrix(const torch::Tensor& x) {
-  auto d = x.to(torch::kDouble);
-  auto n = d / d.norm(2, 1, true).clamp_min(1e-300);
-  auto c = torch::matmul(n, n.t()).contiguous();  // (n, n)
-  Matrix m;
-  m.rows = m.cols = c.size(0);
-  m.values.assign(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
-  return m;
+Matrix cosineMatrix(const torch::Tensor& x) { return cosineMatrix(std::vector<torch::Tensor>{x}, {}); }
+
+Matrix cosineMatrix(const std::vector<torch::Tensor>& parts, const std::vector<torch::Tensor>& refs) {
+  // The Gram matrix G = X X^T in float64, accumulated over column chunks so that no float64 copy of X
+  // (nor of X - ref) is ever made whole; cos_ij = G_ij / sqrt(G_ii G_jj). Memory-bound: one pass over X.
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t n = parts.at(0).size(0);
+  auto g = torch::zeros({n, n}, torch::kDouble);
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const auto x = parts[p].reshape({n, -1});  // (n, m_p)
+    const torch::Tensor ref = refs.empty() ? torch::Tensor() : refs[p].reshape({1, -1});
+    const int64_t m = x.size(1);
+    for (int64_t k = 0; k < m; k += kChunk) {
+      const int64_t c = std::min(kChunk, m - k);
+      auto xb = x.narrow(1, k, c);
+      if (ref.defined()) xb = xb - ref.narrow(1, k, c);
+      xb = xb.to(torch::kDouble);  // (n, c)
+      g.add_(torch::matmul(xb, xb.t()));
+    }
+  }
+  auto norm = g.diagonal().clamp_min(1e-300).sqrt();  // (n)
+  auto cos = (g / (norm.unsqueeze(1) * norm.unsqueeze(0))).contiguous();
+  Matrix out;
+  out.rows = out.cols = n;
+  out.values.assign(cos.data_ptr<double>(), cos.data_ptr<double>() + cos.numel());
+  return out;
 }
 
 double linearCka(const torch::Tensor& a, const torch::Tensor& b) {
@@ -61,18 +79,18 @@ AnalysisReport analyzeDecoder(DecoderLMImpl& moe, DecoderLMImpl* base, const std
     }
   for (size_t i = 0; i < blocks.size(); ++i) {
     auto& b = blocks[i];
-    auto flat = torch::cat({b->w_gate.reshape({E, -1}), b->w_up.reshape({E, -1}), b->w_down.reshape({E, -1})}, 1)
-                    .to(torch::kCPU, torch::kFloat);  // (E, 3 F D)
+    // The experts' flattened FFNs: gate, up, down, each (E, F D), never concatenated.
+    const std::vector<torch::Tensor> parts = {b->w_gate.to(torch::kCPU, torch::kFloat), b->w_up.to(torch::kCPU, torch::kFloat),
+                                              b->w_down.to(torch::kCPU, torch::kFloat)};
     LayerSimilarity s;
     s.layer = layerIds[i];
-    s.weights = cosineMatrix(flat);
+    s.weights = cosineMatrix(parts, {});
     if (base) {
       auto d = layerAt(*base, layerIds[i])->mlp;
       UPCYCLE_CHECK(d, "the base model's layer ", layerIds[i], " has no dense FFN");
       UPCYCLE_CHECK(d->gate_proj->weight.size(0) == b->w_gate.size(1), "the base's d_ff differs from the experts'");
-      auto ref = torch::cat({d->gate_proj->weight.reshape({-1}), d->up_proj->weight.reshape({-1}),
-                             d->down_proj->weight.reshape({-1})}).to(torch::kCPU, torch::kFloat);
-      s.deltas = cosineMatrix(flat - ref.unsqueeze(0));
+      s.deltas = cosineMatrix(parts, {d->gate_proj->weight.to(torch::kCPU, torch::kFloat), d->up_proj->weight.to(torch::kCPU, torch::kFloat),
+                                      d->down_proj->weight.to(torch::kCPU, torch::kFloat)});
     }
     double off = 0;
     for (int64_t a = 0; a < E; ++a)

@@ -53,4 +53,28 @@ struct TrainBenchResult {
 TrainBenchResult benchTrain(const TrainBenchOptions& o);
 std::string trainBenchJson(const TrainBenchResult& r);
 
+// `upcycle bench analysis`: the expert-similarity analysis (weights and deltas) of an MoE and UpIT's GA
+// child (linear merge + DARE mutation), each as effective memory traffic against the measured memory
+// bandwidth (a large float32 copy: read + write bytes / time). Bytes counted: analysis reads every
+// expert's FFN weights and the base's once; a GA child reads two parents and the base and writes the
+// child (4 x one expert's FFN bytes).
+struct AnalysisBenchOptions {
+  int64_t dModel = 1024, dFf = 2816, layers = 4, experts = 8;
+  int64_t iterations = 3;
+  uint64_t seed = 0;
+};
+
+struct AnalysisBenchResult {
+  AnalysisBenchOptions options;
+  int threads = 1;
+  double expertBytes = 0;             // one expert's FFN over all layers (float32)
+  double analysisSeconds = 0, mergeSeconds = 0;  // medians
+  double analysisGbPerS = 0, mergeGbPerS = 0, bandwidthGbPerS = 0;
+  double analysisGflops = 0;   // the Gram matrices: 2 E^2 FLOPs per expert weight, for weights and deltas
+  double maskSeconds = 0;      // drawing one child's DARE masks alone (uniforms from the CPU generator)
+};
+
+AnalysisBenchResult benchAnalysis(const AnalysisBenchOptions& o);
+std::string analysisBenchJson(const AnalysisBenchResult& r);
+
 }  // namespace upcycle

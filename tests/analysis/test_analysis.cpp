@@ -32,6 +32,20 @@ TEST(Analysis, CosineAndCkaByHand) {
   EXPECT_NEAR(linearCka(a, torch::matmul(a, q)), 1.0, 1e-9);  // and to rotations
 }
 
+TEST(Analysis, ChunkedCosineOverPartsAndDeltasMatchesTheWholeMatrix) {
+  // Two parts wider than one 65536-column chunk, and a reference row subtracted from every row.
+  torch::manual_seed(3);
+  auto a = torch::randn({5, 70000}), b = torch::randn({5, 3, 40000});
+  auto ra = torch::randn({70000}), rb = torch::randn({3, 40000});
+  auto whole = torch::cat({a - ra, (b - rb).reshape({5, -1})}, 1).to(torch::kDouble);  // (5, 190000)
+  auto unit = whole / whole.norm(2, 1, true);
+  auto expected = torch::matmul(unit, unit.t());
+  Matrix m = cosineMatrix({a, b}, {ra, rb});
+  ASSERT_EQ(m.rows, 5);
+  for (int i = 0; i < 5; ++i)
+    for (int j = 0; j < 5; ++j) EXPECT_NEAR(m.at(i, j), expected[i][j].item<double>(), 1e-12) << i << "," << j;
+}
+
 TEST(Analysis, SparseUpcycledExpertsAreIdentical) {
   DecoderLM d = dense();
   torch::Generator gen = at::detail::createCPUGenerator(1);
