@@ -185,8 +185,10 @@ void MetricsCompareModel::setRuns(const std::vector<RunDetail>& runs) {
   for (size_t i = 0; i < runs.size(); ++i) {
     m_headers.push_back(QStringLiteral("#%1 %2").arg(runs[i].run.id).arg(QString::fromStdString(runs[i].run.name)));
     for (const auto& [k, v] : runs[i].run.finalMetrics) {
-      const QString key = QString::fromStdString(k);
+      QString key = QString::fromStdString(k);
       if (key.startsWith(QLatin1String("eval/"))) continue;  // the eval table below is the fuller source
+      // "post:NAME/loss": each run's own stage name; one row per metric across runs.
+      if (key.startsWith(QLatin1String("post:"))) key = QStringLiteral("post-training/") + key.section(QLatin1Char('/'), 1);
       const bool higher = key.contains(QLatin1String("accuracy")) || key.contains(QLatin1String("tokens_per_s")) ||
                           key.contains(QLatin1String("diversity"));
       cell(key, i, v, higher);

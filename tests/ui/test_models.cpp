@@ -95,6 +95,13 @@ TEST(Models, MetricsCompareBoldsTheBestValue) {
   EXPECT_TRUE(m.index(overall, 2).data(Qt::FontRole).value<QFont>().bold()) << "higher accuracy is better";
   EXPECT_FALSE(m.index(overall, 1).data(Qt::FontRole).isValid());
   EXPECT_TRUE(m.index(loss, 2).data(Qt::FontRole).value<QFont>().bold()) << "lower loss (1.0 < 1.2) is better";
+  // Each run's own post-training stage ("post:alpha", "post:beta") shares one row.
+  int post = -1;
+  for (int r = 0; r < m.rowCount(); ++r)
+    if (m.index(r, 0).data().toString() == QStringLiteral("post-training/loss")) post = r;
+  ASSERT_GE(post, 0);
+  EXPECT_EQ(m.index(post, 1).data().toString(), QStringLiteral("2.25"));
+  EXPECT_EQ(m.index(post, 2).data().toString(), QStringLiteral("2"));
 }
 
 TEST(Models, LineageRowsAsStored) {
