@@ -13,6 +13,7 @@ PKGS=(
   libsqlite3-dev sqlite3
   python3 python3-torch python3-numpy python3-sentencepiece
   xvfb xauth
+  file librsvg2-bin   # scripts/package.sh (CPack finds libraries with `file`); icon renders
 )
 
 SUDO=""
