@@ -8,6 +8,10 @@
 #include <random>
 #include <string>
 
+#include <cstring>
+
+#include "formats/checkpoint_files.h"
+
 namespace upcycle::test {
 
 inline std::filesystem::path fixtures() { return UPCYCLE_FIXTURES; }
@@ -31,6 +35,21 @@ class TempDir {
  private:
   std::filesystem::path m_path;
 };
+
+// Every tensor of checkpoint `a` is in `b` with the same dtype, shape and bytes, and vice versa.
+inline void expectSameTensors(const std::filesystem::path& a, const std::filesystem::path& b) {
+  CheckpointFiles fa(a), fb(b);
+  EXPECT_EQ(fa.names(), fb.names());
+  for (const auto& n : fa.names()) {
+    if (!fb.contains(n)) continue;
+    const auto& x = fa.tensor(n);
+    const auto& y = fb.tensor(n);
+    EXPECT_EQ(x.dtype, y.dtype) << n;
+    EXPECT_EQ(x.shape, y.shape) << n;
+    ASSERT_EQ(x.nbytes, y.nbytes) << n;
+    EXPECT_EQ(std::memcmp(x.data, y.data, x.nbytes), 0) << n << " differs";
+  }
+}
 
 inline void writeBytes(const std::filesystem::path& p, const std::string& bytes) {
   std::ofstream out(p, std::ios::binary);

@@ -204,6 +204,15 @@ void ComparePanel::drawCurves() {
   p->replot();
 }
 
+QCPAxisRect* ComparePanel::addRunColumn(QCustomPlot* p, int col, size_t run) const {
+  auto* rect = new QCPAxisRect(p);
+  p->plotLayout()->addElement(1, col, rect);
+  auto* title = new QCPTextElement(p, runLabel(m_runs[run]));
+  title->setTextColor(seriesColor(static_cast<int>(run)));
+  p->plotLayout()->addElement(0, col, title);
+  return rect;
+}
+
 void ComparePanel::drawSimilarity() {
   QCustomPlot* p = m_simFrame->plot();
   p->clearPlottables();
@@ -231,11 +240,7 @@ void ComparePanel::drawSimilarity() {
   auto* group = new QCPMarginGroup(p);
   int col = 0;
   for (const auto& [i, b] : shown) {
-    auto* rect = new QCPAxisRect(p);
-    p->plotLayout()->addElement(1, col, rect);
-    auto* title = new QCPTextElement(p, runLabel(m_runs[i]));
-    title->setTextColor(seriesColor(static_cast<int>(i)));
-    p->plotLayout()->addElement(0, col, title);
+    QCPAxisRect* rect = addRunColumn(p, col, i);
     rect->setMarginGroup(QCP::msBottom | QCP::msTop, group);
     auto* map = new QCPColorMap(rect->axis(QCPAxis::atBottom), rect->axis(QCPAxis::atLeft));
     map->setColorScale(scale);
@@ -271,11 +276,7 @@ void ComparePanel::drawRouting() {
   }
   int col = 0;
   for (const auto& [i, b] : shown) {
-    auto* rect = new QCPAxisRect(p);
-    p->plotLayout()->addElement(1, col, rect);
-    auto* title = new QCPTextElement(p, runLabel(m_runs[i]));
-    title->setTextColor(seriesColor(static_cast<int>(i)));
-    p->plotLayout()->addElement(0, col, title);
+    QCPAxisRect* rect = addRunColumn(p, col, i);
     QCPAxis* x = rect->axis(QCPAxis::atBottom);
     QCPAxis* y = rect->axis(QCPAxis::atLeft);
     auto* bars = new QCPBars(x, y);

@@ -12,7 +12,9 @@ class QCheckBox;
 class QComboBox;
 class QLabel;
 class QTabWidget;
+class QCPAxisRect;
 class QCPColorMap;
+class QCustomPlot;
 
 namespace upcycle::ui {
 
@@ -40,6 +42,8 @@ class ComparePanel : public QWidget {
   void drawCurves();
   void drawSimilarity();
   void drawRouting();
+  // A column of the side-by-side plots: the run's name in its colour above a new axis rect.
+  QCPAxisRect* addRunColumn(QCustomPlot* p, int col, size_t run) const;
   Workspace* m_ws;
   std::vector<RunDetail> m_runs;
   QLabel* m_header;

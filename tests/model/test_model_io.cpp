@@ -9,21 +9,6 @@ using namespace upcycle;
 
 namespace {
 
-// Every tensor of `a` is in `b` with the same dtype, shape and bytes, and vice versa.
-void expectSameTensors(const std::filesystem::path& a, const std::filesystem::path& b) {
-  CheckpointFiles fa(a), fb(b);
-  EXPECT_EQ(fa.names(), fb.names());
-  for (const auto& n : fa.names()) {
-    if (!fb.contains(n)) continue;
-    const auto& x = fa.tensor(n);
-    const auto& y = fb.tensor(n);
-    EXPECT_EQ(x.dtype, y.dtype) << n;
-    EXPECT_EQ(x.shape, y.shape) << n;
-    ASSERT_EQ(x.nbytes, y.nbytes) << n;
-    EXPECT_EQ(std::memcmp(x.data, y.data, x.nbytes), 0) << n << " differs";
-  }
-}
-
 class RoundTrip : public ::testing::TestWithParam<std::string> {};
 
 }  // namespace
@@ -35,7 +20,7 @@ TEST_P(RoundTrip, SameBitsForTheSameDtype) {
   SaveOptions opts;
   if (GetParam() == "mixtral_fused") opts.layout = MoeLayout::MixtralFused;
   saveModel(model, dir.path(), opts);
-  expectSameTensors(src, dir.path());
+  test::expectSameTensors(src, dir.path());
   ModelConfig a = loadHfConfig(src), b = loadHfConfig(dir.path());
   EXPECT_EQ(a.dtype, b.dtype);
   EXPECT_EQ(a.modelType, b.modelType);
@@ -73,7 +58,7 @@ TEST(ModelIo, ShardedSaveReloadsIdentically) {
   saveModel(model, dir.path(), opts);
   EXPECT_TRUE(std::filesystem::exists(dir / "model.safetensors.index.json"));
   EXPECT_GT(CheckpointFiles(dir.path()).files().size(), 2u);
-  expectSameTensors(src, dir.path());
+  test::expectSameTensors(src, dir.path());
 }
 
 TEST(ModelIo, SavingInAnotherDtypeRoundsToThatDtype) {
@@ -134,6 +119,6 @@ TEST(ModelIo, Float16WeightsRoundTripExactly) {
   EXPECT_EQ(loadHfConfig(dir / "a").dtype, DType::F16);
   DecoderLM reloaded = loadModel(dir / "a");  // f16 -> f32 is exact, so f32 -> f16 gives the same bits
   saveModel(reloaded, dir / "b");             // default: the config's torch_dtype (float16)
-  expectSameTensors(dir / "a", dir / "b");
+  test::expectSameTensors(dir / "a", dir / "b");
   EXPECT_EQ(CheckpointFiles(dir / "b").tensor("model.norm.weight").dtype, DType::F16);
 }

@@ -16,19 +16,6 @@ using upcycle::test::TempDir;
 
 namespace {
 
-void expectSameTensors(const std::filesystem::path& a, const std::filesystem::path& b) {
-  CheckpointFiles fa(a), fb(b);
-  ASSERT_EQ(fa.names(), fb.names());
-  for (const auto& n : fa.names()) {
-    const TensorView& x = fa.tensor(n);
-    const TensorView& y = fb.tensor(n);
-    ASSERT_EQ(x.dtype, y.dtype) << n;
-    ASSERT_EQ(x.shape, y.shape) << n;
-    ASSERT_EQ(x.nbytes, y.nbytes) << n;
-    EXPECT_EQ(std::memcmp(x.data, y.data, x.nbytes), 0) << n << " differs";
-  }
-}
-
 struct Case {
   const char* fixture;
   const char* method;
@@ -71,7 +58,7 @@ TEST(StreamConvert, SameTensorsAsTheInMemoryMethods) {
     o.maxShardBytes = c.maxShard;
     const ModelConfig mc = streamConvert(o);
     EXPECT_EQ(mc.numExperts, 4);
-    expectSameTensors(dir / "memory", dir / "stream");
+    test::expectSameTensors(dir / "memory", dir / "stream");
     if (c.maxShard < 1000000) {
       EXPECT_TRUE(std::filesystem::exists(dir / "stream/model.safetensors.index.json"));
     }
