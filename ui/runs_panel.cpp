@@ -119,7 +119,7 @@ void RunsPanel::refresh() {
     RunsTableModel::Entry e;
     e.run = r;
     try {
-      if (m_ws->store()) e.params = keyParams(m_ws->store()->run(r.id).params);
+      if (m_ws->store()) e.params = keyParams(m_ws->store()->params(r.id));  // one query per run, not a whole record
     } catch (const std::exception&) {
     }
     entries.push_back(std::move(e));

@@ -328,6 +328,14 @@ std::vector<RunRow> RunStore::listRuns() const {
   return out;
 }
 
+std::vector<std::pair<std::string, std::string>> RunStore::params(int64_t run) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  Stmt p(m_db, "SELECT key, value FROM params WHERE run = ? ORDER BY key");
+  p.bind(1, run);
+  while (p.step()) out.emplace_back(p.text(0), p.text(1));
+  return out;
+}
+
 RunDetail RunStore::run(int64_t id) const {
   RunDetail d;
   bool found = false;
@@ -337,9 +345,7 @@ RunDetail RunStore::run(int64_t id) const {
       found = true;
     }
   UPCYCLE_CHECK(found, "no run ", id, " in ", m_path.string());
-  Stmt p(m_db, "SELECT key, value FROM params WHERE run = ? ORDER BY key");
-  p.bind(1, id);
-  while (p.step()) d.params.emplace_back(p.text(0), p.text(1));
+  d.params = params(id);
   Stmt e(m_db, "SELECT domain, loss, perplexity, accuracy, tokens, answered FROM eval WHERE run = ? ORDER BY domain");
   e.bind(1, id);
   while (e.step()) d.eval.push_back({e.text(0), e.f64(1), e.f64(2), e.f64(3), e.i64(4), e.i64(5)});

@@ -86,6 +86,8 @@ class RunStore {
 
   std::vector<RunRow> listRuns() const;
   RunDetail run(int64_t id) const;  // throws UserError "no run N in FILE"
+  // The run's flattened params alone, sorted by key (empty for an unknown run): cheap for tables.
+  std::vector<std::pair<std::string, std::string>> params(int64_t run) const;
   std::vector<MetricPoint> metrics(int64_t run) const;
   std::vector<BlobRow> blobs(int64_t run, const std::string& kind = "") const;
   void deleteRun(int64_t id);

@@ -99,6 +99,15 @@ TEST(RunStore, FlattenYamlGivesSortedKeyPaths) {
   EXPECT_EQ(f[2], (std::pair<std::string, std::string>{"b", "1"}));
 }
 
+TEST(RunStore, ParamsAloneEqualTheRecordsParams) {
+  upcycle::test::TempDir dir;
+  RunStore s(dir / "runs.db");
+  const int64_t id = s.beginRun("r", "e", "drop", 1, "cpu", {{"run.ratio", "0.5"}, {"a.b", "x"}});
+  EXPECT_EQ(s.params(id), (std::vector<std::pair<std::string, std::string>>{{"a.b", "x"}, {"run.ratio", "0.5"}}));
+  EXPECT_EQ(s.params(id), s.run(id).params);
+  EXPECT_TRUE(s.params(id + 1).empty());
+}
+
 TEST(RunCompare, UnionOfKeysWithMissingValuesAndDiffOnly) {
   RunDetail a, b, c;
   a.params = {{"lr", "0.001"}, {"method", "sparse"}, {"seed", "0"}};
