@@ -3,7 +3,6 @@
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDoubleSpinBox>
-#include <QFile>
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QGroupBox>
@@ -462,7 +461,12 @@ void ExperimentPanel::fillForms() {
   flag("eval.accuracy", e.evalAccuracy);
   num("eval.max_new_tokens", e.maxNewTokens);
   m_filling = false;
-  for (const char* n : {"base.path"}) m_fields[n]->setEnabled(!e.pretrain);
+  updateSourceFields();
+}
+
+void ExperimentPanel::updateSourceFields() {
+  const Experiment& e = m_exp;
+  m_fields["base.path"]->setEnabled(!e.pretrain);
   for (const char* n : {"pretrain.steps", "pretrain.hidden", "pretrain.ff", "pretrain.layers", "pretrain.heads", "pretrain.kv_heads", "pretrain.lr"})
     m_fields[n]->setEnabled(e.pretrain);
   for (const char* n : {"data.per_domain", "data.eval_per_domain"}) m_fields[n]->setEnabled(e.generateData);
@@ -617,12 +621,7 @@ void ExperimentPanel::commit() {
   }
   for (auto& r : e.runs)
     if (!r.seedSet) r.seed = e.seed;
-  // Keep the enabled state of the base/data fields in step with their mode.
-  m_fields["base.path"]->setEnabled(!e.pretrain);
-  for (const char* n : {"pretrain.steps", "pretrain.hidden", "pretrain.ff", "pretrain.layers", "pretrain.heads", "pretrain.kv_heads", "pretrain.lr"})
-    m_fields[n]->setEnabled(e.pretrain);
-  for (const char* n : {"data.per_domain", "data.eval_per_domain"}) m_fields[n]->setEnabled(e.generateData);
-  for (const char* n : {"data.train", "data.eval"}) m_fields[n]->setEnabled(!e.generateData);
+  updateSourceFields();
   updateMethodGroups();
   validate();
   Q_EMIT experimentChanged();
@@ -660,13 +659,8 @@ QString ExperimentPanel::loadFile(const QString& path) {
 }
 
 QString ExperimentPanel::saveFile(const QString& path) {
-  const QByteArray bytes = QByteArray::fromStdString(experimentYaml(m_exp));
   QString error;
-  const bool ok = writeAtomically(path, [&](const QString& tmp) {
-    QFile f(tmp);
-    return f.open(QIODevice::WriteOnly | QIODevice::Truncate) && f.write(bytes) == bytes.size() && f.flush();
-  }, &error);
-  if (!ok) return error;
+  if (!writeTextAtomically(path, QString::fromStdString(experimentYaml(m_exp)), &error)) return error;
   m_file = path;
   Q_EMIT fileChanged(path);
   return {};

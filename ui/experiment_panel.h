@@ -54,6 +54,7 @@ class ExperimentPanel : public QWidget {
   void commit();
   void validate();
   void updateMethodGroups();
+  void updateSourceFields();  // base path vs pretrain sizes, generator vs data files: enabled by mode
   void refillRunList();
   QSpinBox* ispin(const QString& name, int lo, int hi, const QString& tip);
   QDoubleSpinBox* dspin(const QString& name, double lo, double hi, int decimals, double step, const QString& tip);

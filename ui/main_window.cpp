@@ -240,8 +240,8 @@ QString MainWindow::runDemo(bool quick) {
 
 void MainWindow::startExperiment() {
   const QString source = m_experiment->currentFile().isEmpty() ? QStringLiteral("studio") : m_experiment->currentFile();
-  if (m_run->start(m_experiment->experiment(), source)) showPanel(QStringLiteral("runDock"));
-  else showPanel(QStringLiteral("runDock"));
+  m_run->start(m_experiment->experiment(), source);  // on refusal the Run panel's log says why
+  showPanel(QStringLiteral("runDock"));
 }
 
 bool MainWindow::restoreLayout() {

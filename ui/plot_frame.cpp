@@ -18,6 +18,8 @@
 
 #include <filesystem>
 
+#include "core/atomic_file.h"
+
 namespace upcycle::ui {
 
 QString csvField(const QString& s) {
@@ -63,6 +65,16 @@ bool writeAtomically(const QString& path, const std::function<bool(const QString
     return false;
   }
   return true;
+}
+
+bool writeTextAtomically(const QString& path, const QString& text, QString* error) {
+  try {
+    writeFileAtomically(path.toStdString(), text.toStdString());
+    return true;
+  } catch (const std::exception& e) {
+    if (error) *error = QString::fromStdString(e.what());
+    return false;
+  }
 }
 
 PlotFrame::PlotFrame(const QString& title, QWidget* parent) : QWidget(parent), m_plot(new QCustomPlot) {
@@ -131,12 +143,7 @@ bool PlotFrame::exportPdf(const QString& path, QString* error) const {
 }
 
 bool PlotFrame::exportCsv(const QString& path, QString* error) const {
-  const QByteArray bytes = csvText(csv()).toUtf8();
-  return writeAtomically(path, [&](const QString& tmp) {
-    QFile f(tmp);
-    if (!f.open(QIODevice::WriteOnly | QIODevice::Truncate)) return false;
-    return f.write(bytes) == bytes.size() && f.flush();
-  }, error);
+  return writeTextAtomically(path, csvText(csv()), error);
 }
 
 void PlotFrame::askAndExport(const QString& kind) {

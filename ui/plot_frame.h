@@ -48,7 +48,10 @@ QString csvField(const QString& s);
 QString csvText(const CsvTable& table);
 // A distinct colour per series (runs, experts, stages); stable for a given index.
 QColor seriesColor(int index);
-// Writes `write(tempPath)` then renames onto `path`; removes the temporary file on failure.
+// Writes `write(tempPath)` then renames onto `path`; removes the temporary file on failure. For files
+// a Qt writer must create by name (PNG, PDF).
 bool writeAtomically(const QString& path, const std::function<bool(const QString&)>& write, QString* error);
+// Text through the engine's writeFileAtomically (temporary name, fsync, rename).
+bool writeTextAtomically(const QString& path, const QString& text, QString* error);
 
 }  // namespace upcycle::ui
