@@ -300,12 +300,15 @@ void RunStore::setTags(int64_t run, const std::string& tags) {
   t.commit();
 }
 
-std::vector<RunRow> RunStore::listRuns() const {
+std::vector<RunRow> RunStore::listRuns() const { return rows(0); }
+
+std::vector<RunRow> RunStore::rows(int64_t only) const {
   std::vector<RunRow> out;
   Stmt s(m_db,
          "SELECT r.id, r.name, coalesce(e.name, ''), r.method, r.status, r.started, coalesce(r.finished, ''), "
          "coalesce(r.device, ''), coalesce(r.code_version, ''), r.tags, coalesce(r.seed, 0) "
-         "FROM runs r LEFT JOIN experiments e ON e.id = r.experiment_id ORDER BY r.id");
+         "FROM runs r LEFT JOIN experiments e ON e.id = r.experiment_id WHERE ?1 = 0 OR r.id = ?1 ORDER BY r.id");
+  s.bind(1, only);
   while (s.step()) {
     RunRow r;
     r.id = s.i64(0);
@@ -321,10 +324,14 @@ std::vector<RunRow> RunStore::listRuns() const {
     r.seed = static_cast<uint64_t>(s.i64(10));
     out.push_back(std::move(r));
   }
-  Stmt m(m_db, "SELECT run, stage, key, value FROM latest_metrics");
-  while (m.step())
-    for (auto& r : out)
-      if (r.id == m.i64(0)) r.finalMetrics[m.text(1) + "/" + m.text(2)] = m.f64(3);
+  std::map<int64_t, RunRow*> byId;
+  for (auto& r : out) byId[r.id] = &r;
+  Stmt m(m_db, "SELECT run, stage, key, value FROM latest_metrics WHERE ?1 = 0 OR run = ?1");
+  m.bind(1, only);
+  while (m.step()) {
+    auto it = byId.find(m.i64(0));
+    if (it != byId.end()) it->second->finalMetrics[m.text(1) + "/" + m.text(2)] = m.f64(3);
+  }
   return out;
 }
 
@@ -338,13 +345,9 @@ std::vector<std::pair<std::string, std::string>> RunStore::params(int64_t run) c
 
 RunDetail RunStore::run(int64_t id) const {
   RunDetail d;
-  bool found = false;
-  for (auto& r : listRuns())
-    if (r.id == id) {
-      d.run = r;
-      found = true;
-    }
-  UPCYCLE_CHECK(found, "no run ", id, " in ", m_path.string());
+  auto one = id > 0 ? rows(id) : std::vector<RunRow>{};
+  UPCYCLE_CHECK(!one.empty(), "no run ", id, " in ", m_path.string());
+  d.run = std::move(one.front());
   d.params = params(id);
   Stmt e(m_db, "SELECT domain, loss, perplexity, accuracy, tokens, answered FROM eval WHERE run = ? ORDER BY domain");
   e.bind(1, id);

@@ -100,6 +100,7 @@ class RunStore {
  private:
   void exec(const std::string& sql) const;
   void migrate();
+  std::vector<RunRow> rows(int64_t only) const;  // only = 0: every run
   sqlite3* m_db = nullptr;
   std::filesystem::path m_path;
   int64_t m_interrupted = 0;
