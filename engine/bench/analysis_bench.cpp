@@ -2,30 +2,17 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <chrono>
 #include <nlohmann/json.hpp>
 
 #include "analysis/analysis.h"
 #include "api/bench.h"
+#include "bench/timing.h"
 #include "api/torch_errors.h"
 #include "core/error.h"
 #include "upcycle/upit.h"
 
 namespace upcycle {
 
-namespace {
-template <typename Fn>
-double median(int64_t iters, Fn&& fn) {
-  std::vector<double> t;
-  for (int64_t i = 0; i < iters; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-}  // namespace
 
 AnalysisBenchResult benchAnalysis(const AnalysisBenchOptions& o) {
   UPCYCLE_CHECK(o.dModel > 0 && o.dFf > 0 && o.layers > 0 && o.experts >= 2 && o.iterations >= 1,
@@ -50,8 +37,7 @@ AnalysisBenchResult benchAnalysis(const AnalysisBenchOptions& o) {
     DecoderLM base(dc);
     const ModelConfig mc = moeConfigFromDense(dc, MoeShape{o.experts, 2, 1, 0});
     DecoderLM moe(mc);
-    analyzeDecoder(*moe, base.get(), {});  // warm-up
-    r.analysisSeconds = median(o.iterations, [&] { analyzeDecoder(*moe, base.get(), {}); });
+    r.analysisSeconds = medianSeconds(1, o.iterations, torch::kCPU, [&] { analyzeDecoder(*moe, base.get(), {}); });
     r.analysisGbPerS = (o.experts + 1) * r.expertBytes / r.analysisSeconds / 1e9;
     r.analysisGflops = 2.0 * 2.0 * double(o.experts * o.experts) * (r.expertBytes / 4.0) / r.analysisSeconds / 1e9;
 
@@ -66,10 +52,9 @@ AnalysisBenchResult benchAnalysis(const AnalysisBenchOptions& o) {
       b0.down[l] = torch::randn_like(a.down[l]);
     }
     GaConfig ga;  // linear merge, DARE p = 0.3 (SPEC defaults)
-    makeChild(a, b, b0, 0.4, ga, 1);
-    r.mergeSeconds = median(o.iterations, [&] { makeChild(a, b, b0, 0.4, ga, 1); });
+    r.mergeSeconds = medianSeconds(1, o.iterations, torch::kCPU, [&] { makeChild(a, b, b0, 0.4, ga, 1); });
     r.mergeGbPerS = 4.0 * r.expertBytes / r.mergeSeconds / 1e9;
-    r.maskSeconds = median(o.iterations, [&] {
+    r.maskSeconds = medianSeconds(0, o.iterations, torch::kCPU, [&] {
       torch::Generator g = at::detail::createCPUGenerator(1);
       for (size_t l = 0; l < a.gate.size(); ++l)
         for (const auto* t : {&a.gate[l], &a.up[l], &a.down[l]}) dareKeepMask(t->sizes(), ga.dareP, g);
@@ -78,8 +63,7 @@ AnalysisBenchResult benchAnalysis(const AnalysisBenchOptions& o) {
     // Memory bandwidth: copy one expert's worth of floats (at least 256 MB), read + write.
     const int64_t n = std::max<int64_t>(64 << 20, static_cast<int64_t>(r.expertBytes / 4));
     auto src = torch::randn({n}), dst = torch::empty({n});
-    dst.copy_(src);
-    const double copySeconds = median(5, [&] { dst.copy_(src); });
+    const double copySeconds = medianSeconds(1, 5, torch::kCPU, [&] { dst.copy_(src); });
     r.bandwidthGbPerS = 2.0 * 4.0 * static_cast<double>(n) / copySeconds / 1e9;
     return r;
   });

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "api/bench.h"
+#include "bench/timing.h"
 #include "api/torch_errors.h"
 #include "core/error.h"
 #include "model/model_io.h"
@@ -31,25 +32,6 @@ torch::Tensor naiveMoeForward(MoeBlockImpl& b, const torch::Tensor& x) {
   return out;
 }
 
-namespace {
-template <typename Fn>
-double medianSeconds(int64_t warmup, int64_t iters, const torch::Device& dev, Fn&& fn) {
-  auto sync = [&] {
-    if (dev.is_cuda()) torch::cuda::synchronize();
-  };
-  for (int64_t i = 0; i < warmup; ++i) fn();
-  sync();
-  std::vector<double> t;
-  for (int64_t i = 0; i < iters; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    sync();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-}  // namespace
 
 MoeBenchResult benchMoe(const MoeBenchOptions& o) {
   UPCYCLE_CHECK(o.dModel > 0 && o.dFf > 0 && o.tokens > 0, "bench sizes must be positive");

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "api/bench.h"
+#include "bench/timing.h"
 #include "api/torch_errors.h"
 #include "core/error.h"
 #include "model/decoder.h"
@@ -103,17 +104,8 @@ TrainBenchResult benchTrain(const TrainBenchOptions& o) {
     // The matmul peak at the model's largest GEMM: (batch x seq) x D times D x F.
     const torch::Device dev = resolveDevice(o.device);
     auto a = torch::randn({o.batch * o.seqLen, D}).to(dev), w = torch::randn({D, F}).to(dev);
-    for (int i = 0; i < 2; ++i) torch::matmul(a, w);
-    std::vector<double> peak;
-    for (int i = 0; i < 7; ++i) {
-      if (dev.is_cuda()) torch::cuda::synchronize();
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int j = 0; j < 4; ++j) torch::matmul(a, w);
-      if (dev.is_cuda()) torch::cuda::synchronize();
-      peak.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 4);
-    }
-    std::sort(peak.begin(), peak.end());
-    r.matmulPeakGflops = 2.0 * static_cast<double>(o.batch * o.seqLen * D * F) / peak[peak.size() / 2] / 1e9;
+    const double peakSeconds = medianSeconds(2, 7, dev, [&] { torch::matmul(a, w); });
+    r.matmulPeakGflops = 2.0 * static_cast<double>(o.batch * o.seqLen * D * F) / peakSeconds / 1e9;
     r.mfu = r.achievedGflops / r.matmulPeakGflops;
     return r;
   });

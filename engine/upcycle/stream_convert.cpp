@@ -24,6 +24,13 @@ namespace {
 
 std::string layerName(int64_t l, const std::string& rest) { return "model.layers." + std::to_string(l) + "." + rest; }
 
+// The layer of "model.layers.L.*", or -1 for the other tensors (embeddings, final norm, head).
+int64_t layerOf(const std::string& name) {
+  const std::string prefix = "model.layers.";
+  if (name.rfind(prefix, 0) != 0) return -1;
+  return std::stoll(name.substr(prefix.size(), name.find('.', prefix.size()) - prefix.size()));
+}
+
 // Produces one layer's experts in write order (expert 0 gate, down, up; expert 1 ...), drawing each
 // expert when its first tensor is requested. Holds the dense layer's FFN in float32 and one expert.
 class ExpertStream {
@@ -37,7 +44,7 @@ class ExpertStream {
     if (layer != m_layer) {
       // Everything of the earlier layers is written by now: drop its mapped pages from our memory.
       for (const auto& n : m_dense.names())
-        if (n.rfind("model.layers.", 0) == 0 && std::stoll(n.substr(13, n.find('.', 13) - 13)) < layer) m_dense.release(n);
+        if (const int64_t l = layerOf(n); l >= 0 && l < layer) m_dense.release(n);
       auto load = [&](const char* n) { return tensorFromView(m_dense.tensor(layerName(layer, n))).to(torch::kFloat); };
       m_gate = load("mlp.gate_proj.weight");  // (F, D)
       m_up = load("mlp.up_proj.weight");      // (F, D)
@@ -108,20 +115,11 @@ ModelConfig streamConvert(const StreamConvertOptions& o) {
     plan.push_back({name, store, v.shape, converted.back().data_ptr(), {}});
   };
   std::vector<std::string> names = dense.names();
-  auto isLayer = [](const std::string& n, int64_t& l) {
-    if (n.rfind("model.layers.", 0) != 0) return false;
-    l = std::stoll(n.substr(13, n.find('.', 13) - 13));
-    return true;
-  };
-  for (const auto& n : names) {
-    int64_t l;
-    if (!isLayer(n, l) && n != "lm_head.weight" && n != "model.norm.weight") copy(n);  // embeddings first
-  }
+  for (const auto& n : names)
+    if (layerOf(n) < 0 && n != "lm_head.weight" && n != "model.norm.weight") copy(n);  // embeddings first
   for (int64_t l = 0; l < L; ++l) {
-    for (const auto& n : names) {
-      int64_t nl;
-      if (isLayer(n, nl) && nl == l && n.find(".mlp.") == std::string::npos) copy(n);
-    }
+    for (const auto& n : names)
+      if (layerOf(n) == l && n.find(".mlp.") == std::string::npos) copy(n);
     plan.push_back({layerName(l, "block_sparse_moe.gate.weight"), store, {E, D}, routers[l].data_ptr(), {}});
     for (int64_t e = 0; e < E; ++e) {
       const std::string p = "block_sparse_moe.experts." + std::to_string(e) + ".";
