@@ -207,6 +207,7 @@ QString MainWindow::aboutText() const {
             "<table>"
             "<tr><td>Version</td><td>%1</td></tr>"
             "<tr><td>LibTorch</td><td>%2 (%3 intra-op threads%4)</td></tr>"
+            "<tr><td>BLAS</td><td>%9</td></tr>"
             "<tr><td>Qt</td><td>%5 (built with %6)</td></tr>"
             "<tr><td>QCustomPlot</td><td>%7</td></tr>"
             "<tr><td>Workspace</td><td>%8</td></tr>"
@@ -215,7 +216,8 @@ QString MainWindow::aboutText() const {
       .arg(rt.intraOpThreads)
       .arg(rt.cudaAvailable ? tr(", CUDA") : QString())
       .arg(QString::fromLatin1(qVersion()), QStringLiteral(QT_VERSION_STR), QStringLiteral(QCUSTOMPLOT_VERSION_STR),
-           m_ws->dbPath().toHtmlEscaped());
+           m_ws->dbPath().toHtmlEscaped())
+      .arg(QString::fromStdString(rt.blas).toHtmlEscaped());
 }
 
 QString MainWindow::openExperiment(const QString& path) {

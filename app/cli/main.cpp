@@ -18,6 +18,7 @@
 #include "api/inspect.h"
 #include "api/models.h"
 #include "api/runtime.h"
+#include "core/blas_kernels.h"
 #include "api/training.h"
 #include "cli/args.h"
 #include "cli/progress.h"
@@ -671,6 +672,7 @@ int cmdBench(const Args& a) {
                     (a.positional()[0] == "moe" || a.positional()[0] == "train" || a.positional()[0] == "convert" ||
                      a.positional()[0] == "analysis"),
                 "usage: upcycle bench moe|train|convert|analysis [options]");
+  if (!a.has("json")) std::printf("BLAS: %s\n", upcycle::runtimeInfo().blas.c_str());
   if (a.positional()[0] == "convert") return cmdBenchConvert(a);
   if (a.positional()[0] == "analysis") {
     upcycle::AnalysisBenchOptions o;
@@ -751,13 +753,14 @@ int cmdVersion() {
   auto info = upcycle::runtimeInfo();
   std::cout << "upcycle " << UPCYCLE_VERSION << "\nLibTorch " << info.torchVersion << " ("
             << (info.cudaAvailable ? "CUDA available" : "CPU") << ", " << info.intraOpThreads
-            << " intra-op threads)\n";
+            << " intra-op threads)\nBLAS " << info.blas << "\n";
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  upcycle::selectBlasKernels(argv);  // may re-execute the program once, with faster OpenBLAS kernels
   if (argc < 2 || std::string(argv[1]) == "help" || std::string(argv[1]) == "--help" ||
       std::string(argv[1]) == "-h") {
     std::cout << kUsage;

@@ -8,9 +8,11 @@
 #include <cstdio>
 
 #include "api/runtime.h"
+#include "core/blas_kernels.h"
 #include "main_window.h"
 
 int main(int argc, char** argv) {
+  upcycle::selectBlasKernels(argv);  // may re-execute the program once, with faster OpenBLAS kernels
   QApplication app(argc, argv);
   QApplication::setApplicationName(QStringLiteral("Upcycle Studio"));
   QApplication::setOrganizationName(QStringLiteral("UpcycleWorkbench"));

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "model/model_io.h"
+#include "core/blas_kernels.h"
 #include "core/error.h"
 
 namespace upcycle {
@@ -19,6 +20,15 @@ RuntimeInfo runtimeInfo() {
   r.torchVersion = TORCH_VERSION;
   r.intraOpThreads = at::get_num_threads();
   r.cudaAvailable = torch::cuda::is_available();
+  const BlasKernels k = blasKernels();
+  if (k.core.empty()) {
+    r.blas = "unknown (not OpenBLAS)";
+  } else {
+    std::string lib = k.library.substr(0, k.library.find(' ', k.library.find(' ') + 1));  // "OpenBLAS 0.3.21"
+    r.blas = lib + ", " + k.core + " kernels";
+    if (!k.forced.empty()) r.blas += " (OPENBLAS_CORETYPE=" + k.forced + ")";
+    if (k.selected) r.blas += " (selected at start-up: OpenBLAS's own pick for this CPU was weaker)";
+  }
   return r;
 }
 

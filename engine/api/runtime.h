@@ -9,6 +9,7 @@ struct RuntimeInfo {
   std::string torchVersion;
   int intraOpThreads = 1;
   bool cudaAvailable = false;
+  std::string blas;  // e.g. "OpenBLAS 0.3.21, SkylakeX kernels", or "unknown (not OpenBLAS)"
 };
 
 // Sets LibTorch's intra-op thread count explicitly (OpenMP may report 1 otherwise).

@@ -6,6 +6,7 @@
 
 #include "analysis/analysis.h"
 #include "api/bench.h"
+#include "api/runtime.h"
 #include "bench/timing.h"
 #include "api/torch_errors.h"
 #include "core/error.h"
@@ -72,7 +73,7 @@ AnalysisBenchResult benchAnalysis(const AnalysisBenchOptions& o) {
 std::string analysisBenchJson(const AnalysisBenchResult& r) {
   const auto& o = r.options;
   nlohmann::json j = {{"d_model", o.dModel}, {"d_ff", o.dFf}, {"layers", o.layers}, {"experts", o.experts},
-                      {"threads", r.threads}, {"expert_bytes", r.expertBytes}, {"analysis_seconds", r.analysisSeconds},
+                      {"threads", r.threads}, {"blas", runtimeInfo().blas}, {"expert_bytes", r.expertBytes}, {"analysis_seconds", r.analysisSeconds},
                       {"analysis_gb_per_s", r.analysisGbPerS}, {"merge_seconds", r.mergeSeconds},
                       {"merge_gb_per_s", r.mergeGbPerS}, {"analysis_gflops", r.analysisGflops},
                       {"dare_mask_seconds", r.maskSeconds}, {"memory_bandwidth_gb_per_s", r.bandwidthGbPerS},

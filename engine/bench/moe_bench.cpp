@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "api/bench.h"
+#include "api/runtime.h"
 #include "bench/timing.h"
 #include "api/torch_errors.h"
 #include "core/error.h"
@@ -92,7 +93,7 @@ MoeBenchResult benchMoe(const MoeBenchOptions& o) {
 std::string moeBenchJson(const MoeBenchResult& r) {
   const auto& o = r.options;
   nlohmann::json j = {{"d_model", o.dModel}, {"d_ff", o.dFf}, {"experts", o.experts}, {"top_k", o.topK},
-                      {"tokens", o.tokens}, {"device", o.device}, {"threads", r.threads},
+                      {"tokens", o.tokens}, {"device", o.device}, {"threads", r.threads}, {"blas", runtimeInfo().blas},
                       {"iterations", o.iterations}, {"grouped_seconds", r.groupedSeconds},
                       {"naive_seconds", r.naiveSeconds}, {"tokens_per_s", r.tokensPerS},
                       {"naive_tokens_per_s", r.naiveTokensPerS}, {"achieved_gflops", r.achievedGflops},

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "api/bench.h"
+#include "api/runtime.h"
 #include "bench/timing.h"
 #include "api/torch_errors.h"
 #include "core/error.h"
@@ -115,7 +116,7 @@ std::string trainBenchJson(const TrainBenchResult& r) {
   const auto& o = r.options;
   nlohmann::json j = {{"d_model", o.dModel}, {"d_ff", o.dFf}, {"layers", o.layers}, {"heads", o.heads},
                       {"kv_heads", o.kvHeads}, {"experts", o.experts}, {"top_k", o.topK}, {"seq_len", o.seqLen},
-                      {"batch", o.batch}, {"device", o.device}, {"threads", r.threads},
+                      {"batch", o.batch}, {"device", o.device}, {"threads", r.threads}, {"blas", runtimeInfo().blas},
                       {"total_params", r.totalParams}, {"active_params", r.activeParams},
                       {"flops_per_token", r.flopsPerToken}, {"seconds_per_step", r.secondsPerStep},
                       {"tokens_per_s", r.tokensPerS}, {"achieved_gflops", r.achievedGflops},

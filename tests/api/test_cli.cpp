@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "core/blas_kernels.h"
 #include "store/run_store.h"
 #include "test_util.h"
 
@@ -20,11 +21,12 @@ struct Result {
   std::string out, err;
 };
 
-Result run(const std::string& args) {
+// env: variables to set or unset for this run, in env(1)'s syntax ("-u NAME", "NAME=value").
+Result run(const std::string& args, const std::string& env = "") {
   TempDir tmp;
   const auto errFile = tmp / "stderr";
   // UPCYCLE_DB keeps `run`/`demo` without --db out of the user's own store.
-  const std::string cmd = "UPCYCLE_DB=" + (tmp / "default-runs.db").string() + " " + std::string(UPCYCLE_CLI) + " " +
+  const std::string cmd = "env " + env + " UPCYCLE_DB=" + (tmp / "default-runs.db").string() + " " + std::string(UPCYCLE_CLI) + " " +
                           args + " --threads 2 2>" + errFile.string();
   Result r;
   FILE* p = popen(cmd.c_str(), "r");
@@ -394,4 +396,23 @@ TEST(Cli, TrainRefusesBadSettingsBeforeAnyWork) {
                  " --save-every 2");
   expectOneCleanLine(s);
   EXPECT_NE(s.err.find("save_every"), std::string::npos) << s.err;
+}
+
+// The CLI picks OpenBLAS's best kernels for this CPU at start-up (re-executing itself when OpenBLAS's own
+// pick is weaker) and keeps the user's OPENBLAS_CORETYPE.
+TEST(Cli, PicksOpenBlasKernelsAtStartUp) {
+  const Result r = run("--version", "-u OPENBLAS_CORETYPE -u UPCYCLE_BLAS_SELECTED");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::string prefix = "\nBLAS OpenBLAS ";
+  const size_t at = r.out.find(prefix);
+  if (at == std::string::npos) GTEST_SKIP() << "LibTorch does not use OpenBLAS here: " << r.out;
+  const size_t comma = r.out.find(", ", at), kernels = r.out.find(" kernels", at);
+  ASSERT_TRUE(comma != std::string::npos && kernels != std::string::npos && comma < kernels) << r.out;
+  const std::string core = r.out.substr(comma + 2, kernels - comma - 2);
+  const std::string best = upcycle::blasKernels().best;
+  EXPECT_FALSE(upcycle::blasCoreIsWeaker(core, best)) << "runs " << core << " on a " << best << " CPU:\n" << r.out;
+
+  const Result forced = run("--version", "-u UPCYCLE_BLAS_SELECTED OPENBLAS_CORETYPE=Prescott");
+  ASSERT_EQ(forced.rc, 0) << forced.err;
+  EXPECT_NE(forced.out.find("Prescott kernels (OPENBLAS_CORETYPE=Prescott)"), std::string::npos) << forced.out;
 }

@@ -5,8 +5,10 @@
 #include <QStandardPaths>
 
 #include "api/runtime.h"
+#include "core/blas_kernels.h"
 
 int main(int argc, char** argv) {
+  upcycle::selectBlasKernels(argv);
   qputenv("QT_QPA_PLATFORM", "offscreen");
   QStandardPaths::setTestModeEnabled(true);  // QSettings and data paths under ~/.qttest
   QApplication app(argc, argv);
