@@ -21,7 +21,7 @@ struct MoeBenchResult {
   double tokensPerS = 0, naiveTokensPerS = 0;
   double achievedGflops = 0, naiveGflops = 0;   // counted expert + router FLOPs (fwd + 2x bwd) / time
   double matmulPeakGflops = 0;                  // float32 matmul at the average expert GEMM shape
-  double speedup = 0;                           // naive time / grouped time
+  double speedup = 0;                           // median over rounds of naive time / grouped time
 };
 
 MoeBenchResult benchMoe(const MoeBenchOptions& o);
@@ -29,7 +29,8 @@ std::string moeBenchJson(const MoeBenchResult& r);
 
 // `upcycle bench train`: whole training steps (forward, backward, AdamW, clipping) of a randomly
 // initialized decoder on random tokens, through the same trainer as every pipeline stage. Model FLOPs
-// utilization = counted model FLOPs per second / the measured matmul peak (float32 on the CPU).
+// utilization = counted model FLOPs per second / the measured matmul peak (float32 on the CPU), the
+// peak probed right after every step (the median of the per-step ratios is reported).
 // FLOPs per token: forward 2 x (active matmul parameters: attention projections, the k chosen experts,
 // the router, the LM head) + 2 x layers x seq_len x d_model (causal attention scores and values);
 // training = 3 x forward.

@@ -14,7 +14,18 @@
 
 namespace upcycle {
 
-torch::Tensor naiveMoeForward(MoeBlockImpl& b, const torch::Tensor& x) {
+SeparateExperts separateExperts(const MoeBlockImpl& b) {
+  SeparateExperts s;
+  torch::NoGradGuard noGrad;
+  for (int64_t e = 0; e < b.numExperts; ++e) {
+    s.gate.push_back(b.w_gate[e].clone().requires_grad_(b.w_gate.requires_grad()));
+    s.up.push_back(b.w_up[e].clone().requires_grad_(b.w_up.requires_grad()));
+    s.down.push_back(b.w_down[e].clone().requires_grad_(b.w_down.requires_grad()));
+  }
+  return s;
+}
+
+torch::Tensor naiveMoeForward(const MoeBlockImpl& b, const SeparateExperts& ex, const torch::Tensor& x) {
   auto logits = torch::linear(x.to(torch::kFloat), b.router->weight.to(torch::kFloat));
   auto probs = torch::softmax(logits, -1);
   auto [w, idx] = probs.topk(b.topK, -1);                     // (N, K)
@@ -26,8 +37,8 @@ torch::Tensor naiveMoeForward(MoeBlockImpl& b, const torch::Tensor& x) {
     if (hit.size(0) == 0) continue;
     auto slot = hit.select(1, 0), tok = hit.select(1, 1);
     auto xs = x.index_select(0, tok);
-    auto h = torch::silu(torch::matmul(xs, b.w_gate[e].t())) * torch::matmul(xs, b.w_up[e].t());
-    auto y = torch::matmul(h, b.w_down[e].t()) * w.index({tok, slot}).unsqueeze(1).to(x.scalar_type());
+    auto h = torch::silu(torch::matmul(xs, ex.gate[e].t())) * torch::matmul(xs, ex.up[e].t());
+    auto y = torch::matmul(h, ex.down[e].t()) * w.index({tok, slot}).unsqueeze(1).to(x.scalar_type());
     out = out.index_add(0, tok, y);
   }
   return out;
@@ -61,15 +72,29 @@ MoeBenchResult benchMoe(const MoeBenchOptions& o) {
       block->zero_grad();
       block->forward(x.view({1, o.tokens, o.dModel}), rec).sum().backward();
     };
+    SeparateExperts experts = separateExperts(*block);
     auto naive = [&] {
       block->zero_grad();
-      naiveMoeForward(*block, x).sum().backward();
+      for (auto* v : {&experts.gate, &experts.up, &experts.down})
+        for (auto& t : *v) t.mutable_grad().reset();
+      naiveMoeForward(*block, experts, x).sum().backward();
     };
     MoeBenchResult r;
     r.options = o;
     r.threads = at::get_num_threads();
-    r.groupedSeconds = medianSeconds(o.warmup, o.iterations, dev, grouped);
-    r.naiveSeconds = medianSeconds(o.warmup, o.iterations, dev, naive);
+    // Matmul peak at the layer's own shape: (T k / E) x D times D x F, the average expert GEMM, batched
+    // E times so that it runs as long as the real work.
+    const int64_t rows = std::max<int64_t>(1, o.tokens * o.topK / o.experts);
+    auto a = torch::randn({rows, o.dModel}, gen).to(dev), w = torch::randn({o.dModel, o.dFf}, gen).to(dev);
+    auto peak = [&] {
+      for (int64_t e = 0; e < o.experts; ++e) torch::matmul(a, w);
+    };
+    const auto t = interleavedSeconds(o.warmup, o.iterations, dev, {grouped, naive, peak});
+    std::vector<double> ratios;  // per round: the same machine state for both paths
+    for (size_t i = 0; i < t[0].size(); ++i) ratios.push_back(t[1][i] / t[0][i]);
+    r.groupedSeconds = median(t[0]);
+    r.naiveSeconds = median(t[1]);
+    const double peakSeconds = median(t[2]);
     // FLOPs: per (token, slot) 3 matmuls of D x F (2 FLOPs per multiply-add), backward twice the forward;
     // the router adds 2 D E per token, likewise tripled.
     const double flops = 3.0 * (double(o.tokens) * o.topK * 6.0 * o.dModel * o.dFf + 2.0 * o.tokens * o.dModel * o.experts);
@@ -77,14 +102,7 @@ MoeBenchResult benchMoe(const MoeBenchOptions& o) {
     r.naiveTokensPerS = o.tokens / r.naiveSeconds;
     r.achievedGflops = flops / r.groupedSeconds / 1e9;
     r.naiveGflops = flops / r.naiveSeconds / 1e9;
-    r.speedup = r.naiveSeconds / r.groupedSeconds;
-    // Matmul peak at the layer's own shape: (T k / E) x D times D x F, the average expert GEMM, batched
-    // E times so that it runs as long as the real work.
-    const int64_t rows = std::max<int64_t>(1, o.tokens * o.topK / o.experts);
-    auto a = torch::randn({rows, o.dModel}, gen).to(dev), w = torch::randn({o.dModel, o.dFf}, gen).to(dev);
-    const double peakSeconds = medianSeconds(o.warmup, o.iterations, dev, [&] {
-      for (int64_t e = 0; e < o.experts; ++e) torch::matmul(a, w);
-    });
+    r.speedup = median(ratios);
     r.matmulPeakGflops = 2.0 * rows * o.dModel * o.dFf * o.experts / peakSeconds / 1e9;
     return r;
   });

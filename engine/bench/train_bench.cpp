@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -19,20 +20,28 @@ namespace upcycle {
 
 namespace {
 
-// Records the wall time of every optimizer step (the observer is called right after each one).
+// Records the wall time of every optimizer step (the observer is called right after each one), and
+// between steps times the matmul-peak probe, so that the step and the peak it is divided by are
+// measured on the same machine state (a shared VM's clock drifts within a minute).
 class StepClock : public TrainObserver {
  public:
+  explicit StepClock(std::function<void()> probe) : m_probe(std::move(probe)) {}
   void onStep(const StepMetrics& m) override {
-    const auto now = std::chrono::steady_clock::now();
+    auto now = std::chrono::steady_clock::now();
     if (m_started) seconds.push_back(std::chrono::duration<double>(now - m_last).count());
-    m_last = now;
     m_started = true;
     tokens = m.tokens;
+    m_probe();
+    const auto after = std::chrono::steady_clock::now();
+    probeSeconds.push_back(std::chrono::duration<double>(after - now).count());
+    m_last = after;
   }
-  std::vector<double> seconds;  // steps 2..N
+  std::vector<double> seconds;       // steps 2..N
+  std::vector<double> probeSeconds;  // after steps 1..N; probeSeconds[i + 1] follows seconds[i]
   int64_t tokens = 0;
 
  private:
+  std::function<void()> m_probe;
   bool m_started = false;
   std::chrono::steady_clock::time_point m_last;
 };
@@ -94,20 +103,26 @@ TrainBenchResult benchTrain(const TrainBenchOptions& o) {
     t.seed = o.seed;
     t.saveFinal = false;
     t.stage = "bench";
-    StepClock clock;
-    trainDecoder(model, data, t, &clock, nullptr);
-    std::vector<double> measured(clock.seconds.begin() + std::min<size_t>(clock.seconds.size() - 1, o.warmup), clock.seconds.end());
-    std::sort(measured.begin(), measured.end());
-    r.secondsPerStep = measured[measured.size() / 2];
-    const double tokens = static_cast<double>(o.batch * (o.seqLen - 1));
-    r.tokensPerS = tokens / r.secondsPerStep;
-    r.achievedGflops = r.flopsPerToken * r.tokensPerS / 1e9;
     // The matmul peak at the model's largest GEMM: (batch x seq) x D times D x F.
     const torch::Device dev = resolveDevice(o.device);
     auto a = torch::randn({o.batch * o.seqLen, D}).to(dev), w = torch::randn({D, F}).to(dev);
-    const double peakSeconds = medianSeconds(2, 7, dev, [&] { torch::matmul(a, w); });
-    r.matmulPeakGflops = 2.0 * static_cast<double>(o.batch * o.seqLen * D * F) / peakSeconds / 1e9;
-    r.mfu = r.achievedGflops / r.matmulPeakGflops;
+    StepClock clock([&] {
+      torch::matmul(a, w);
+      if (dev.is_cuda()) torch::cuda::synchronize();
+    });
+    trainDecoder(model, data, t, &clock, nullptr);
+    const size_t first = std::min<size_t>(clock.seconds.size() - 1, o.warmup);
+    const std::vector<double> measured(clock.seconds.begin() + first, clock.seconds.end());
+    const std::vector<double> probes(clock.probeSeconds.begin() + first + 1, clock.probeSeconds.end());
+    const double tokens = static_cast<double>(o.batch * (o.seqLen - 1));
+    const double peakFlops = 2.0 * static_cast<double>(o.batch * o.seqLen * D * F);
+    std::vector<double> mfu;  // per step, against the probe right after it
+    for (size_t i = 0; i < measured.size(); ++i) mfu.push_back(r.flopsPerToken * tokens / measured[i] / (peakFlops / probes[i]));
+    r.secondsPerStep = median(measured);
+    r.tokensPerS = tokens / r.secondsPerStep;
+    r.achievedGflops = r.flopsPerToken * r.tokensPerS / 1e9;
+    r.matmulPeakGflops = peakFlops / median(probes) / 1e9;
+    r.mfu = median(mfu);
     return r;
   });
 }

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/torch_compat.h"
+#include "model/grouped_experts.h"
 
 namespace upcycle {
 
@@ -119,19 +120,14 @@ torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& reco
   auto order = std::get<1>(flatExpert.sort(/*stable=*/true, 0, /*descending=*/false));  // (N*K)
   auto tokenOf = order.div(topK, "floor");                                         // (N*K)
   auto counts = torch::bincount(flatExpert, {}, numExperts).to(torch::kCPU);
-  auto xs = x.index_select(0, tokenOf);  // (N*K, D) tokens sorted by expert
-  std::vector<torch::Tensor> outs;
-  int64_t offset = 0;
-  const auto* cnt = counts.data_ptr<int64_t>();
-  for (int64_t e = 0; e < numExperts; ++e) {
-    const int64_t n = cnt[e];
-    if (n == 0) continue;
-    auto seg = xs.narrow(0, offset, n);                                     // (n, D)
-    auto h = torch::silu(torch::matmul(seg, w_gate[e].t())) * torch::matmul(seg, w_up[e].t());  // (n, F)
-    outs.push_back(torch::matmul(h, w_down[e].t()));                        // (n, D)
-    offset += n;
+  const std::vector<int64_t> cnt(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + numExperts);
+  const auto dt = autocastMatmulDtype(x);  // the experts cast by themselves: their GEMMs write in place
+  auto xs = x.index_select(0, tokenOf).to(dt);  // (N*K, D) tokens sorted by expert
+  torch::Tensor ys;                             // (N*K, D)
+  {
+    NoAutocast asIs(autocastKeys());
+    ys = groupedSwiGlu(xs, cnt, w_gate.to(dt), w_up.to(dt), w_down.to(dt));
   }
-  auto ys = torch::cat(outs, 0);  // (N*K, D)
   auto w = topW.reshape({-1}).index_select(0, order).unsqueeze(1).to(ys.scalar_type());
   auto out = torch::zeros({N, D}, ys.options()).index_add(0, tokenOf, ys * w).to(x.scalar_type());
   if (shared_expert) {

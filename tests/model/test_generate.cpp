@@ -80,12 +80,29 @@ TEST(NaiveMoe, SameOutputAndGradientsAsTheGroupedPath) {
   auto x = torch::randn({37, 32}, gen).requires_grad_(true);
   RouterRecord rec;
   auto g = block->forward(x.view({1, 37, 32}), rec).view({37, 32});
-  auto n = naiveMoeForward(*block, x);
+  const SeparateExperts ex = separateExperts(*block);
+  auto n = naiveMoeForward(*block, ex, x);
   EXPECT_LT((g - n).abs().max().item<double>(), 1e-5);
   auto upstream = torch::randn({37, 32}, gen);
-  auto gradG = torch::autograd::grad({g}, {x, block->w_gate}, {upstream});
-  auto gradN = torch::autograd::grad({n}, {x, block->w_gate}, {upstream});
+  auto gradG = torch::autograd::grad({g}, {x, block->router->weight, block->w_gate, block->w_up, block->w_down}, {upstream});
+  std::vector<torch::Tensor> leaves = {x, block->router->weight};
+  for (const auto* v : {&ex.gate, &ex.up, &ex.down}) leaves.insert(leaves.end(), v->begin(), v->end());
+  auto gradN = torch::autograd::grad({n}, leaves, {upstream}, /*retain_graph=*/false, /*create_graph=*/false,
+                                     /*allow_unused=*/true);
+  const int64_t E = block->numExperts;
+  auto stacked = [&](int64_t first) {
+    std::vector<torch::Tensor> parts;
+    for (int64_t e = 0; e < E; ++e)
+      parts.push_back(gradN[first + e].defined() ? gradN[first + e] : torch::zeros_like(ex.gate[0]));
+    return torch::stack(parts);
+  };
   EXPECT_LT((gradG[0] - gradN[0]).abs().max().item<double>(), 1e-5);
   EXPECT_LT((gradG[1] - gradN[1]).abs().max().item<double>(), 1e-5);
-  EXPECT_GT(gradG[1].abs().sum().item<double>(), 0.0);
+  for (int w = 0; w < 3; ++w) {
+    SCOPED_TRACE(w);
+    auto ref = stacked(2 + w * E);
+    EXPECT_EQ(gradG[2 + w].sizes(), ref.sizes());
+    EXPECT_LT((gradG[2 + w] - ref).abs().max().item<double>(), 1e-5);
+    EXPECT_GT(ref.abs().sum().item<double>(), 0.0);
+  }
 }
