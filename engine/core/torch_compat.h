@@ -44,17 +44,6 @@ class CudaBf16Autocast {
   at::ScalarType m_prevDtype = at::kBFloat16;
 };
 
-// The dtype a matmul of `t` runs in: CUDA autocast's (bf16 inside CudaBf16Autocast), else t's own.
-// For code that calls ops autocast does not cover (mm_out) and so casts by itself.
-inline at::ScalarType autocastMatmulDtype(const at::Tensor& t) {
-  if (!t.is_cuda()) return t.scalar_type();
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  return at::autocast::is_autocast_enabled(at::kCUDA) ? at::autocast::get_autocast_dtype(at::kCUDA) : t.scalar_type();
-#else
-  return at::autocast::is_enabled() ? at::autocast::get_autocast_gpu_dtype() : t.scalar_type();
-#endif
-}
-
 // Inside this guard, ops run in the dtype of their inputs even under autocast: for the router
 // softmax and the losses, which SPEC §1 wants in float32.
 using NoAutocast = c10::impl::ExcludeDispatchKeyGuard;

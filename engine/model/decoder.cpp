@@ -4,7 +4,6 @@
 
 #include "core/error.h"
 #include "core/torch_compat.h"
-#include "model/grouped_experts.h"
 
 namespace upcycle {
 
@@ -121,13 +120,20 @@ torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& reco
   auto tokenOf = order.div(topK, "floor");                                         // (N*K)
   auto counts = torch::bincount(flatExpert, {}, numExperts).to(torch::kCPU);
   const std::vector<int64_t> cnt(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + numExperts);
-  const auto dt = autocastMatmulDtype(x);  // the experts cast by themselves: their GEMMs write in place
-  auto xs = x.index_select(0, tokenOf).to(dt);  // (N*K, D) tokens sorted by expert
-  torch::Tensor ys;                             // (N*K, D)
-  {
-    NoAutocast asIs(autocastKeys());
-    ys = groupedSwiGlu(xs, cnt, w_gate.to(dt), w_up.to(dt), w_down.to(dt));
+  auto xs = x.index_select(0, tokenOf);  // (N*K, D) tokens sorted by expert
+  // Per-expert views through unbind and split: their backward stacks (concatenates) the E gradients
+  // once. Indexing w_gate[e] or narrowing xs instead gives each expert a zero-filled gradient of the
+  // whole tensor that autograd then sums: E^2 F D traffic per weight, 35% of the layer's time at
+  // d 256 on the CPU.
+  const auto gate = w_gate.unbind(0), up = w_up.unbind(0), down = w_down.unbind(0);
+  const auto segs = xs.split_with_sizes(cnt);  // (n_e, D) each
+  std::vector<torch::Tensor> outs;
+  for (int64_t e = 0; e < numExperts; ++e) {
+    if (cnt[e] == 0) continue;
+    auto h = torch::silu(torch::matmul(segs[e], gate[e].t())) * torch::matmul(segs[e], up[e].t());  // (n, F)
+    outs.push_back(torch::matmul(h, down[e].t()));                                                  // (n, D)
   }
+  auto ys = torch::cat(outs, 0);  // (N*K, D)
   auto w = topW.reshape({-1}).index_select(0, order).unsqueeze(1).to(ys.scalar_type());
   auto out = torch::zeros({N, D}, ys.options()).index_add(0, tokenOf, ys * w).to(x.scalar_type());
   if (shared_expert) {
