@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Takes the documentation's screenshots: upcycle-studio's main window under Xvfb, driven through a
 # real run of the built-in demo, one PNG per panel in docs/screenshots/.
-#   scripts/screenshots.sh [--quick]      (the full demo takes about 5 minutes on 2 cores)
+#   scripts/screenshots.sh [--quick]      (the full demo takes about 3 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake --preset release >/dev/null

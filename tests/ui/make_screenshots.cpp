@@ -13,6 +13,7 @@
 #include <cstdio>
 
 #include "api/runtime.h"
+#include "core/blas_kernels.h"
 #include "checkpoints_panel.h"
 #include "compare_panel.h"
 #include "engine_worker.h"
@@ -51,6 +52,7 @@ qint64 runNamed(Workspace* ws, const std::string& method) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  upcycle::selectBlasKernels(argv);
   QStandardPaths::setTestModeEnabled(true);  // the default layout, not the user's
   QApplication app(argc, argv);
   QApplication::setOrganizationName(QStringLiteral("UpcycleWorkbenchScreenshots"));
