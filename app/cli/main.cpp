@@ -1,5 +1,6 @@
 // `upcycle`: the headless face of the workbench. Every verb calls the same engine API as the GUI.
 // Never includes torch headers: it speaks the engine's plain C++ API.
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -573,7 +574,8 @@ int cmdRuns(const Args& a) {
   throw upcycle::UserError("unknown runs command \"" + sub + "\" (list, show, compare, delete, export, rename, tag)");
 }
 
-// Runs argv as a child process; returns its wall time and peak resident memory (KiB). Throws on failure.
+// Runs argv as a child process, its stdout discarded; returns its wall time and peak resident memory (KiB).
+// Throws on failure.
 struct ChildStats {
   double seconds = 0;
   long maxRssKib = 0;
@@ -586,6 +588,8 @@ ChildStats runChild(const std::vector<std::string>& argv) {
   const pid_t pid = ::fork();
   UPCYCLE_CHECK(pid >= 0, "fork failed");
   if (pid == 0) {
+    const int devnull = ::open("/dev/null", O_WRONLY);  // the children's output would break --json
+    if (devnull >= 0) ::dup2(devnull, STDOUT_FILENO);
     ::execvp(args[0], args.data());
     std::_Exit(127);
   }
@@ -616,17 +620,13 @@ int cmdBenchConvert(const Args& a) {
   fs::path base = a.get("base", "");
   const int64_t layers = a.getInt("layers", 22);
   if (base.empty()) {
-    // d 1024, d_ff 2816, 16 heads (8 KV): 47 MB of float32 per layer; 22 layers are about 1 GB.
-    upcycle::CreateOptions c;
-    c.modelType = "llama";
-    c.hiddenSize = 1024;
-    c.intermediateSize = 2816;
-    c.numLayers = layers;
-    c.numHeads = 16;
-    c.numKvHeads = 8;
-    c.out = work / "dense";
-    if (!fs::exists(c.out / "config.json")) upcycle::createRandomModel(c);
-    base = c.out;
+    // d 1024, d_ff 2816, 16 heads (8 KV): 47 MB of float32 per layer; 22 layers are about 1 GB. Made by
+    // a child: a forked child's peak RSS (wait4) starts at its parent's resident size, so this process
+    // must stay small.
+    base = work / "dense";
+    if (!fs::exists(base / "config.json"))
+      runChild({self, "create", "--out", base.string(), "--arch", "llama", "--hidden", "1024", "--ff", "2816", "--layers",
+                std::to_string(layers), "--heads", "16", "--kv-heads", "8"});
   }
   const std::string method = a.get("method", "drop");
   const std::string experts = std::to_string(a.getInt("experts", 8));

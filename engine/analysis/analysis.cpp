@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "analysis/gram.h"
 #include "api/torch_errors.h"
 #include "core/error.h"
 #include "data/prepare.h"
@@ -16,20 +17,31 @@ namespace upcycle {
 Matrix cosineMatrix(const torch::Tensor& x) { return cosineMatrix(std::vector<torch::Tensor>{x}, {}); }
 
 Matrix cosineMatrix(const std::vector<torch::Tensor>& parts, const std::vector<torch::Tensor>& refs) {
-  // The Gram matrix G = X X^T in float64, accumulated over column chunks so that no float64 copy of X
-  // (nor of X - ref) is ever made whole; cos_ij = G_ij / sqrt(G_ii G_jj). Memory-bound: one pass over X.
-  constexpr int64_t kChunk = 1 << 16;
+  // The Gram matrix G = X X^T in float64, accumulated part by part so that no copy of X (nor of
+  // X - ref) is ever made whole; cos_ij = G_ij / sqrt(G_ii G_jj).
   const int64_t n = parts.at(0).size(0);
+  auto isF32 = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat; };
+  bool fast = true;
+  for (size_t p = 0; p < parts.size(); ++p) fast = fast && isF32(parts[p]) && (refs.empty() || isF32(refs[p]));
   auto g = torch::zeros({n, n}, torch::kDouble);
   for (size_t p = 0; p < parts.size(); ++p) {
     const auto x = parts[p].reshape({n, -1});  // (n, m_p)
     const torch::Tensor ref = refs.empty() ? torch::Tensor() : refs[p].reshape({1, -1});
     const int64_t m = x.size(1);
+    if (fast) {  // float32 on the CPU: one streaming pass (analysis/gram.h)
+      const auto xc = x.contiguous();
+      const auto rc = ref.defined() ? ref.contiguous() : torch::Tensor();
+      std::vector<const float*> rows(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) rows[i] = xc.data_ptr<float>() + i * m;
+      accumulateGram(rows.data(), n, rc.defined() ? rc.data_ptr<float>() : nullptr, m, g.data_ptr<double>());
+      continue;
+    }
+    constexpr int64_t kChunk = 1 << 16;  // other dtypes and devices: float64 GEMMs over column chunks
     for (int64_t k = 0; k < m; k += kChunk) {
       const int64_t c = std::min(kChunk, m - k);
       auto xb = x.narrow(1, k, c);
       if (ref.defined()) xb = xb - ref.narrow(1, k, c);
-      xb = xb.to(torch::kDouble);  // (n, c)
+      xb = xb.to(torch::kCPU, torch::kDouble);  // (n, c)
       g.add_(torch::matmul(xb, xb.t()));
     }
   }

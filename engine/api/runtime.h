@@ -12,7 +12,8 @@ struct RuntimeInfo {
   std::string blas;  // e.g. "OpenBLAS 0.3.21, SkylakeX kernels", or "unknown (not OpenBLAS)"
 };
 
-// Sets LibTorch's intra-op thread count explicitly (OpenMP may report 1 otherwise).
+// Sets LibTorch's intra-op thread count explicitly (OpenMP may report 1 otherwise), and makes glibc
+// keep freed memory for reuse instead of returning large blocks to the kernel (see runtime.cpp).
 // threads <= 0 means one per hardware core.
 void configureRuntime(int threads = 0);
 RuntimeInfo runtimeInfo();
