@@ -33,7 +33,8 @@ Matrix cosineMatrix(const std::vector<torch::Tensor>& parts, const std::vector<t
       const auto rc = ref.defined() ? ref.contiguous() : torch::Tensor();
       std::vector<const float*> rows(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) rows[i] = xc.data_ptr<float>() + i * m;
-      accumulateGram(rows.data(), n, rc.defined() ? rc.data_ptr<float>() : nullptr, m, g.data_ptr<double>());
+      accumulateGram(rows.data(), n, rc.defined() ? rc.data_ptr<float>() : nullptr, m, g.data_ptr<double>(),
+                     at::get_num_threads());
       continue;
     }
     constexpr int64_t kChunk = 1 << 16;  // other dtypes and devices: float64 GEMMs over column chunks

@@ -1,8 +1,8 @@
 #include "analysis/gram.h"
 
-#include <ATen/Parallel.h>
-
+#include <algorithm>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 namespace upcycle {
@@ -47,7 +47,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void gramBlock4x4(c
 
 }  // namespace detail
 
-void accumulateGram(const float* const* rows, int64_t n, const float* ref, int64_t c, double* g) {
+void accumulateGram(const float* const* rows, int64_t n, const float* ref, int64_t c, double* g, int threads) {
   if (n <= 0 || c <= 0) return;
   constexpr int64_t kTile = 4096;       // columns per tile: 4 rows x 16 KB stay in L1/L2 across blocks
   constexpr int64_t kTilesPerGroup = 8;  // fixed groups, summed in order: no dependence on threads
@@ -64,7 +64,7 @@ void accumulateGram(const float* const* rows, int64_t n, const float* ref, int64
   }
   const int64_t tiles = (c + kTile - 1) / kTile, groups = (tiles + kTilesPerGroup - 1) / kTilesPerGroup;
   std::vector<double> partial(static_cast<size_t>(groups * n4 * n4), 0.0);
-  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+  auto work = [&](int64_t g0, int64_t g1) {
     double block[16];
     std::vector<const float*> pa(4), pb(4);
     for (int64_t grp = g0; grp < g1; ++grp) {
@@ -84,7 +84,14 @@ void accumulateGram(const float* const* rows, int64_t n, const float* ref, int64
           }
       }
     }
-  });
+  };
+  // Plain threads: at::parallel_for is inline OpenMP, which this file would have to be built with.
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, groups));
+  std::vector<std::thread> pool;
+  for (int64_t w = 1; w < workers; ++w)
+    pool.emplace_back(work, groups * w / workers, groups * (w + 1) / workers);
+  work(0, groups / workers);
+  for (auto& t : pool) t.join();
   for (int64_t grp = 0; grp < groups; ++grp) {
     const double* acc = partial.data() + grp * n4 * n4;
     for (int64_t i = 0; i < n; ++i)

@@ -12,7 +12,7 @@ namespace upcycle {
 
 // g (n x n, row-major) += X X^T, where row i of X is rows[i][0..c) minus ref[0..c) when ref is not null.
 // The difference is taken in float32 (as `x - ref` on float tensors), the products and sums in float64;
-// the result does not depend on the thread count.
-void accumulateGram(const float* const* rows, int64_t n, const float* ref, int64_t c, double* g);
+// Runs on `threads` threads; the result does not depend on their number.
+void accumulateGram(const float* const* rows, int64_t n, const float* ref, int64_t c, double* g, int threads);
 
 }  // namespace upcycle
