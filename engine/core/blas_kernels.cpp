@@ -62,7 +62,9 @@ BlasKernels blasKernels() {
 
 void selectBlasKernels(char** argv) {
   const BlasKernels k = blasKernels();
-  if (k.core.empty() || !k.forced.empty() || !blasCoreIsWeaker(k.core, k.best)) return;
+  // Once only: after the re-execution (k.selected), OpenBLAS may still run weaker kernels than asked
+  // for (a build without DYNAMIC_ARCH, or its own AVX-512 check saying no); another exec would loop.
+  if (k.core.empty() || k.selected || !k.forced.empty() || !blasCoreIsWeaker(k.core, k.best)) return;
   if (setenv("OPENBLAS_CORETYPE", k.best.c_str(), 1) != 0 || setenv(kSelectedVar, k.best.c_str(), 1) != 0) return;
   execv("/proc/self/exe", argv);
   unsetenv("OPENBLAS_CORETYPE");  // exec failed (no /proc?): carry on with the kernels we have

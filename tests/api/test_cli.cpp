@@ -415,4 +415,10 @@ TEST(Cli, PicksOpenBlasKernelsAtStartUp) {
   const Result forced = run("--version", "-u UPCYCLE_BLAS_SELECTED OPENBLAS_CORETYPE=Prescott");
   ASSERT_EQ(forced.rc, 0) << forced.err;
   EXPECT_NE(forced.out.find("Prescott kernels (OPENBLAS_CORETYPE=Prescott)"), std::string::npos) << forced.out;
+
+  // After its one re-execution a program never re-executes again, even if OpenBLAS did not take the
+  // kernels it asked for (here: the marker says Prescott was selected).
+  const Result once = run("--version", "UPCYCLE_BLAS_SELECTED=Prescott OPENBLAS_CORETYPE=Prescott");
+  ASSERT_EQ(once.rc, 0) << once.err;
+  EXPECT_NE(once.out.find("Prescott kernels (selected at start-up"), std::string::npos) << once.out;
 }
