@@ -66,7 +66,8 @@ void accumulateGram(const float* const* rows, int64_t n, const float* ref, int64
   std::vector<double> partial(static_cast<size_t>(groups * n4 * n4), 0.0);
   auto work = [&](int64_t g0, int64_t g1) {
     double block[16];
-    std::vector<const float*> pa(4), pb(4);
+    const float* pa[4];
+    const float* pb[4];
     for (int64_t grp = g0; grp < g1; ++grp) {
       double* acc = partial.data() + grp * n4 * n4;
       const int64_t t1 = std::min(tiles, (grp + 1) * kTilesPerGroup);
@@ -78,7 +79,7 @@ void accumulateGram(const float* const* rows, int64_t n, const float* ref, int64
               pa[q] = r[bi * 4 + q] + off;
               pb[q] = r[bj * 4 + q] + off;
             }
-            detail::gramBlock4x4(pa.data(), pb.data(), ref ? ref + off : nullptr, len, block);
+            detail::gramBlock4x4(pa, pb, ref ? ref + off : nullptr, len, block);
             for (int i = 0; i < 4; ++i)
               for (int j = 0; j < 4; ++j) acc[(bi * 4 + i) * n4 + bj * 4 + j] += block[i * 4 + j];
           }

@@ -5,13 +5,13 @@
 // As a GEMM that has M = N = E (8): OpenBLAS runs it at 7-10 GFLOP/s, far below both its peak and the
 // memory bandwidth. This kernel streams the columns once per 4 x 4 block of rows, in float64 vector
 // registers (AVX-512 or AVX2 chosen at run time, plain code otherwise), over column tiles spread on
-// the intra-op threads.
+// threads.
 #include <cstdint>
 
 namespace upcycle {
 
 // g (n x n, row-major) += X X^T, where row i of X is rows[i][0..c) minus ref[0..c) when ref is not null.
-// The difference is taken in float32 (as `x - ref` on float tensors), the products and sums in float64;
+// The difference is taken in float32 (as `x - ref` on float tensors), the products and sums in float64.
 // Runs on `threads` threads; the result does not depend on their number.
 void accumulateGram(const float* const* rows, int64_t n, const float* ref, int64_t c, double* g, int threads);
 

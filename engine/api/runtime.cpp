@@ -8,9 +8,9 @@
 #include <malloc.h>
 #endif
 
-#include "model/model_io.h"
 #include "core/blas_kernels.h"
 #include "core/error.h"
+#include "model/model_io.h"
 
 namespace upcycle {
 

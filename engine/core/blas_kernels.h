@@ -20,8 +20,8 @@ struct BlasKernels {
 
 BlasKernels blasKernels();
 
-// The OpenBLAS core names whose kernels use the CPU's widest vector units. Exposed for tests.
-// cpuBest: "SkylakeX" (AVX-512 F/CD/BW/DQ/VL), "Haswell" (AVX2 + FMA) or "".
+// True when OpenBLAS core `detected` (any case) uses narrower vector units than `cpuBest`, the best this
+// CPU supports: "SkylakeX" (AVX-512 F/CD/BW/DQ/VL), "Haswell" (AVX2 + FMA) or "" (nothing to pick).
 bool blasCoreIsWeaker(const std::string& detected, const std::string& cpuBest);
 
 // Call first thing in main(). When OpenBLAS runs weaker kernels than the CPU supports and the user
