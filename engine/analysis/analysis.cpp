@@ -18,23 +18,34 @@ Matrix cosineMatrix(const torch::Tensor& x) { return cosineMatrix(std::vector<to
 
 Matrix cosineMatrix(const std::vector<torch::Tensor>& parts, const std::vector<torch::Tensor>& refs) {
   // The Gram matrix G = X X^T in float64, accumulated part by part so that no copy of X (nor of
-  // X - ref) is ever made whole; cos_ij = G_ij / sqrt(G_ii G_jj).
+  // X - ref) is ever made whole; cos_ij = G_ij / sqrt(G_ii G_jj). Rows stored as bfloat16 are read as
+  // they are (widened 8 values at a time inside the kernel), so a bf16 model is never copied to float32.
   const int64_t n = parts.at(0).size(0);
-  auto isF32 = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat; };
+  auto streamable = [](const torch::Tensor& t) {
+    return t.device().is_cpu() && (t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kBFloat16);
+  };
   bool fast = true;
-  for (size_t p = 0; p < parts.size(); ++p) fast = fast && isF32(parts[p]) && (refs.empty() || isF32(refs[p]));
+  for (const auto& p : parts) fast = fast && streamable(p);
   auto g = torch::zeros({n, n}, torch::kDouble);
   for (size_t p = 0; p < parts.size(); ++p) {
     const auto x = parts[p].reshape({n, -1});  // (n, m_p)
     const torch::Tensor ref = refs.empty() ? torch::Tensor() : refs[p].reshape({1, -1});
     const int64_t m = x.size(1);
-    if (fast) {  // float32 on the CPU: one streaming pass (analysis/gram.h)
+    if (fast) {  // float32 or bfloat16 rows on the CPU: one streaming pass (analysis/gram.h)
       const auto xc = x.contiguous();
-      const auto rc = ref.defined() ? ref.contiguous() : torch::Tensor();
-      std::vector<const float*> rows(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) rows[i] = xc.data_ptr<float>() + i * m;
-      accumulateGram(rows.data(), n, rc.defined() ? rc.data_ptr<float>() : nullptr, m, g.data_ptr<double>(),
-                     at::get_num_threads());
+      // The reference is one row (a dense FFN matrix): float32, whatever its storage (exact for bf16).
+      const auto rc = ref.defined() ? ref.to(torch::kCPU, torch::kFloat).contiguous() : torch::Tensor();
+      const float* r = rc.defined() ? rc.data_ptr<float>() : nullptr;
+      if (xc.scalar_type() == torch::kBFloat16) {
+        std::vector<const uint16_t*> rows(static_cast<size_t>(n));
+        const auto* base = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>());
+        for (int64_t i = 0; i < n; ++i) rows[i] = base + i * m;
+        accumulateGramBf16(rows.data(), n, r, m, g.data_ptr<double>(), at::get_num_threads());
+      } else {
+        std::vector<const float*> rows(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) rows[i] = xc.data_ptr<float>() + i * m;
+        accumulateGram(rows.data(), n, r, m, g.data_ptr<double>(), at::get_num_threads());
+      }
       continue;
     }
     constexpr int64_t kChunk = 1 << 16;  // other dtypes and devices: float64 GEMMs over column chunks
@@ -92,9 +103,10 @@ AnalysisReport analyzeDecoder(DecoderLMImpl& moe, DecoderLMImpl* base, const std
     }
   for (size_t i = 0; i < blocks.size(); ++i) {
     auto& b = blocks[i];
-    // The experts' flattened FFNs: gate, up, down, each (E, F D), never concatenated.
-    const std::vector<torch::Tensor> parts = {b->w_gate.to(torch::kCPU, torch::kFloat), b->w_up.to(torch::kCPU, torch::kFloat),
-                                              b->w_down.to(torch::kCPU, torch::kFloat)};
+    // The experts' flattened FFNs: gate, up, down, each (E, F D), never concatenated, in their own
+    // dtype (cosineMatrix reads bfloat16 rows without a float32 copy).
+    const std::vector<torch::Tensor> parts = {b->w_gate.to(torch::kCPU), b->w_up.to(torch::kCPU),
+                                              b->w_down.to(torch::kCPU)};
     LayerSimilarity s;
     s.layer = layerIds[i];
     s.weights = cosineMatrix(parts, {});
@@ -102,8 +114,8 @@ AnalysisReport analyzeDecoder(DecoderLMImpl& moe, DecoderLMImpl* base, const std
       auto d = layerAt(*base, layerIds[i])->mlp;
       UPCYCLE_CHECK(d, "the base model's layer ", layerIds[i], " has no dense FFN");
       UPCYCLE_CHECK(d->gate_proj->weight.size(0) == b->w_gate.size(1), "the base's d_ff differs from the experts'");
-      s.deltas = cosineMatrix(parts, {d->gate_proj->weight.to(torch::kCPU, torch::kFloat), d->up_proj->weight.to(torch::kCPU, torch::kFloat),
-                                      d->down_proj->weight.to(torch::kCPU, torch::kFloat)});
+      s.deltas = cosineMatrix(parts, {d->gate_proj->weight.to(torch::kCPU), d->up_proj->weight.to(torch::kCPU),
+                                      d->down_proj->weight.to(torch::kCPU)});
     }
     double off = 0;
     for (int64_t a = 0; a < E; ++a)
@@ -170,8 +182,11 @@ AnalysisReport analyzeDecoder(DecoderLMImpl& moe, DecoderLMImpl* base, const std
     auto& b = blocks[l];
     std::vector<torch::Tensor> outs;
     for (int64_t e = 0; e < E; ++e) {
-      auto h = torch::silu(torch::matmul(X, b->w_gate[e].t())) * torch::matmul(X, b->w_up[e].t());
-      outs.push_back(torch::matmul(h, b->w_down[e].t()).cpu());
+      // In float32, one expert at a time (a bf16 model's expert is widened here, 3 F D floats).
+      const auto wg = b->w_gate[e].to(torch::kFloat), wu = b->w_up[e].to(torch::kFloat),
+                 wd = b->w_down[e].to(torch::kFloat);
+      auto h = torch::silu(torch::matmul(X, wg.t())) * torch::matmul(X, wu.t());  // (N, F)
+      outs.push_back(torch::matmul(h, wd.t()).cpu());                            // (N, D)
     }
     Matrix cka;
     cka.rows = cka.cols = E;
@@ -194,9 +209,10 @@ AnalysisReport analyzeModel(const std::filesystem::path& modelPath, const Analyz
   }
   return withTorchErrors("analyze", [&] {
     const torch::Device dev = resolveDevice(o.device);
-    DecoderLM moe = loadModel(modelPath, {dev, torch::kFloat});
+    // Each model in its own storage dtype under "auto": a bf16 MoE is never widened as a whole.
+    DecoderLM moe = loadModel(modelPath, {dev, loadDtype(o.dtype, loadHfConfig(modelPath).dtype, "--dtype")});
     DecoderLM base{nullptr};
-    if (!o.base.empty()) base = loadModel(o.base, {dev, torch::kFloat});
+    if (!o.base.empty()) base = loadModel(o.base, {dev, loadDtype(o.dtype, loadHfConfig(o.base).dtype, "--dtype")});
     return analyzeDecoder(*moe, base ? base.get() : nullptr, probe);
   });
 }

@@ -48,6 +48,10 @@ struct AnalyzeOptions {
   int64_t maxProbeRecords = 256;
   std::string promptTemplate;
   std::string device = "auto";
+  // The dtype the models are loaded in: "auto" keeps a bfloat16 checkpoint in bfloat16 (the similarity
+  // reads its rows as stored; the probe forward runs in bfloat16, router softmax in float32) and loads
+  // anything else as float32; or "float32", "bfloat16".
+  std::string dtype = "auto";
 };
 
 AnalysisReport analyzeModel(const std::filesystem::path& model, const AnalyzeOptions& o = {});

@@ -52,14 +52,43 @@ std::optional<int64_t> optTokenId(const json& j, const char* key, const std::str
   return v.get<int64_t>();
 }
 
+// rope_scaling (transformers v4) or rope_parameters (v5): only the default and linear kinds.
+void readRopeKind(const json& rs, const char* key, const std::string& defaultType, ModelConfig& c,
+                  const std::string& ctx) {
+  UPCYCLE_CHECK(rs.is_object(), ctx, ": ", key, " must be null or an object");
+  auto str = [&](const char* k) {
+    UPCYCLE_CHECK(rs[k].is_string(), ctx, ": ", key, ".", k, " must be a string, got ",
+                  rs[k].dump());
+    return rs[k].get<std::string>();
+  };
+  const std::string type = rs.contains("rope_type") ? str("rope_type")
+                           : rs.contains("type")    ? str("type")
+                                                    : defaultType;
+  if (type == "linear") {
+    c.ropeLinearFactor = optNum(rs, "factor", 1.0, ctx + ": " + key);
+    UPCYCLE_CHECK(c.ropeLinearFactor > 0, ctx, ": ", key, ".factor must be positive");
+  } else {
+    UPCYCLE_CHECK(type == "default", ctx, ": ", key, " type \"", type,
+                  "\" is not supported (null, \"default\" or \"linear\")");
+  }
+}
+
+bool isQwen3Family(const std::string& type) { return type == "qwen3" || type == "qwen3_moe"; }
+
 }  // namespace
+
+const char* supportedModelTypes() {
+  return "llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe";
+}
 
 std::string ModelConfig::architecture() const {
   if (modelType == "llama") return "LlamaForCausalLM";
   if (modelType == "mistral") return "MistralForCausalLM";
   if (modelType == "qwen2") return "Qwen2ForCausalLM";
+  if (modelType == "qwen3") return "Qwen3ForCausalLM";
   if (modelType == "mixtral") return "MixtralForCausalLM";
   if (modelType == "qwen2_moe") return "Qwen2MoeForCausalLM";
+  if (modelType == "qwen3_moe") return "Qwen3MoeForCausalLM";
   return modelType;
 }
 
@@ -93,9 +122,11 @@ ModelConfig parseHfConfig(const std::string& text, const std::string& ctx) {
                 ": missing string key \"model_type\"");
   c.modelType = j["model_type"].get<std::string>();
   const bool known = c.modelType == "llama" || c.modelType == "mistral" || c.modelType == "qwen2" ||
-                     c.modelType == "mixtral" || c.modelType == "qwen2_moe";
+                     c.modelType == "qwen3" || c.modelType == "mixtral" ||
+                     c.modelType == "qwen2_moe" || c.modelType == "qwen3_moe";
   UPCYCLE_CHECK(known, ctx, ": model_type \"", c.modelType,
-                "\" is not supported (llama, mistral, qwen2, mixtral, qwen2_moe)");
+                "\" is not supported; supported model types: ", supportedModelTypes());
+  const bool qwen3 = isQwen3Family(c.modelType);
 
   c.vocabSize = requireInt(j, "vocab_size", ctx);
   c.hiddenSize = requireInt(j, "hidden_size", ctx);
@@ -104,10 +135,15 @@ ModelConfig parseHfConfig(const std::string& text, const std::string& ctx) {
   c.numHeads = requireInt(j, "num_attention_heads", ctx);
   c.numKvHeads = optInt(j, "num_key_value_heads", c.numHeads, ctx);
   UPCYCLE_CHECK(c.numKvHeads > 0, ctx, ": key \"num_key_value_heads\" must be positive");
-  UPCYCLE_CHECK(c.hiddenSize % c.numHeads == 0 || j.contains("head_dim"), ctx,
+  // qwen3's config class declares head_dim = 128, so an absent head_dim is 128 there; qwen3_moe's
+  // does not, and its modelling code falls back to hidden / heads as the other families do.
+  const bool qwen3DefaultHeadDim = c.modelType == "qwen3";
+  const bool hasHeadDim = j.contains("head_dim") && !j["head_dim"].is_null();
+  UPCYCLE_CHECK(c.hiddenSize % c.numHeads == 0 || hasHeadDim || qwen3DefaultHeadDim, ctx,
                 ": hidden_size (", c.hiddenSize, ") is not divisible by num_attention_heads (",
                 c.numHeads, ") and head_dim is absent");
-  c.headDim = optInt(j, "head_dim", c.hiddenSize / c.numHeads, ctx);
+  c.headDim = optInt(j, "head_dim", qwen3DefaultHeadDim ? 128 : c.hiddenSize / c.numHeads, ctx);
+  UPCYCLE_CHECK(c.headDim > 0, ctx, ": key \"head_dim\" must be positive, got ", c.headDim);
   c.rmsNormEps = optNum(j, "rms_norm_eps", 1e-6, ctx);
   c.ropeTheta = optNum(j, "rope_theta", 10000.0, ctx);
   c.maxPositionEmbeddings = optInt(j, "max_position_embeddings", 2048, ctx);
@@ -124,19 +160,15 @@ ModelConfig parseHfConfig(const std::string& text, const std::string& ctx) {
   UPCYCLE_CHECK(!optBool(j, "mlp_bias", false, ctx), ctx,
                 ": mlp_bias = true is not supported (SwiGLU without bias only)");
 
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    const json& rs = j["rope_scaling"];
-    UPCYCLE_CHECK(rs.is_object(), ctx, ": rope_scaling must be null or an object");
-    std::string type = rs.contains("rope_type") ? rs["rope_type"].get<std::string>()
-                       : rs.contains("type")    ? rs["type"].get<std::string>() : "";
-    if (type == "linear") {
-      c.ropeLinearFactor = optNum(rs, "factor", 1.0, ctx + ": rope_scaling");
-      UPCYCLE_CHECK(c.ropeLinearFactor > 0, ctx, ": rope_scaling.factor must be positive");
-    } else {
-      UPCYCLE_CHECK(type == "default", ctx, ": rope_scaling type \"", type,
-                    "\" is not supported (null, \"default\" or \"linear\")");
-    }
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
+    readRopeKind(j["rope_scaling"], "rope_scaling", "", c, ctx);
+  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+    // transformers v5 moves rope_theta and the scaling kind into one object.
+    readRopeKind(j["rope_parameters"], "rope_parameters", "default", c, ctx);
+    c.ropeTheta =
+        optNum(j["rope_parameters"], "rope_theta", c.ropeTheta, ctx + ": rope_parameters");
   }
+  UPCYCLE_CHECK(c.ropeTheta > 0, ctx, ": rope_theta must be positive, got ", c.ropeTheta);
 
   if (c.modelType == "mistral") {
     c.slidingWindow = optInt(j, "sliding_window", 0, ctx);
@@ -147,8 +179,23 @@ ModelConfig parseHfConfig(const std::string& text, const std::string& ctx) {
   }
   UPCYCLE_CHECK(c.slidingWindow >= 0, ctx, ": sliding_window must be non-negative");
 
-  const bool qwen = c.modelType == "qwen2" || c.modelType == "qwen2_moe";
-  c.attentionBias = optBool(j, "attention_bias", qwen, ctx);
+  const bool qwen2 = c.modelType == "qwen2" || c.modelType == "qwen2_moe";
+  c.attentionBias = optBool(j, "attention_bias", qwen2, ctx);
+  if (qwen3) {
+    // Released Qwen3 checkpoints: no biases, full attention in every layer (the sliding window
+    // fields are present with use_sliding_window false).
+    UPCYCLE_CHECK(!c.attentionBias, ctx, ": attention_bias = true is not supported for ",
+                  c.modelType, " (it adds biases to q_proj, k_proj, v_proj and o_proj)");
+    UPCYCLE_CHECK(!optBool(j, "use_sliding_window", false, ctx), ctx,
+                  ": use_sliding_window = true is not supported for ", c.modelType);
+    if (j.contains("layer_types") && !j["layer_types"].is_null()) {
+      UPCYCLE_CHECK(j["layer_types"].is_array(), ctx, ": layer_types must be an array");
+      for (const json& t : j["layer_types"])
+        UPCYCLE_CHECK(t == "full_attention", ctx, ": layer_types entry ", t.dump(),
+                      " is not supported (only \"full_attention\")");
+    }
+    c.qkNorm = true;
+  }
   c.dtype = j.contains("torch_dtype") && j["torch_dtype"].is_string()
                 ? dtypeFromTorchName(j["torch_dtype"].get<std::string>(), ctx + ": torch_dtype")
                 : DType::F32;
@@ -162,15 +209,22 @@ ModelConfig parseHfConfig(const std::string& text, const std::string& ctx) {
     c.routerJitterNoise = optNum(j, "router_jitter_noise", 0.0, ctx);
     c.moeLayers.assign(c.numLayers, true);
     c.moeLayout = MoeLayout::MixtralHub;  // the reader detects the fused layout from tensor names
-  } else if (c.modelType == "qwen2_moe") {
-    c.numExperts = requireInt(j, "num_experts", ctx);
+  } else if (c.isQwenMoe()) {
+    // transformers v5's Qwen3MoeConfig maps num_experts onto num_local_experts (attribute_map), so
+    // a config it writes may spell it that way.
+    const bool localKey = !j.contains("num_experts") && j.contains("num_local_experts");
+    c.numExperts = requireInt(j, localKey ? "num_local_experts" : "num_experts", ctx);
     c.topK = requireInt(j, "num_experts_per_tok", ctx);
     c.expertIntermediateSize = requireInt(j, "moe_intermediate_size", ctx);
-    c.sharedExpertIntermediateSize = optInt(j, "shared_expert_intermediate_size", 0, ctx);
+    // Qwen3-MoE has no shared expert (transformers ignores the key there).
+    if (c.modelType == "qwen2_moe")
+      c.sharedExpertIntermediateSize = optInt(j, "shared_expert_intermediate_size", 0, ctx);
     c.normTopkProb = optBool(j, "norm_topk_prob", false, ctx);
     c.routerAuxLossCoef = optNum(j, "router_aux_loss_coef", 0.001, ctx);
+    optBool(j, "output_router_logits", false, ctx);  // a transformers training switch: checked only
     int64_t step = optInt(j, "decoder_sparse_step", 1, ctx);
     UPCYCLE_CHECK(step >= 1, ctx, ": decoder_sparse_step must be >= 1, got ", step);
+    // transformers: layer i is sparse iff i not in mlp_only_layers and (i + 1) % step == 0.
     c.moeLayers.assign(c.numLayers, false);
     for (int64_t i = 0; i < c.numLayers; ++i) c.moeLayers[i] = ((i + 1) % step == 0);
     if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
@@ -231,6 +285,14 @@ std::string hfConfigJson(const ModelConfig& c) {
     j["sliding_window"] = c.slidingWindow > 0 ? c.slidingWindow : c.maxPositionEmbeddings;
     j["max_window_layers"] = c.numLayers;
   }
+  if (isQwen3Family(c.modelType)) {
+    UPCYCLE_ASSERT(c.qkNorm && !c.attentionBias && c.slidingWindow == 0, "config for ", c.modelType,
+                   ": qwen3 has q/k norms, no attention bias and no sliding window");
+    j["attention_bias"] = false;
+    j["use_sliding_window"] = false;
+    j["sliding_window"] = nullptr;
+    j["max_window_layers"] = c.numLayers;
+  }
   if (c.modelType == "mixtral") {
     for (bool m : c.moeLayers)
       UPCYCLE_CHECK(m, "mixtral checkpoints make every layer MoE; use the qwen2_moe format for "
@@ -241,11 +303,16 @@ std::string hfConfigJson(const ModelConfig& c) {
     j["router_aux_loss_coef"] = c.routerAuxLossCoef;
     j["router_jitter_noise"] = c.routerJitterNoise;
     j["output_router_logits"] = false;
-  } else if (c.modelType == "qwen2_moe") {
+  } else if (c.isQwenMoe()) {
     j["num_experts"] = c.numExperts;
     j["num_experts_per_tok"] = c.topK;
     j["moe_intermediate_size"] = c.expertIntermediateSize;
-    j["shared_expert_intermediate_size"] = c.sharedExpertIntermediateSize;
+    if (c.modelType == "qwen2_moe") {
+      j["shared_expert_intermediate_size"] = c.sharedExpertIntermediateSize;
+    } else {
+      UPCYCLE_ASSERT(c.sharedExpertIntermediateSize == 0, "qwen3_moe has no shared expert");
+      j["output_router_logits"] = false;
+    }
     j["norm_topk_prob"] = c.normTopkProb;
     j["router_aux_loss_coef"] = c.routerAuxLossCoef;
     j["decoder_sparse_step"] = 1;

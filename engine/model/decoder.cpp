@@ -38,6 +38,10 @@ AttentionImpl::AttentionImpl(const ModelConfig& c)
   k_proj = register_module("k_proj", torch::nn::Linear(LinearOptions(d, numKvHeads * headDim).bias(c.attentionBias)));
   v_proj = register_module("v_proj", torch::nn::Linear(LinearOptions(d, numKvHeads * headDim).bias(c.attentionBias)));
   o_proj = register_module("o_proj", torch::nn::Linear(LinearOptions(numHeads * headDim, d).bias(false)));
+  if (c.qkNorm) {
+    q_norm = register_module("q_norm", RmsNorm(headDim, c.rmsNormEps));
+    k_norm = register_module("k_norm", RmsNorm(headDim, c.rmsNormEps));
+  }
 }
 
 namespace {
@@ -52,8 +56,14 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
                                      const torch::Tensor& sin, const torch::Tensor& mask,
                                      torch::Tensor* cacheK, torch::Tensor* cacheV) {
   const int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, numHeads, headDim}).transpose(1, 2);    // (B, H, T, hd)
-  auto k = k_proj(x).view({B, T, numKvHeads, headDim}).transpose(1, 2);  // (B, KV, T, hd)
+  auto q = q_proj(x).view({B, T, numHeads, headDim});    // (B, T, H, hd)
+  auto k = k_proj(x).view({B, T, numKvHeads, headDim});  // (B, T, KV, hd)
+  if (q_norm) {  // Qwen3: RMSNorm over each head's hd values, before the rotary embedding
+    q = q_norm(q);
+    k = k_norm(k);
+  }
+  q = q.transpose(1, 2);                                                 // (B, H, T, hd)
+  k = k.transpose(1, 2);                                                 // (B, KV, T, hd)
   auto v = v_proj(x).view({B, T, numKvHeads, headDim}).transpose(1, 2);  // (B, KV, T, hd)
   auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
   q = q * c + rotateHalf(q) * s;
@@ -77,18 +87,20 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   return o_proj(out);
 }
 
-MoeBlockImpl::MoeBlockImpl(const ModelConfig& c)
+MoeBlockImpl::MoeBlockImpl(const ModelConfig& c, torch::Dtype dtype)
     : numExperts(c.numExperts), topK(c.topK), normTopk(c.normTopkProb), jitter(c.routerJitterNoise) {
   const int64_t E = c.numExperts, D = c.hiddenSize, F = c.expertIntermediateSize;
   router = register_module("router", torch::nn::Linear(torch::nn::LinearOptions(D, E).bias(false)));
-  w_gate = register_parameter("w_gate", torch::zeros({E, F, D}));
-  w_up = register_parameter("w_up", torch::zeros({E, F, D}));
-  w_down = register_parameter("w_down", torch::zeros({E, D, F}));
+  // The stacks, most of an MoE's memory, are made in `dtype` directly.
+  w_gate = register_parameter("w_gate", torch::zeros({E, F, D}, dtype));
+  w_up = register_parameter("w_up", torch::zeros({E, F, D}, dtype));
+  w_down = register_parameter("w_down", torch::zeros({E, D, F}, dtype));
   if (c.sharedExpertIntermediateSize > 0) {
     shared_expert = register_module("shared_expert", SwiGlu(D, c.sharedExpertIntermediateSize));
     shared_expert_gate = register_module(
         "shared_expert_gate", torch::nn::Linear(torch::nn::LinearOptions(D, 1).bias(false)));
   }
+  if (dtype != torch::kFloat) to(dtype);
 }
 
 torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& record) {
@@ -143,12 +155,13 @@ torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& reco
   return out.view({B, T, D});
 }
 
-DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int64_t layer) {
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int64_t layer, torch::Dtype dtype) {
   input_layernorm = register_module("input_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps));
   self_attn = register_module("self_attn", Attention(c));
   post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps));
-  if (c.isMoeLayer(layer)) moe = register_module("moe", MoeBlock(c));
+  if (c.isMoeLayer(layer)) moe = register_module("moe", MoeBlock(c, dtype));
   else mlp = register_module("mlp", SwiGlu(c.hiddenSize, c.intermediateSize));
+  if (dtype != torch::kFloat) to(dtype);  // this layer's float32 Linear weights, before the next layer's
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
@@ -164,19 +177,23 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
   return h + mlp(n);
 }
 
-BackboneImpl::BackboneImpl(const ModelConfig& c) {
+BackboneImpl::BackboneImpl(const ModelConfig& c, torch::Dtype dtype) {
   embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocabSize, c.hiddenSize));
+  if (dtype != torch::kFloat) embed_tokens->to(dtype);
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.numLayers; ++i) layers->push_back(DecoderLayer(c, i));
+  for (int64_t i = 0; i < c.numLayers; ++i) layers->push_back(DecoderLayer(c, i, dtype));
   norm = register_module("norm", RmsNorm(c.hiddenSize, c.rmsNormEps));
+  if (dtype != torch::kFloat) norm->to(dtype);
 }
 
-DecoderLMImpl::DecoderLMImpl(ModelConfig cfg) : m_cfg(std::move(cfg)) {
+DecoderLMImpl::DecoderLMImpl(ModelConfig cfg, torch::Dtype dtype) : m_cfg(std::move(cfg)) {
   m_cfg.validate("model config");
-  model = register_module("model", Backbone(m_cfg));
-  if (!m_cfg.tieWordEmbeddings)
+  model = register_module("model", Backbone(m_cfg, dtype));
+  if (!m_cfg.tieWordEmbeddings) {
     lm_head = register_module("lm_head", torch::nn::Linear(
         torch::nn::LinearOptions(m_cfg.hiddenSize, m_cfg.vocabSize).bias(false)));
+    if (dtype != torch::kFloat) lm_head->to(dtype);
+  }
 }
 
 torch::Tensor DecoderLMImpl::lmHeadWeight() const {

@@ -1,5 +1,6 @@
 #pragma once
-// Dense and MoE decoders of the Llama family (SPEC.md §1), as torch modules. Internal header:
+// Dense and MoE decoders of the Llama family (SPEC.md §1), as torch modules: Llama, Mistral, Qwen2,
+// Qwen3 (per-head q/k RMSNorm), Mixtral, Qwen2-MoE, Qwen3-MoE. Internal header:
 // includes torch, so never include it from ui/ or from the public api/ headers.
 //
 // Parameter names follow the Hugging Face dense layout; an MoE layer holds its experts stacked, so
@@ -9,6 +10,7 @@
 //   model.layers.N.moe.w_up               (E, F, D)   up_proj   / Mixtral w3
 //   model.layers.N.moe.w_down             (E, D, F)   down_proj / Mixtral w2
 //   model.layers.N.moe.shared_expert.{gate,up,down}_proj.weight, moe.shared_expert_gate.weight
+//   model.layers.N.self_attn.{q,k}_norm.weight  (hd)  Qwen3 only, the HF names
 // model_io.h maps these to and from every on-disk layout.
 // Thread-safety: a module is used by one thread at a time.
 #include <torch/torch.h>
@@ -62,12 +64,13 @@ struct AttentionImpl : torch::nn::Module {
                         const torch::Tensor& mask, torch::Tensor* cacheK = nullptr,
                         torch::Tensor* cacheV = nullptr);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RmsNorm q_norm{nullptr}, k_norm{nullptr};  // (hd) each, over every head, before rotary (Qwen3)
   int64_t numHeads, numKvHeads, headDim;
 };
 TORCH_MODULE(Attention);
 
 struct MoeBlockImpl : torch::nn::Module {
-  explicit MoeBlockImpl(const ModelConfig& cfg);
+  explicit MoeBlockImpl(const ModelConfig& cfg, torch::Dtype dtype = torch::kFloat);
   // x (B, T, D) -> (B, T, D); appends this layer's routing to `record`.
   torch::Tensor forward(const torch::Tensor& x, RouterRecord& record);
   torch::nn::Linear router{nullptr};
@@ -83,7 +86,7 @@ struct MoeBlockImpl : torch::nn::Module {
 TORCH_MODULE(MoeBlock);
 
 struct DecoderLayerImpl : torch::nn::Module {
-  DecoderLayerImpl(const ModelConfig& cfg, int64_t layer);
+  DecoderLayerImpl(const ModelConfig& cfg, int64_t layer, torch::Dtype dtype = torch::kFloat);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& mask, std::vector<RouterRecord>& routing,
                         torch::Tensor* cacheK = nullptr, torch::Tensor* cacheV = nullptr);
@@ -95,7 +98,7 @@ struct DecoderLayerImpl : torch::nn::Module {
 TORCH_MODULE(DecoderLayer);
 
 struct BackboneImpl : torch::nn::Module {
-  explicit BackboneImpl(const ModelConfig& cfg);
+  explicit BackboneImpl(const ModelConfig& cfg, torch::Dtype dtype = torch::kFloat);
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers;
   RmsNorm norm{nullptr};
@@ -104,7 +107,9 @@ TORCH_MODULE(Backbone);
 
 class DecoderLMImpl : public torch::nn::Module {
  public:
-  explicit DecoderLMImpl(ModelConfig cfg);
+  // Parameters in `dtype` (float32 for training). A bfloat16 model is built layer by layer in bfloat16,
+  // never whole in float32 first (torch's Linear and Embedding start in float32: one layer at a time).
+  explicit DecoderLMImpl(ModelConfig cfg, torch::Dtype dtype = torch::kFloat);
   // inputIds (B, T) int64; attentionMask (B, T) with 1 for real tokens (right padding), optional.
   ForwardOutput forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask = {});
   // Incremental decoding: inputIds (B, T) continue the sequence held in `cache` (no padding).

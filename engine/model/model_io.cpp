@@ -108,17 +108,26 @@ DecoderLM loadModel(const fs::path& folder, const LoadOptions& opts) {
   ModelConfig cfg = loadHfConfig(folder);
   CheckpointFiles files(folder);
   const std::string where = folder.string();
-  if (cfg.modelType == "mixtral" && files.contains("model.layers.0.mlp.experts.gate_up_proj"))
-    cfg.moeLayout = MoeLayout::MixtralFused;
-  DecoderLM model(cfg);
+  // transformers v5 holds the experts of Mixtral, Qwen2-MoE and Qwen3-MoE fused in memory
+  // (gate_up_proj (E, 2F, D), down_proj (E, D, F)); a checkpoint it saved may carry them so.
+  for (int64_t l = 0; l < cfg.numLayers; ++l) {
+    if (!cfg.isMoeLayer(l)) continue;  // qwen*_moe: the first MoE layer need not be layer 0
+    if (files.contains(layerPrefix(l) + "mlp.experts.gate_up_proj"))
+      cfg.moeLayout = MoeLayout::MixtralFused;
+    break;
+  }
+  DecoderLM model(cfg, opts.dtype);  // built in the load dtype: no float32 model first
   torch::NoGradGuard noGrad;
   std::set<std::string> used;
+  // The tensor in its stored dtype; copy_ converts into the parameter (bf16 -> f32 is exact).
   auto read = [&](const std::string& name, at::IntArrayRef shape) {
     const TensorView& v = files.tensor(name);
     checkShape(v, shape, where);
     used.insert(name);
-    return tensorFromView(v).to(torch::kFloat);
+    return tensorFromView(v);
   };
+  // Copied tensors' mapped pages leave our memory (a fused gate_up read twice maps them back in).
+  auto done = [&](const std::string& name) { files.release(name); };
   for (auto& p : model->named_parameters()) {
     const std::string& name = p.key();
     torch::Tensor& param = p.value();
@@ -130,18 +139,24 @@ DecoderLM loadModel(const fs::path& folder, const LoadOptions& opts) {
         const std::string p0 = layerPrefix(layer) + "mlp.experts.";
         if (which == "w_down") {
           param.copy_(read(p0 + "down_proj", param.sizes()));
+          done(p0 + "down_proj");
         } else {
           const int64_t F = param.size(1), D = param.size(2);
           auto fused = read(p0 + "gate_up_proj", {E, 2 * F, D});  // w1 then w3 on dim 1
           param.copy_(fused.narrow(1, which == "w_gate" ? 0 : F, F));
+          done(p0 + "gate_up_proj");
         }
       } else {
-        for (const auto& [disk, e] : expertNames(cfg.moeLayout, layer, which, E))
+        for (const auto& [disk, e] : expertNames(cfg.moeLayout, layer, which, E)) {
           param[e].copy_(read(disk, param[e].sizes()));
+          done(disk);
+        }
       }
       continue;
     }
-    param.copy_(read(diskName(name, cfg.moeLayout, cfg.isMoe()), param.sizes()));
+    const std::string disk = diskName(name, cfg.moeLayout, cfg.isMoe());
+    param.copy_(read(disk, param.sizes()));
+    done(disk);
   }
   for (const std::string& n : files.names()) {
     if (used.count(n)) continue;
@@ -153,16 +168,23 @@ DecoderLM loadModel(const fs::path& folder, const LoadOptions& opts) {
   return model;
 }
 
+torch::Dtype loadDtype(const std::string& name, DType stored, const std::string& option) {
+  if (name == "auto") return stored == DType::BF16 ? torch::kBFloat16 : torch::kFloat;
+  if (name == "float32" || name == "fp32" || name == "float") return torch::kFloat;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  throw UserError(option + " \"" + name + "\" is not one of auto, float32, bfloat16");
+}
+
 void saveModel(DecoderLM& model, const fs::path& folder, const SaveOptions& opts) {
   ModelConfig cfg = model->config();
   if (opts.dtype) cfg.dtype = *opts.dtype;
-  MoeLayout layout = cfg.modelType == "qwen2_moe" ? MoeLayout::Qwen2Moe : MoeLayout::MixtralHub;
+  MoeLayout layout = cfg.isQwenMoe() ? MoeLayout::Qwen2Moe : MoeLayout::MixtralHub;
   if (opts.layout) layout = *opts.layout;
   if (cfg.isMoe()) {
     UPCYCLE_CHECK(!(cfg.modelType == "mixtral" && layout == MoeLayout::Qwen2Moe),
                   "a mixtral model cannot be written in the qwen2_moe layout");
-    UPCYCLE_CHECK(!(cfg.modelType == "qwen2_moe" && layout != MoeLayout::Qwen2Moe),
-                  "a qwen2_moe model can only be written in its own layout");
+    UPCYCLE_CHECK(!(cfg.isQwenMoe() && layout != MoeLayout::Qwen2Moe), "a ", cfg.modelType,
+                  " model can only be written in its own layout (mlp.experts.E.*)");
   }
   cfg.moeLayout = layout;
   const torch::Dtype store = torchDtype(cfg.dtype);

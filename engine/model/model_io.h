@@ -1,8 +1,10 @@
 #pragma once
 // Loading and saving decoders as Hugging Face checkpoint folders. Internal (includes torch).
-// Reads every layout of FORMATS.md (dense llama/mistral/qwen2, Mixtral hub and fused, Qwen2-MoE);
-// writes dense models in their own layout and MoE models as Mixtral hub by default.
-// Thread-safety: free functions; a model must not be used by another thread while saved or loaded.
+// Reads every layout of FORMATS.md (dense llama/mistral/qwen2/qwen3, Mixtral hub and fused,
+// Qwen2-MoE, Qwen3-MoE; the fused experts of transformers v5 for the MoE types); writes dense
+// models in their own layout, Mixtral as hub by default and Qwen2-MoE / Qwen3-MoE in their Hub
+// layout. Thread-safety: free functions; a model must not be used by another thread while saved or
+// loaded.
 #include <filesystem>
 
 #include "formats/checkpoint_files.h"
@@ -15,11 +17,19 @@ struct LoadOptions {
   torch::Dtype dtype = torch::kFloat;  // compute/parameter dtype; weights are converted on load
 };
 
+// The model is built in `opts.dtype` from the start (a bf16 load never holds a float32 copy), each
+// tensor is copied from the mapped file straight into its parameter, and the file's pages are
+// released as it goes, so the peak is about the model in `opts.dtype` plus one tensor.
 DecoderLM loadModel(const std::filesystem::path& folder, const LoadOptions& opts = {});
+
+// The parameter dtype for a `--dtype` value: "float32" (or "fp32"), "bfloat16" (or "bf16"), or "auto":
+// bfloat16 when the checkpoint stores bfloat16 (`stored`), else float32. Throws UserError naming
+// `option` and the value.
+torch::Dtype loadDtype(const std::string& name, DType stored, const std::string& option);
 
 struct SaveOptions {
   std::optional<DType> dtype;          // storage dtype; default: the config's torch_dtype
-  std::optional<MoeLayout> layout;     // MoE layout; default: MixtralHub for mixtral configs
+  std::optional<MoeLayout> layout;     // default: MixtralHub for mixtral, Qwen2Moe for qwen*_moe
   uint64_t maxShardBytes = 5ull << 30;
 };
 

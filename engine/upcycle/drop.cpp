@@ -23,7 +23,9 @@ void redraw(torch::Tensor& w, int64_t dim, int64_t k, const torch::Tensor& subse
   const int64_t F = w.size(dim);
   auto S = subset.defined() ? subset : torch::randperm(F, gen, torch::kLong).narrow(0, 0, k);
   if (k == 0) return;
-  auto slice = w.index_select(dim, S);
+  // The statistics in float32 whatever w's dtype: a bf16 w (the streaming path keeps bf16 checkpoints
+  // bf16) gives the same mean, std and draws as its float32 widening.
+  auto slice = w.index_select(dim, S).to(torch::kFloat);
   const double mu = slice.mean().item<double>();
   const double sigma = k * slice.size(1 - dim) > 1 ? slice.std(/*unbiased=*/true).item<double>() : 0.0;
   auto fresh = torch::empty(slice.sizes(), torch::kFloat);

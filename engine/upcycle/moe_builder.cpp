@@ -15,9 +15,12 @@ ModelConfig moeConfigFromDense(const ModelConfig& dense, const MoeShape& s) {
   UPCYCLE_CHECK(s.expertFf >= 0 && s.expertFf <= dense.intermediateSize, "expert d_ff (", s.expertFf,
                 ") must be between 1 and the dense d_ff (", dense.intermediateSize, ")");
   ModelConfig c = dense;
-  const bool qwen = dense.modelType == "qwen2" || s.layerFreq > 1;
-  c.modelType = qwen ? "qwen2_moe" : "mixtral";
-  c.moeLayout = qwen ? MoeLayout::Qwen2Moe : MoeLayout::MixtralHub;
+  // Qwen3 keeps its family (q/k norms); a Mixtral file makes every layer MoE, so other bases with
+  // layerFreq > 1 go to the Qwen2-MoE format, whose mlp_only_layers say which layers stay dense.
+  const bool qwen3 = dense.modelType == "qwen3";
+  const bool qwen2 = !qwen3 && (dense.modelType == "qwen2" || s.layerFreq > 1);
+  c.modelType = qwen3 ? "qwen3_moe" : qwen2 ? "qwen2_moe" : "mixtral";
+  c.moeLayout = qwen3 || qwen2 ? MoeLayout::Qwen2Moe : MoeLayout::MixtralHub;
   c.numExperts = s.experts;
   c.topK = s.topK;
   c.expertIntermediateSize = s.expertFf > 0 ? s.expertFf : dense.intermediateSize;
@@ -39,8 +42,10 @@ void checkSameArchitecture(const ModelConfig& a, const ModelConfig& b, const std
   field("num_hidden_layers", a.numLayers, b.numLayers);
   field("num_attention_heads", a.numHeads, b.numHeads);
   field("num_key_value_heads", a.numKvHeads, b.numKvHeads);
+  field("head_dim", a.headDim, b.headDim);
   field("vocab_size", a.vocabSize, b.vocabSize);
   field("attention_bias", a.attentionBias, b.attentionBias);
+  field("q/k norm", a.qkNorm, b.qkNorm);
   field("tie_word_embeddings", a.tieWordEmbeddings, b.tieWordEmbeddings);
   field("num_experts", a.numExperts, b.numExperts);
 }

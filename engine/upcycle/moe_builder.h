@@ -14,9 +14,10 @@ struct MoeShape {
   int64_t expertFf = 0;    // 0 = the dense d_ff
 };
 
-// The MoE config for a dense config: mixtral for llama/mistral bases (every layer MoE), qwen2_moe
-// for qwen2 bases or when layerFreq > 1. top-k weights are renormalized in both, so that identical
-// experts reproduce the dense function (SPEC §1 invariant).
+// The MoE config for a dense config: qwen3_moe for qwen3 bases (keeping q/k norms and head_dim);
+// otherwise mixtral for llama/mistral bases (every layer MoE), qwen2_moe for qwen2 bases or when
+// layerFreq > 1. top-k weights are renormalized in all of them, so that identical experts reproduce
+// the dense function (SPEC §1 invariant).
 ModelConfig moeConfigFromDense(const ModelConfig& dense, const MoeShape& shape);
 
 // Fills a router weight (E, D) in place: uniform_std002 (zero-mean uniform with std 0.02:
@@ -30,7 +31,7 @@ void checkRouterInit(const std::string& kind);  // throws UserError naming the v
 void initRoutersFromHidden(DecoderLMImpl& moe, const std::vector<std::vector<std::vector<int64_t>>>& promptsPerExpert);
 
 // Throws UserError naming both models' differing field when two dense configs cannot be combined
-// (type, dimensions, heads, biases, tied embeddings).
+// (type, dimensions, heads, head_dim, biases, q/k norms, tied embeddings).
 void checkSameArchitecture(const ModelConfig& a, const ModelConfig& b, const std::string& what);
 
 // Copies every tensor the dense and MoE models share by name (attention, norms, embeddings,

@@ -2,7 +2,8 @@
 // Sparse and Drop-Upcycling written straight to disk, layer by layer (issue: conversion at the speed of
 // a file copy, with memory bounded by about twice one layer's tensors). The dense checkpoint is
 // memory-mapped; every output tensor is produced right before it is written, so at most one dense
-// layer's FFN (in float32) and one expert are alive at a time. The random draws happen in the same
+// layer's FFN and one expert are alive at a time (in the checkpoint's dtype when the output keeps it:
+// a bf16 model is never widened, and its copied tensors are its own bytes). The random draws happen in the same
 // order as the in-memory methods (routers first, then per layer and expert), so the tensors are
 // identical to `dropUpcycle`/`sparseUpcycle` + `saveModel` for the same seed. Internal (torch).
 #include <filesystem>
@@ -25,7 +26,8 @@ struct StreamConvertOptions {
 };
 
 // True when the streaming path produces this conversion: a llama or mistral base, every layer MoE,
-// written in the Mixtral Hub layout.
+// written in the Mixtral Hub layout; or a qwen2 / qwen3 base, any layer frequency, written as
+// Qwen2-MoE / Qwen3-MoE (their own layout, whatever `layout` says).
 bool canStreamConvert(const ModelConfig& dense, const std::string& method, const MoeShape& shape, const std::string& layout);
 // Writes config.json, the weights and the tokenizer files into o.out; returns the MoE config.
 ModelConfig streamConvert(const StreamConvertOptions& o);

@@ -197,7 +197,7 @@ std::vector<int64_t> assignSeeds(DecoderLMImpl& moe, const std::vector<ExpertFfn
   UPCYCLE_CHECK(!seeds.empty(), "the seed set is empty");
   // A dense model with the MoE's shared tensors; each expert's FFN goes into every layer in turn.
   ModelConfig dc = moe.config();
-  dc.modelType = dc.attentionBias ? "qwen2" : "llama";
+  dc.modelType = dc.modelType == "qwen3_moe" ? "qwen3" : dc.attentionBias ? "qwen2" : "llama";
   dc.numExperts = 0;
   dc.topK = 0;
   dc.moeLayers.clear();

@@ -41,8 +41,9 @@ TEST_P(Cached, GreedyDecodingEqualsFullRecomputation) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Cached,
-                         ::testing::Values("llama_gqa", "qwen2_bias_tied", "mistral_window", "mixtral_hub",
-                                           "qwen2_moe_shared", "llama_tied_rope_linear"));
+                         ::testing::Values("llama_gqa", "qwen2_bias_tied", "mistral_window",
+                                           "mixtral_hub", "qwen2_moe_shared",
+                                           "llama_tied_rope_linear", "qwen3_qknorm", "qwen3_moe"));
 
 TEST(Generate, StopsAtEosAndSamplingIsSeeded) {
   DecoderLM model = loadModel(test::fixtures() / "models/llama_gqa");

@@ -36,7 +36,9 @@ TEST_P(Invariant, UpcycledModelHasTheDenseLoss) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Bases, Invariant, ::testing::Values("llama_gqa", "qwen2_bias_tied", "mistral_window"));
+INSTANTIATE_TEST_SUITE_P(Bases, Invariant,
+                         ::testing::Values("llama_gqa", "qwen2_bias_tied", "mistral_window",
+                                           "qwen3_qknorm"));
 
 TEST(SparseUpcycle, ExpertsAreExactCopiesAndConfigIsMixtral) {
   DecoderLM dense = loadModel(test::fixtures() / "models/llama_gqa");
@@ -64,6 +66,53 @@ TEST(SparseUpcycle, QwenBaseOrLayerFrequencyGivesQwen2Moe) {
   EXPECT_EQ(moe->config().modelType, "qwen2_moe");
   EXPECT_EQ(moe->config().moeLayers, (std::vector<bool>{false, true}));  // every other layer: 2nd, 4th, ...
   EXPECT_TRUE(moe->config().normTopkProb);
+}
+
+TEST(SparseUpcycle, Qwen3BaseGivesQwen3MoeWithTheDenseLogits) {
+  const auto base = test::fixtures() / "models/qwen3_qknorm";
+  DecoderLM dense = loadModel(base);
+  const auto expected = nlohmann::json::parse(test::readBytes(base / "expected.json"));
+  std::vector<int64_t> idv, maskv;
+  for (const auto& row : expected["input_ids"])
+    for (const auto& v : row) idv.push_back(v.get<int64_t>());
+  for (const auto& row : expected["attention_mask"])
+    for (const auto& v : row) maskv.push_back(v.get<int64_t>());
+  const auto ids = torch::tensor(idv).view({2, -1}), mask = torch::tensor(maskv).view({2, -1});
+  torch::NoGradGuard ng;
+  const auto denseLogits = dense->forward(ids, mask).logits;
+  for (int64_t freq : {1, 2}) {
+    SCOPED_TRACE("moe_layer_freq " + std::to_string(freq));
+    torch::Generator gen = at::detail::createCPUGenerator(3);
+    DecoderLM moe = sparseUpcycle(*dense, {4, 2, freq, 0}, "normal_002", gen);
+    const ModelConfig& c = moe->config();
+    EXPECT_EQ(c.modelType, "qwen3_moe");
+    EXPECT_EQ(c.architecture(), "Qwen3MoeForCausalLM");
+    EXPECT_TRUE(c.qkNorm);
+    EXPECT_EQ(c.headDim, 16);
+    EXPECT_TRUE(c.normTopkProb) << "renormalized top-k keeps the dense function";
+    EXPECT_EQ(c.sharedExpertIntermediateSize, 0);
+    const std::vector<bool> layers =
+        freq == 1 ? std::vector<bool>{true, true} : std::vector<bool>{false, true};
+    EXPECT_EQ(c.moeLayers, layers);
+    // Through the files, as a user gets it.
+    test::TempDir dir;
+    saveModel(moe, dir.path());
+    DecoderLM back = loadModel(dir.path());
+    EXPECT_EQ(back->config().modelType, "qwen3_moe");
+    auto dp = dense->named_parameters(), bp = back->named_parameters();
+    EXPECT_TRUE(torch::equal(bp["model.layers.1.self_attn.q_norm.weight"],
+                             dp["model.layers.1.self_attn.q_norm.weight"]));
+    EXPECT_TRUE(torch::equal(bp["model.layers.0.self_attn.k_norm.weight"],
+                             dp["model.layers.0.self_attn.k_norm.weight"]));
+    auto out = back->forward(ids, mask);
+    ASSERT_EQ(out.routing.size(), static_cast<size_t>(freq == 1 ? 2 : 1));
+    auto valid = mask.to(torch::kBool).unsqueeze(-1).expand_as(out.logits);
+    // The same function up to float32 rounding of w1 * y + w2 * y with w1 + w2 = 1.
+    EXPECT_LT((out.logits - denseLogits).abs().masked_select(valid).max().item<double>(), 1e-5);
+    // And the float64 reference's dense loss (test_reference.cpp's tolerance for it).
+    auto ls = nextTokenLoss(out.logits, ids.masked_fill(mask == 0, -100));
+    EXPECT_NEAR(ls.sum.item<double>() / ls.count, expected["loss"].get<double>(), 5e-6);
+  }
 }
 
 TEST(RouterInit, DistributionsHaveTheirStatedMoments) {

@@ -4,7 +4,8 @@
 Writes tiny random Hugging Face checkpoints (config.json + safetensors, written by the small
 independent writer below) and the logits/losses that the Hugging Face semantics give for them, computed
 here with plain PyTorch written from the transformers modelling code (Llama, Qwen2, Mistral, Mixtral,
-Qwen2-MoE), token by token for the experts. Nothing here uses the C++ engine.
+Qwen2-MoE), token by token for the experts. Qwen3 and Qwen3-MoE have their own float64 forward below
+(per head, per token), written from the published architecture. Nothing here uses the C++ engine.
 
     /usr/bin/python3 tests/reference/make_model_fixtures.py tests/fixtures/models
 
@@ -147,6 +148,8 @@ def is_moe_layer(cfg, i):
         return True
     if cfg["model_type"] == "qwen2_moe":
         return i not in cfg.get("mlp_only_layers", []) and (i + 1) % cfg.get("decoder_sparse_step", 1) == 0
+    if cfg["model_type"] == "qwen3_moe":
+        return qwen3_is_sparse(cfg, i)
     return False
 
 
@@ -184,9 +187,10 @@ def losses(cfg, logits, records, ids, attn_mask):
     if records:
         valid = attn_mask.reshape(-1).bool()
         E = records[0][1].shape[-1]
+        dt = records[0][1].dtype  # float32, or float64 for the Qwen3 reference
         # SPEC §1: over the real tokens of all MoE layers, f_e = share of (token, slot) assignments.
-        counts = torch.zeros(E)
-        probs_sum = torch.zeros(E)
+        counts = torch.zeros(E, dtype=dt)
+        probs_sum = torch.zeros(E, dtype=dt)
         n_tokens = 0
         n_assign = 0
         for logits_l, probs_l, idx_l in records:
@@ -206,12 +210,124 @@ def losses(cfg, logits, records, ids, attn_mask):
     return out
 
 
+# ---------------------------------------------------------------- Qwen3 and Qwen3-MoE, float64
+# From the published architecture (the Qwen3 technical report, the Qwen3/Qwen3-MoE config keys of
+# transformers): Qwen2's decoder without q/k/v biases, plus an RMSNorm over each head's head_dim values
+# of q and k (weights q_norm, k_norm of shape (head_dim,), eps rms_norm_eps) applied before the rotary
+# embedding; head_dim is its own config key (Qwen3Config's default is 128); scores scale head_dim^-0.5.
+# Qwen3-MoE: layer i is sparse iff i is not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0;
+# softmax router over num_experts, top num_experts_per_tok, renormalized only when norm_topk_prob; no
+# shared expert. Everything here runs in float64 and loops over heads and tokens, so it shares no
+# batching or summation order with the engine.
+
+def qwen3_head_dim(cfg):
+    default = 128 if cfg["model_type"] == "qwen3" else cfg["hidden_size"] // cfg["num_attention_heads"]
+    return cfg.get("head_dim", default)
+
+
+def qwen3_is_sparse(cfg, i):
+    if cfg["model_type"] != "qwen3_moe":
+        return False
+    return (i not in (cfg.get("mlp_only_layers") or []) and cfg["num_experts"] > 0
+            and (i + 1) % cfg.get("decoder_sparse_step", 1) == 0)
+
+
+def rms64(x, w, eps):
+    """RMSNorm over the last dimension, in the dtype of x (float64 here)."""
+    return w * (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def qwen3_rope(z, theta):
+    """z (T, hd) for one head: dimension i pairs with i + hd/2, angle t * theta^(-2i/hd)."""
+    T, hd = z.shape
+    half = hd // 2
+    inv = torch.tensor([theta ** (-2.0 * i / hd) for i in range(half)], dtype=torch.float64)
+    ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
+    c, s = ang.cos(), ang.sin()
+    a, b = z[:, :half], z[:, half:]
+    return torch.cat((a * c - b * s, b * c + a * s), dim=-1)
+
+
+def qwen3_attention(cfg, W, p, x, allowed):
+    """x (T, D) of one sequence; allowed (T, T) bool. Head by head."""
+    T, D = x.shape
+    H, KV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], qwen3_head_dim(cfg)
+    eps, theta = cfg["rms_norm_eps"], cfg.get("rope_theta", 10000.0)
+    Wq, Wk, Wv = (W[p + "self_attn.%s_proj.weight" % n] for n in "qkv")
+    heads = []
+    for h in range(H):
+        g = h // (H // KV)  # the KV head this query head reads
+        q = x @ Wq[h * hd:(h + 1) * hd].T  # (T, hd)
+        k = x @ Wk[g * hd:(g + 1) * hd].T
+        v = x @ Wv[g * hd:(g + 1) * hd].T
+        q = qwen3_rope(rms64(q, W[p + "self_attn.q_norm.weight"], eps), theta)
+        k = qwen3_rope(rms64(k, W[p + "self_attn.k_norm.weight"], eps), theta)
+        s = (q @ k.T) / math.sqrt(hd)
+        s = s.masked_fill(~allowed, float("-inf"))
+        heads.append(torch.softmax(s, dim=-1) @ v)
+    return torch.cat(heads, dim=-1) @ W[p + "self_attn.o_proj.weight"].T
+
+
+def qwen3_moe_block(cfg, W, p, x, record):
+    """x (N, D): each token routed and run through its experts one at a time."""
+    K = cfg["num_experts_per_tok"]
+    logits = x @ W[p + "mlp.gate.weight"].T  # (N, E)
+    probs = torch.softmax(logits, dim=-1)
+    top = torch.topk(probs, K, dim=-1)
+    record.append((logits, probs, top.indices))
+    out = torch.zeros_like(x)
+    for n in range(x.shape[0]):
+        w = top.values[n]
+        if cfg.get("norm_topk_prob", False):
+            w = w / w.sum()
+        for j in range(K):
+            q = p + "mlp.experts.%d." % int(top.indices[n, j])
+            out[n] += w[j] * swiglu(x[n], W[q + "gate_proj.weight"], W[q + "up_proj.weight"], W[q + "down_proj.weight"])
+    return out
+
+
+def qwen3_forward(cfg, W, ids, attn_mask):
+    """float64 logits (B, T, V) and per MoE layer (logits, probs, top-k) over the B*T tokens."""
+    B, T = ids.shape
+    eps = cfg["rms_norm_eps"]
+    L = cfg["num_hidden_layers"]
+    records = [[] for _ in range(L)]
+    out = []
+    for b in range(B):
+        allowed = torch.tensor([[j <= i and bool(attn_mask[b, j]) for j in range(T)] for i in range(T)])
+        x = W["model.embed_tokens.weight"][ids[b]]
+        for l in range(L):
+            p = "model.layers.%d." % l
+            x = x + qwen3_attention(cfg, W, p, rms64(x, W[p + "input_layernorm.weight"], eps), allowed)
+            h = rms64(x, W[p + "post_attention_layernorm.weight"], eps)
+            if qwen3_is_sparse(cfg, l):
+                x = x + qwen3_moe_block(cfg, W, p, h, records[l])
+            else:
+                x = x + swiglu(h, W[p + "mlp.gate_proj.weight"], W[p + "mlp.up_proj.weight"], W[p + "mlp.down_proj.weight"])
+        x = rms64(x, W["model.norm.weight"], eps)
+        head = W["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else W["lm_head.weight"]
+        out.append(x @ head.T)
+    # Records in the engine's order: per MoE layer, the tokens of sequence 0 then sequence 1.
+    merged = [tuple(torch.cat([r[i] for r in recs]) for i in range(3)) for recs in records if recs]
+    return torch.stack(out), merged
+
+
+def routing_margin(records, K):
+    """Smallest gap between the k-th and (k+1)-th router probability: the float32 engine must pick
+    the same experts as this float64 reference, so the fixture must not sit on a near tie."""
+    gaps = [float((torch.sort(pr, dim=-1, descending=True).values[:, K - 1]
+                   - torch.sort(pr, dim=-1, descending=True).values[:, K]).min())
+            for _, pr, _ in records if pr.shape[-1] > K]
+    return min(gaps) if gaps else float("inf")
+
+
 # ---------------------------------------------------------------- random tiny checkpoints
 
 def dense_tensors(cfg, g, std=0.15):
     D, F, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     H, KV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hd = cfg.get("head_dim", D // H)
+    qwen3 = cfg["model_type"] in ("qwen3", "qwen3_moe")
+    hd = qwen3_head_dim(cfg) if qwen3 else cfg.get("head_dim", D // H)
     bias = cfg.get("attention_bias", cfg["model_type"] in ("qwen2", "qwen2_moe"))
     r = lambda *s: torch.randn(*s, generator=g) * std
     W = {"model.embed_tokens.weight": torch.randn(V, D, generator=g) * 0.5}
@@ -226,9 +342,13 @@ def dense_tensors(cfg, g, std=0.15):
             W[p + "self_attn.k_proj.bias"] = r(KV * hd)
             W[p + "self_attn.v_proj.bias"] = r(KV * hd)
         W[p + "self_attn.o_proj.weight"] = r(D, H * hd)
+        if qwen3:  # far from 1, so that applying them after the rotary instead would show
+            W[p + "self_attn.q_norm.weight"] = 1 + 0.4 * torch.randn(hd, generator=g)
+            W[p + "self_attn.k_norm.weight"] = 1 + 0.4 * torch.randn(hd, generator=g)
         W[p + "post_attention_layernorm.weight"] = 1 + 0.1 * torch.randn(D, generator=g)
         if is_moe_layer(cfg, l):
             mixtral = cfg["model_type"] == "mixtral"
+            # qwen3_moe: the same tensor names as qwen2_moe, never a shared expert
             E = cfg["num_local_experts"] if mixtral else cfg["num_experts"]
             Fe = F if mixtral else cfg["moe_intermediate_size"]
             W[p + ("block_sparse_moe.gate.weight" if mixtral else "mlp.gate.weight")] = torch.randn(E, D, generator=g) * 0.5
@@ -291,6 +411,28 @@ CASES = {
                              num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24,
                              shared_expert_intermediate_size=40, norm_topk_prob=False, decoder_sparse_step=1,
                              mlp_only_layers=[1], tie_word_embeddings=True),
+    # Qwen3: head_dim 16 != 32 / 4, GQA 4:2, tied embeddings; the float64 reference.
+    "qwen3_qknorm": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], head_dim=16,
+                         tie_word_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6, attention_bias=False,
+                         use_sliding_window=False, sliding_window=None, max_window_layers=2,
+                         attention_dropout=0.0, _float64=True),
+    # Qwen3-MoE, decoder_sparse_step 2 (layers 1 and 3 sparse), norm_topk_prob false, head_dim 8 != 16 / 4.
+    "qwen3_moe": dict(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"], hidden_size=16,
+                      intermediate_size=32, num_hidden_layers=4, head_dim=8, num_experts=4, num_experts_per_tok=2,
+                      moe_intermediate_size=12, decoder_sparse_step=2, mlp_only_layers=[], norm_topk_prob=False,
+                      router_aux_loss_coef=0.001, output_router_logits=False, rope_theta=1000000.0,
+                      rms_norm_eps=1e-6, attention_bias=False, use_sliding_window=False, sliding_window=None,
+                      _float64=True),
+    # Qwen3-MoE, mlp_only_layers [0] (layers 1 and 2 sparse), norm_topk_prob true, MQA (1 KV head),
+    # head_dim 16 != 16 / 2, tied embeddings.
+    "qwen3_moe_mlp_only": dict(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"], hidden_size=16,
+                               intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
+                               num_key_value_heads=1, head_dim=16, num_experts=4, num_experts_per_tok=2,
+                               moe_intermediate_size=12, decoder_sparse_step=1, mlp_only_layers=[0],
+                               norm_topk_prob=True, router_aux_loss_coef=0.001, output_router_logits=False,
+                               tie_word_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                               attention_bias=False, use_sliding_window=False, sliding_window=None,
+                               _float64=True),
 }
 
 
@@ -303,13 +445,21 @@ def main(out_dir):
         W = dense_tensors(cfg, g)
         if cfg["torch_dtype"] == "bfloat16":
             W = {n: t.to(torch.bfloat16) for n, t in W.items()}
-        Wf = {n: t.float() for n, t in W.items()}  # the reference computes in float32
         ids = torch.randint(0, cfg["vocab_size"], (2, 7), generator=g)
         attn = torch.ones(2, 7, dtype=torch.int64)
         attn[1, 5:] = 0  # second row: 5 real tokens, right padding
-        logits, records = forward(cfg, Wf, ids, attn)
+        if spec.get("_float64"):
+            # The stored float32 weights, exactly, computed on in float64.
+            logits, records = qwen3_forward(cfg, {n: t.double() for n, t in W.items()}, ids, attn)
+            margin = routing_margin(records, cfg.get("num_experts_per_tok", 0))
+            assert margin > 1e-4, "%s: a near tie in the routing (%g): change the seed" % (name, margin)
+        else:
+            Wf = {n: t.float() for n, t in W.items()}  # the reference computes in float32
+            logits, records = forward(cfg, Wf, ids, attn)
         expected = {"input_ids": ids.tolist(), "attention_mask": attn.tolist(),
                     "logits": logits.tolist(), **losses(cfg, logits, records, ids, attn)}
+        if spec.get("_float64"):
+            expected["reference_dtype"] = "float64"
         folder = os.path.join(out_dir, name)
         disk = fuse_mixtral(cfg, W) if spec.get("_fused") else W
         write_checkpoint(folder, disk, spec.get("_shards", 1))

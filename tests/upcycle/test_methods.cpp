@@ -1,6 +1,7 @@
 // Conversions (SPEC §2-3) and merge operators, checked with independent arithmetic.
 #include <set>
 
+#include "api/models.h"
 #include "model/model_io.h"
 #include "test_util.h"
 #include "upcycle/merge.h"
@@ -189,6 +190,80 @@ TEST(Btx, ExpertsFromTheirSourcesAndAveragedSharedWeights) {
   EXPECT_LT((moe->model->norm->weight - a->model->norm->weight - 0.25).abs().max().item<double>(), 1e-6);
   test::expectErrorContaining([&] { btxUpcycle({a.get(), b.get()}, {3, 1, 1, 0}, "uniform", gen); },
                               {"multiple of the number of sources"});
+}
+
+TEST(Qwen3, EveryMethodTurnsAQwen3BaseIntoQwen3Moe) {
+  // Through convertModel, the CLI's and the pipeline's entry point: sparse and drop take the
+  // streaming path, the others the in-memory one. Every output is Qwen3-MoE with the base's q/k
+  // norms.
+  const auto base = test::fixtures() / "models/qwen3_qknorm";
+  test::TempDir dir;
+  // Two "fine-tuned" copies of the base: BTX sources and UpIT checkpoints.
+  for (int i = 0; i < 2; ++i) {
+    DecoderLM m = loadModel(base);
+    torch::Generator g = at::detail::createCPUGenerator(100 + i);
+    {
+      torch::NoGradGuard ng;
+      for (auto& p : m->named_parameters())
+        p.value().add_(torch::randn(p.value().sizes(), g) * 0.01);
+    }
+    saveModel(m, dir / ("tuned" + std::to_string(i)));
+  }
+  DecoderLM dense = loadModel(base);
+  struct Run {
+    const char* method;
+    int64_t freq;
+  };
+  for (const Run& run : {Run{"sparse", 1}, Run{"sparse", 2}, Run{"drop", 1}, Run{"drop", 2},
+                         Run{"noise", 1}, Run{"scratch", 2}, Run{"btx", 1}, Run{"upit", 1}}) {
+    const std::string m = run.method;
+    SCOPED_TRACE(m + " moe_layer_freq " + std::to_string(run.freq));
+    ConvertOptions o;
+    o.run.method = m;
+    o.run.experts = 4;
+    o.run.topK = 2;
+    o.run.moeLayerFreq = run.freq;
+    o.run.seed = 5;
+    o.base = base;
+    o.out = dir / (m + std::to_string(run.freq));
+    o.device = "cpu";
+    o.layout = "mixtral-fused";  // ignored: Qwen3-MoE has its own layout
+    if (m == "btx") o.run.sources = {dir / "tuned0", dir / "tuned1"};
+    if (m == "upit") {
+      o.checkpoints = {dir / "tuned0", dir / "tuned1"};
+      o.run.checkpoints = 2;  // 2 children from the GA
+    }
+    const ConvertReport r = convertModel(o);
+    EXPECT_EQ(r.config.modelType, "qwen3_moe");
+    const ModelConfig c = loadHfConfig(o.out);
+    EXPECT_EQ(c.modelType, "qwen3_moe");
+    EXPECT_TRUE(c.qkNorm);
+    EXPECT_EQ(c.headDim, 16);
+    const std::vector<bool> layers =
+        run.freq == 1 ? std::vector<bool>{true, true} : std::vector<bool>{false, true};
+    EXPECT_EQ(c.moeLayers, layers);
+    CheckpointFiles f(o.out);
+    EXPECT_TRUE(f.contains("model.layers.1.mlp.experts.3.down_proj.weight"));
+    EXPECT_TRUE(f.contains("model.layers.1.mlp.gate.weight"));
+    EXPECT_EQ(f.contains("model.layers.0.mlp.gate_proj.weight"), run.freq == 2);
+    EXPECT_FALSE(f.contains("lm_head.weight")) << "tied embeddings stay tied";
+    DecoderLM moe = loadModel(o.out);
+    auto mp = moe->named_parameters(), dp = dense->named_parameters();
+    const std::string qn = "model.layers.1.self_attn.q_norm.weight";
+    if (m == "sparse" || m == "drop" || m == "noise") {
+      EXPECT_TRUE(torch::equal(mp[qn], dp[qn])) << "copied from the base";
+    } else if (m == "scratch") {
+      EXPECT_TRUE(torch::equal(mp[qn], torch::ones({16}))) << "a fresh norm";
+    } else {
+      EXPECT_FALSE(torch::equal(mp[qn], dp[qn])) << "the mean of the tuned copies";
+    }
+    if (m == "sparse") {  // the dense function (SPEC §1 invariant), through the files
+      torch::NoGradGuard ng;
+      auto ids = torch::arange(0, 12, torch::kLong).view({2, 6}) * 5 % 64;
+      EXPECT_LT((moe->forward(ids).logits - dense->forward(ids).logits).abs().max().item<double>(),
+                1e-5);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------- merge operators
