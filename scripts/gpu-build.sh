@@ -13,8 +13,10 @@ for d in .deps/gpu/*.deb; do dpkg -x "$d" "$prefix"; done
 torch_cmake=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
 export PKG_CONFIG_PATH=$prefix/usr/lib/x86_64-linux-gnu/pkgconfig:$prefix/usr/share/pkgconfig
 export LD_LIBRARY_PATH=$prefix/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-# sentencepiece.pc names /usr as its prefix: point it at ours.
-sed -i "s|^prefix=.*|prefix=$prefix/usr|" "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/sentencepiece.pc
+# The .pc files name /usr as their prefix: point them at ours.
+for pc in sentencepiece libpcre2-8 libutf8proc; do
+  sed -i "s|^prefix=.*|prefix=$prefix/usr|" "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/$pc.pc
+done
 cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DUPCYCLE_BUILD_GUI=OFF -DUPCYCLE_ASAN_TESTS=OFF \
   -DCMAKE_PREFIX_PATH="$torch_cmake;$prefix/usr" -DCMAKE_CUDA_ARCHITECTURES=90 > "$out/configure.log" 2>&1 \
   || { tail -40 "$out/configure.log"; exit 1; }

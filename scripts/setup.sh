@@ -10,8 +10,9 @@ PKGS=(
   libqcustomplot-dev libqcustomplot2.1-qt6
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libyaml-cpp-dev libsentencepiece-dev
+  libpcre2-dev libutf8proc-dev   # tokenizer.json: Unicode regexes, NFC/NFKC
   libsqlite3-dev sqlite3
-  python3 python3-torch python3-numpy python3-sentencepiece
+  python3 python3-torch python3-numpy python3-sentencepiece python3-jinja2
   xvfb xauth
   file librsvg2-bin   # scripts/package.sh (CPack finds libraries with `file`); icon renders
 )

@@ -15,6 +15,8 @@
 namespace upcycle::test {
 
 inline std::filesystem::path fixtures() { return UPCYCLE_FIXTURES; }
+// Real tokenizer folders (qwen3, llama3, mistral, gemma3), unpacked from fixtures/hf_tokenizers.
+inline std::filesystem::path hfTokenizers() { return UPCYCLE_HF_TOKENIZERS; }
 
 // A fresh folder under the system temp dir, removed when the test ends.
 class TempDir {

@@ -35,6 +35,7 @@ CheckpointsPanel::CheckpointsPanel(QWidget* parent) : QWidget(parent) {
   m_base->setPlaceholderText(tr("Dense base: a Hugging Face folder with config.json and *.safetensors"));
   auto* browseBase = new QPushButton(tr("Base…"));
   m_baseStatus = new QLabel;
+  m_baseStatus->setObjectName(QStringLiteral("baseStatus"));
   grid->addWidget(new QLabel(tr("Base model")), 0, 0);
   grid->addWidget(m_base, 0, 1);
   grid->addWidget(browseBase, 0, 2);
@@ -139,10 +140,11 @@ QString CheckpointsPanel::setBase(const QString& folder) {
   try {
     CheckpointSummary s = summarizeCheckpoint(folder.trimmed().toStdString());
     if (s.config.isMoe()) throw std::runtime_error("the base must be a dense model; this one has experts");
-    m_baseStatus->setText(tr("<span style='color:#26a269'>ok</span>: %1, %2 parameters, %3")
+    m_baseStatus->setText(tr("<span style='color:#26a269'>ok</span>: %1, %2 parameters, %3<br>tokenizer: %4")
                               .arg(architectureText(s.config))
                               .arg(s.totalParams)
-                              .arg(humanBytes(s.fileBytes)));
+                              .arg(humanBytes(s.fileBytes))
+                              .arg(tokenizerText(s.tokenizer, s.chatTemplate).toHtmlEscaped()));
     return {};
   } catch (const std::exception& e) {
     const QString msg = QString::fromStdString(e.what());

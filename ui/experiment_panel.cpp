@@ -20,7 +20,9 @@
 #include <algorithm>
 #include <set>
 
+#include "api/inspect.h"
 #include "plot_frame.h"
+#include "table_models.h"
 
 namespace upcycle::ui {
 
@@ -237,7 +239,13 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   f = new QFormLayout(g);
   f->addRow(tr("Base"), combo(QStringLiteral("base.mode"), {tr("pretrain a tiny byte-level Llama"), tr("an existing model folder")},
                               tr("The dense decoder every method starts from")));
-  f->addRow(tr("Model folder"), line(QStringLiteral("base.path"), tr("A Hugging Face folder: config.json plus *.safetensors (Llama, Mistral or Qwen2)")));
+  f->addRow(tr("Model folder"), line(QStringLiteral("base.path"), tr("A Hugging Face folder: config.json plus *.safetensors (Llama, Mistral, Qwen2 or Qwen3), "
+                                                                      "with tokenizer.json or tokenizer.model and, optionally, a chat template")));
+  m_baseInfo = new QLabel;
+  m_baseInfo->setObjectName(QStringLiteral("baseInfo"));
+  m_baseInfo->setWordWrap(true);
+  m_baseInfo->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  f->addRow(QString(), m_baseInfo);
   f->addRow(tr("Pretrain steps"), ispin(QStringLiteral("pretrain.steps"), 1, 10000000, tr("Optimizer steps of the tiny base's pretraining")));
   f->addRow(tr("Hidden size"), ispin(QStringLiteral("pretrain.hidden"), 8, 65536, tr("d_model of the tiny base (a multiple of the heads)")));
   f->addRow(tr("FFN size"), ispin(QStringLiteral("pretrain.ff"), 8, 262144, tr("d_ff of the tiny base: each expert's width")));
@@ -261,8 +269,10 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   f->addRow(tr("Eval per domain"), ispin(QStringLiteral("data.eval_per_domain"), 1, 10000000, tr("Evaluation records per domain")));
   f->addRow(tr("Train file"), line(QStringLiteral("data.train"), tr("Alpaca, ShareGPT, messages, text or pre-tokenized JSONL")));
   f->addRow(tr("Eval file"), line(QStringLiteral("data.eval"), tr("Optional; without it 10% of the training file is held out")));
-  f->addRow(tr("Template"), combo(QStringLiteral("data.template"), {QStringLiteral("compact"), QStringLiteral("alpaca"), QStringLiteral("raw")},
-                                  tr("How instruction and response are joined (FORMATS.md)")));
+  f->addRow(tr("Template"), combo(QStringLiteral("data.template"), {QStringLiteral("compact"), QStringLiteral("alpaca"), QStringLiteral("raw"),
+                                                                     QStringLiteral("auto"), QStringLiteral("chat")},
+                                  tr("How instruction and response are joined (FORMATS.md). auto: the base's chat template when it has one "
+                                     "(the loss then covers the assistant turns), else alpaca; chat: insist on the chat template")));
   f->addRow(tr("Max length"), ispin(QStringLiteral("data.max_length"), 0, 1000000, tr("Truncate records to this many tokens (0 = no limit)")));
   v->addWidget(g);
 
@@ -467,6 +477,22 @@ void ExperimentPanel::fillForms() {
 void ExperimentPanel::updateSourceFields() {
   const Experiment& e = m_exp;
   m_fields["base.path"]->setEnabled(!e.pretrain);
+  const QString basePath = e.pretrain ? QString() : QString::fromStdString(e.basePath.string());
+  if (basePath != m_baseInfoPath) {
+    m_baseInfoPath = basePath;
+    m_baseInfo->clear();
+    if (!basePath.isEmpty()) {
+      try {
+        const CheckpointSummary s = summarizeCheckpoint(e.basePath);
+        m_baseInfo->setText(tr("%1, %2 parameters; tokenizer: %3")
+                                .arg(architectureText(s.config))
+                                .arg(s.totalParams)
+                                .arg(tokenizerText(s.tokenizer, s.chatTemplate)));
+      } catch (const std::exception& ex) {
+        m_baseInfo->setText(QString::fromStdString(ex.what()));
+      }
+    }
+  }
   for (const char* n : {"pretrain.steps", "pretrain.hidden", "pretrain.ff", "pretrain.layers", "pretrain.heads", "pretrain.kv_heads", "pretrain.lr"})
     m_fields[n]->setEnabled(e.pretrain);
   for (const char* n : {"data.per_domain", "data.eval_per_domain"}) m_fields[n]->setEnabled(e.generateData);

@@ -70,6 +70,8 @@ class ExperimentPanel : public QWidget {
   QListWidget* m_runs;
   QComboBox* m_preset;
   QLabel* m_status;
+  QLabel* m_baseInfo;       // the base folder's architecture, tokenizer and chat template
+  QString m_baseInfoPath;   // the folder m_baseInfo describes (inspected once per path)
   QGroupBox *m_dropGroup, *m_noiseGroup, *m_btxGroup, *m_upitGroup, *m_gaGroup, *m_routerGroup, *m_moeGroup;
 };
 

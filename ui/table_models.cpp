@@ -47,6 +47,10 @@ QString architectureText(const ModelConfig& c) {
   return s;
 }
 
+QString tokenizerText(const std::string& tokenizer, bool chatTemplate) {
+  return QString::fromStdString(tokenizer) + (chatTemplate ? QObject::tr("; chat template") : QString());
+}
+
 QString keyParams(const std::vector<std::pair<std::string, std::string>>& params) {
   const QString method = param(params, "run.method");
   if (method.isEmpty() || method == QLatin1String("dense")) return method.isEmpty() ? QString() : QStringLiteral("dense");
@@ -290,6 +294,7 @@ void CheckpointTableModel::addFolders(const std::vector<QString>& folders, const
       CheckpointSummary s = summarizeCheckpoint(folders[i].toStdString());
       e.architecture = architectureText(s.config);
       e.bytes = s.fileBytes;
+      e.tokenizer = tokenizerText(s.tokenizer, s.chatTemplate);
       e.valid = true;
       e.status = tr("ok");
     } catch (const std::exception& ex) {
@@ -352,6 +357,7 @@ QVariant CheckpointTableModel::data(const QModelIndex& index, int role) const {
     case kLoss: return std::isnan(e.loss) ? QStringLiteral("-") : QString::number(e.loss, 'f', 4);
     case kArchitecture: return e.architecture;
     case kSize: return e.valid ? humanBytes(e.bytes) : QString();
+    case kTokenizer: return e.tokenizer;
     case kStatus: return e.status;
     case kPath: return e.path;
     default: return {};
@@ -377,7 +383,7 @@ Qt::ItemFlags CheckpointTableModel::flags(const QModelIndex& index) const {
 
 QVariant CheckpointTableModel::headerData(int section, Qt::Orientation o, int role) const {
   if (o != Qt::Horizontal || role != Qt::DisplayRole) return {};
-  static const char* names[] = {"Expert", "Step", "Loss", "Architecture", "Size", "Status", "Path"};
+  static const char* names[] = {"Expert", "Step", "Loss", "Architecture", "Size", "Tokenizer", "Status", "Path"};
   return header(names, kColumns, section);
 }
 

@@ -106,13 +106,14 @@ class LineageModel : public QAbstractTableModel {
 class CheckpointTableModel : public QAbstractTableModel {
   Q_OBJECT
  public:
-  enum Column { kUse, kStep, kLoss, kArchitecture, kSize, kStatus, kPath, kColumns };
+  enum Column { kUse, kStep, kLoss, kArchitecture, kSize, kTokenizer, kStatus, kPath, kColumns };
   struct Entry {
     QString path;
     int64_t step = -1;        // -1: not from a Trainer output
     double loss = std::numeric_limits<double>::quiet_NaN();
     QString architecture;     // "llama d128 L4 ff344" (empty when invalid)
     quint64 bytes = 0;
+    QString tokenizer;        // "tokenizer.json (BPE), 151,669 tokens; chat template"
     QString status;           // "ok" or the validation error
     bool valid = false;
     bool mismatch = false;    // architecture differs from the reference
@@ -138,6 +139,8 @@ class CheckpointTableModel : public QAbstractTableModel {
 };
 
 QString architectureText(const ModelConfig& c);
+// "tokenizer.json (BPE), 151,669 tokens; chat template" (CheckpointSummary's tokenizer fields).
+QString tokenizerText(const std::string& tokenizer, bool chatTemplate);
 QString humanBytes(quint64 bytes);
 
 }  // namespace upcycle::ui

@@ -19,6 +19,7 @@
 #include "api/inspect.h"
 #include "api/models.h"
 #include "api/runtime.h"
+#include "api/tokenize.h"
 #include "api/training.h"
 #include "cli/args.h"
 #include "cli/progress.h"
@@ -47,10 +48,18 @@ verbs:
       (total and active per token), dtype, file sizes. A HF Trainer output folder: its checkpoint-STEP
       folders with step, epoch and logged loss.
   eval --model PATH --data FILE.jsonl [--accuracy] [--max-new-tokens N] [--template NAME]
-       [--max-length N] [--batch-size N] [--device auto|cpu|cuda] [--json]
+       [--max-length N] [--batch-size N] [--device auto|cpu|cuda] [--dtype float32|bf16|auto] [--json]
       Token-weighted mean next-token cross-entropy and perplexity, per domain when records have one;
       with --accuracy, exact-match accuracy of greedy answers. Any record kind (Alpaca, ShareGPT,
       messages, text, pre-tokenized input_ids); text is tokenized with the model's tokenizer.
+      --dtype bf16 loads the weights in bfloat16 (half the memory of float32; router softmax and loss
+      stay float32); auto: bf16 when the checkpoint is bf16.
+  tokenize --model DIR --jsonl IN.jsonl [--decode] [--chat] [--add-special-tokens]
+      The model's tokenizer (byte, SentencePiece tokenizer.model, or tokenizer.json) on one
+      {"text": ...} per line, printing one {"ids": [...]} per line; no BOS/EOS unless
+      --add-special-tokens. --decode adds "decoded" (special tokens kept). --chat reads
+      {"messages": [...], "add_generation_prompt": bool, ...} lines, renders them with the model's
+      chat template and prints {"text", "ids"}, or {"error"} for a line whose template raises.
   data generate --out FILE.jsonl [--kind instruct|corpus] [--per-domain N] [--documents N] [--seed S]
       The built-in multi-domain data: instruction records with exact answers in 7 domains, or a
       plain-text corpus of the same domains for pretraining.
@@ -77,12 +86,14 @@ verbs:
                 [--merge linear|task_arithmetic|ties|dare_linear|dare_ties|slerp]
                 [--data FILE [--seed-fraction F] [--min-seed N] [--router-epochs N] [--cls-weight A]
                  [--router-lr X] [--template NAME]]
-      Upcycle a dense checkpoint into an MoE checkpoint (Mixtral layout; Qwen2-MoE for qwen2 bases or
+      Upcycle a dense checkpoint into an MoE checkpoint (Mixtral layout; Qwen3-MoE for qwen3 bases; Qwen2-MoE for qwen2 bases or
       --moe-layer-freq > 1). Bad settings are refused before any work, naming the option.
-  create --out DIR [--arch llama|mistral|qwen2|mixtral|qwen2_moe] [--vocab N] [--hidden N] [--ff N]
-         [--layers N] [--heads N] [--kv-heads N] [--experts E] [--top-k K] [--tie]
-         [--dtype float32|bfloat16|float16] [--seed S]
-      Write a randomly initialized model (for experiments, tests and benchmarks).
+  create --out DIR [--arch llama|mistral|qwen2|qwen3|mixtral|qwen2_moe|qwen3_moe] [--vocab N]
+         [--hidden N] [--ff N] [--layers N] [--heads N] [--kv-heads N] [--experts E] [--top-k K]
+         [--tie] [--dtype float32|bfloat16|float16] [--rope-theta X] [--rms-eps X] [--max-positions N]
+         [--tokenizer DIR] [--seed S]
+      Write a randomly initialized model (for experiments, tests and benchmarks). --tokenizer copies
+      DIR's tokenizer files (and its bos/eos/pad ids) instead of attaching the byte tokenizer.
   runs list [--json] | show ID | compare ID ID... [--diff-only] | delete ID | export ID --out DIR
        | rename ID NAME | tag ID TAGS        (all take [--db FILE])
       The run store: every `run` and `demo` records its runs (params, metrics, evaluation, lineage,
@@ -95,10 +106,11 @@ verbs:
       pretrain a tiny base, instruction-tune it keeping 8 checkpoints, then dense SFT continued,
       sparse upcycling, Drop-Upcycling r=0.5 and UpIT (8 experts from 4 checkpoints + GA), each with
       the same post-training budget.
-  analyze --model MOE [--data FILE] [--base DENSE] [--max-records N] [--json]
+  analyze --model MOE [--data FILE] [--base DENSE] [--max-records N] [--dtype auto|float32|bf16] [--json]
       Expert similarity per layer (cosine of the flattened FFN weights; of their deltas from --base;
       output CKA on the probe data) and routing on the probe data: shares per expert and domain,
-      router entropy, imbalance (max/mean share), co-selection counts.
+      router entropy, imbalance (max/mean share), co-selection counts. --dtype auto (the default)
+      keeps a bf16 checkpoint in bf16: similarity straight from its rows, the probe forward in bf16.
   bench convert [--method sparse|drop] [--experts E] [--base DENSE | --layers L] [--work DIR] [--keep] [--json]
       Streaming conversion of a ~1 GB dense checkpoint (made with d 1024, d_ff 2816, 22 layers unless
       --base) against cp of the same output bytes, each plus sync; peak memory of the convert process.
@@ -112,6 +124,10 @@ verbs:
             [--iterations N] [--json]
       One MoE layer, forward + backward: the grouped path against the naive masked loop of
       transformers' Mixtral, with tokens/s, achieved GFLOP/s and the measured matmul peak.
+  bench tokenize --model DIR [--text FILE | --corpus-mb N] [--passes N] [--json]
+  bench tokenize --write-corpus FILE [--corpus-mb N] [--seed S]
+      The model's tokenizer encoding each line of FILE (default: a generated mixed corpus of 4 MB)
+      on one thread: load time, MB/s, tokens/s (bench/tokenize_vs_hf.sh runs HF's next to it).
   version                 Versions of the workbench and LibTorch.
 
 common options: --threads N (intra-op threads; default: all cores)
@@ -130,7 +146,7 @@ extern "C" void onSigint(int) { g_cancel.store(true); }
 
 int cmdEval(const Args& a) {
   a.allowOnly({"model", "data", "batch-size", "device", "json", "threads", "accuracy", "max-new-tokens",
-               "template", "max-length"});
+               "template", "max-length", "dtype"});
   upcycle::EvalOptions o;
   o.batchSize = a.getInt("batch-size", 8);
   o.device = a.get("device", "auto");
@@ -138,8 +154,21 @@ int cmdEval(const Args& a) {
   o.maxNewTokens = a.getInt("max-new-tokens", 32);
   o.promptTemplate = a.get("template", "");
   o.maxLength = a.getInt("max-length", 0);
+  o.dtype = a.get("dtype", "float32");
   auto r = upcycle::evaluateModel(a.require("model"), a.require("data"), o);
   std::cout << (a.has("json") ? upcycle::evalJson(r) + "\n" : upcycle::evalText(r));
+  return 0;
+}
+
+int cmdTokenize(const Args& a) {
+  a.allowOnly({"model", "jsonl", "decode", "chat", "add-special-tokens", "threads"});
+  upcycle::TokenizeRequest r;
+  r.model = a.require("model");
+  r.jsonl = a.require("jsonl");
+  r.decode = a.has("decode");
+  r.chat = a.has("chat");
+  r.addSpecialTokens = a.has("add-special-tokens");
+  upcycle::tokenizeJsonl(r, std::cout);
   return 0;
 }
 
@@ -229,7 +258,7 @@ int cmdConvert(const Args& a) {
 
 int cmdCreate(const Args& a) {
   a.allowOnly({"out", "arch", "vocab", "hidden", "ff", "layers", "heads", "kv-heads", "experts", "top-k",
-               "tie", "dtype", "seed", "threads"});
+               "tie", "dtype", "seed", "threads", "rope-theta", "rms-eps", "max-positions", "tokenizer"});
   upcycle::CreateOptions o;
   o.out = a.require("out");
   o.modelType = a.get("arch", "llama");
@@ -243,6 +272,10 @@ int cmdCreate(const Args& a) {
   o.topK = a.getInt("top-k", 2);
   o.tieWordEmbeddings = a.has("tie");
   o.dtype = a.get("dtype", "float32");
+  o.ropeTheta = a.getDouble("rope-theta", o.ropeTheta);
+  o.rmsNormEps = a.getDouble("rms-eps", o.rmsNormEps);
+  o.maxPositionEmbeddings = a.getInt("max-positions", o.maxPositionEmbeddings);
+  o.tokenizer = a.get("tokenizer", "");
   o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
   auto c = upcycle::createRandomModel(o);
   std::cout << "wrote a random " << c.architecture() << " to " << o.out.string() << "\n";
@@ -429,13 +462,14 @@ int cmdDemo(const Args& a) {
 }
 
 int cmdAnalyze(const Args& a) {
-  a.allowOnly({"model", "data", "base", "json", "threads", "device", "max-records", "template"});
+  a.allowOnly({"model", "data", "base", "json", "threads", "device", "max-records", "template", "dtype"});
   upcycle::AnalyzeOptions o;
   o.data = a.get("data", "");
   o.base = a.get("base", "");
   o.device = a.get("device", "auto");
   o.maxProbeRecords = a.getInt("max-records", 256);
   o.promptTemplate = a.get("template", "");
+  o.dtype = a.get("dtype", "auto");
   auto r = upcycle::analyzeModel(a.require("model"), o);
   std::cout << (a.has("json") ? upcycle::analysisJson(r) + "\n" : upcycle::analysisText(r));
   return 0;
@@ -665,13 +699,43 @@ int cmdBenchConvert(const Args& a) {
   return 0;
 }
 
+// upcycle bench tokenize: see engine/api/bench.h; the HF peer is bench/tokenize_vs_hf.sh.
+int cmdBenchTokenize(const Args& a) {
+  const int64_t corpusBytes = static_cast<int64_t>(a.getDouble("corpus-mb", 4.0) * 1e6);
+  const uint64_t seed = static_cast<uint64_t>(a.getInt("seed", 0));
+  if (a.has("write-corpus")) {
+    upcycle::writeFileAtomically(a.get("write-corpus", ""), upcycle::tokenizeBenchCorpus(corpusBytes, seed));
+    return 0;
+  }
+  UPCYCLE_CHECK(a.has("model"), "bench tokenize needs --model DIR (or --write-corpus FILE)");
+  upcycle::TokenizeBenchOptions o;
+  o.model = a.get("model", "");
+  o.text = a.get("text", "");
+  o.corpusBytes = corpusBytes;
+  o.seed = seed;
+  o.passes = a.getInt("passes", 3);
+  const auto r = upcycle::benchTokenize(o);
+  if (a.has("json")) {
+    std::cout << upcycle::tokenizeBenchJson(r) << "\n";
+  } else {
+    std::printf("%s from %s: loaded in %.3f s\n", r.tokenizerKind.c_str(), o.model.string().c_str(), r.loadSeconds);
+    std::printf("%s: %.2f MB in %lld lines -> %lld tokens, 1 thread\n", o.text.empty() ? "generated corpus" : o.text.c_str(),
+                r.bytes / 1e6, static_cast<long long>(r.lines), static_cast<long long>(r.tokens));
+    std::printf("median of %lld passes: %.3f s, %.2f MB/s, %.0f tokens/s (first pass %.3f s)\n",
+                static_cast<long long>(o.passes), r.seconds, r.mbPerS, r.tokensPerS, r.passSeconds.front());
+  }
+  return 0;
+}
+
 int cmdBench(const Args& a) {
   a.allowOnly({"d-model", "d-ff", "experts", "top-k", "tokens", "threads", "device", "json", "iterations", "seed", "layers",
-               "heads", "kv-heads", "seq-len", "batch", "steps", "method", "base", "work", "keep"});
+               "heads", "kv-heads", "seq-len", "batch", "steps", "method", "base", "work", "keep", "model", "text",
+               "passes", "corpus-mb", "write-corpus"});
   UPCYCLE_CHECK(a.positional().size() == 1 &&
                     (a.positional()[0] == "moe" || a.positional()[0] == "train" || a.positional()[0] == "convert" ||
-                     a.positional()[0] == "analysis"),
-                "usage: upcycle bench moe|train|convert|analysis [options]");
+                     a.positional()[0] == "analysis" || a.positional()[0] == "tokenize"),
+                "usage: upcycle bench moe|train|convert|analysis|tokenize [options]");
+  if (a.positional()[0] == "tokenize") return cmdBenchTokenize(a);  // no BLAS involved
   if (!a.has("json")) std::printf("BLAS: %s\n", upcycle::runtimeInfo().blas.c_str());
   if (a.positional()[0] == "convert") return cmdBenchConvert(a);
   if (a.positional()[0] == "analysis") {
@@ -769,11 +833,12 @@ int main(int argc, char** argv) {
   const std::string verb = argv[1];
   try {
     Args args(argc, argv, 2, {"json", "keep", "quick", "tie", "diff-only", "accuracy", "resume", "raw", "train-on-prompt",
-                              "shared-indices", "no-expand"});
+                              "shared-indices", "no-expand", "decode", "chat", "add-special-tokens"});
     std::signal(SIGINT, onSigint);  // training stops at the next step boundary
     upcycle::configureRuntime(static_cast<int>(args.getInt("threads", 0)));
     if (verb == "inspect") return cmdInspect(args);
     if (verb == "eval") return cmdEval(args);
+    if (verb == "tokenize") return cmdTokenize(args);
     if (verb == "convert") return cmdConvert(args);
     if (verb == "create") return cmdCreate(args);
     if (verb == "demo") return cmdDemo(args);

@@ -3,7 +3,9 @@
 // Hugging Face Mixtral algorithm (per expert: mask its tokens, compute, index_add), measured in the same
 // run next to a float32 matmul peak. Torch-free header. Thread-safety: calling thread only.
 #include <cstdint>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 namespace upcycle {
 
@@ -77,5 +79,36 @@ struct AnalysisBenchResult {
 
 AnalysisBenchResult benchAnalysis(const AnalysisBenchOptions& o);
 std::string analysisBenchJson(const AnalysisBenchResult& r);
+
+// `upcycle bench tokenize`: a model folder's tokenizer (as loadTokenizer picks it: tokenizer.json,
+// tokenizer.model or the byte tokenizer) encoding every line of a text file, without special tokens,
+// on the calling thread; `passes` times over the same tokenizer, so later passes find its word cache
+// warm. MB are 10^6 bytes of UTF-8 input. Implemented in upcycle_formats (torch-free).
+struct TokenizeBenchOptions {
+  std::filesystem::path model;          // a checkpoint or tokenizer folder
+  std::filesystem::path text;           // empty: tokenizeBenchCorpus(corpusBytes, seed)
+  int64_t corpusBytes = 4'000'000;
+  int64_t passes = 3;
+  uint64_t seed = 0;
+};
+
+struct TokenizeBenchResult {
+  TokenizeBenchOptions options;
+  std::string tokenizerKind;
+  int64_t bytes = 0, lines = 0, tokens = 0;  // tokens: of one pass
+  int64_t idSum = 0;                         // the sum of all ids of one pass (to compare with a peer)
+  double loadSeconds = 0;                    // loadTokenizer, once
+  std::vector<double> passSeconds;           // each pass over all lines
+  double seconds = 0;                        // median pass
+  double mbPerS = 0, tokensPerS = 0;         // at the median pass
+};
+
+TokenizeBenchResult benchTokenize(const TokenizeBenchOptions& o);
+std::string tokenizeBenchJson(const TokenizeBenchResult& r);
+// The generated corpus, the same bytes for a seed on every platform: lines of English prose (a
+// Zipf-like mix of common and rare words), code, digits, CJK, emoji, whitespace runs, long words
+// (hashes, URLs, compounds) and other scripts, plus one paragraph of 20-60 KB on a single line per
+// 512 KB. About `bytes` long (whole lines).
+std::string tokenizeBenchCorpus(int64_t bytes, uint64_t seed);
 
 }  // namespace upcycle

@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "data/chat_template.h"
+#include "data/tokenizer.h"
 #include "formats/checkpoint_files.h"
 
 namespace upcycle {
@@ -30,15 +32,36 @@ CheckpointSummary summarizeCheckpoint(const fs::path& folder) {
   s.fileBytes = files.totalBytes();
   s.numFiles = static_cast<int64_t>(files.files().size());
   const ModelConfig& c = s.config;
-  s.layout = !c.isMoe() ? "dense"
-             : c.modelType == "qwen2_moe" ? "qwen2-moe"
-             : files.contains("model.layers.0.mlp.experts.gate_up_proj") ? "mixtral-fused"
-                                                                         : "mixtral-hub";
+  // The first MoE layer tells the layout (qwen*_moe may keep layer 0 dense).
+  int64_t firstMoe = 0;
+  while (firstMoe < c.numLayers && !c.isMoeLayer(firstMoe)) ++firstMoe;
+  const bool fused =
+      files.contains("model.layers." + std::to_string(firstMoe) + ".mlp.experts.gate_up_proj");
+  s.layout = !c.isMoe()                   ? "dense"
+             : c.modelType == "qwen2_moe" ? (fused ? "qwen2-moe-fused" : "qwen2-moe")
+             : c.modelType == "qwen3_moe" ? (fused ? "qwen3-moe-fused" : "qwen3-moe")
+             : fused                      ? "mixtral-fused"
+                                          : "mixtral-hub";
   const int64_t perExpert = 3 * c.hiddenSize * c.expertIntermediateSize;
   int64_t inactive = 0;
   for (int64_t l = 0; l < c.numLayers; ++l)
     if (c.isMoeLayer(l)) inactive += (c.numExperts - c.topK) * perExpert;
   s.activeParams = s.totalParams - inactive;
+  s.tokenizer = "none";
+  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"})
+    if (fs::exists(folder / f)) {
+      try {
+        s.tokenizer = describeTokenizer(folder);
+      } catch (const UserError& e) {
+        s.tokenizer = std::string("unreadable: ") + e.what();
+      }
+      break;
+    }
+  try {
+    s.chatTemplate = findChatTemplate(folder).has_value();
+  } catch (const UserError&) {
+    s.chatTemplate = false;  // a malformed tokenizer_config.json is already reported above
+  }
   return s;
 }
 
@@ -82,6 +105,7 @@ std::string inspectJson(const InspectReport& r) {
   j["head_dim"] = c.headDim;
   j["vocab_size"] = c.vocabSize;
   j["tie_word_embeddings"] = c.tieWordEmbeddings;
+  j["qk_norm"] = c.qkNorm;
   j["dtype"] = torchNameOf(c.dtype);
   j["file_dtypes"] = s.fileDtypes;
   j["num_experts"] = c.numExperts;
@@ -99,6 +123,8 @@ std::string inspectJson(const InspectReport& r) {
   j["file_bytes"] = s.fileBytes;
   j["num_files"] = s.numFiles;
   j["num_tensors"] = s.numTensors;
+  j["tokenizer"] = s.tokenizer;
+  j["chat_template"] = s.chatTemplate;
   return j.dump(2);
 }
 
@@ -131,8 +157,9 @@ std::string inspectText(const InspectReport& r) {
   os << "Checkpoint    " << s.path.string() << "\n"
      << "Architecture  " << c.architecture() << " (" << s.layout << ")\n"
      << "Dimensions    d_model " << c.hiddenSize << ", d_ff " << c.intermediateSize << ", layers "
-     << c.numLayers << ", heads " << c.numHeads << " (kv " << c.numKvHeads << ", head_dim " << c.headDim
-     << "), vocab " << c.vocabSize << (c.tieWordEmbeddings ? ", tied embeddings" : "") << "\n";
+     << c.numLayers << ", heads " << c.numHeads << " (kv " << c.numKvHeads << ", head_dim "
+     << c.headDim << (c.qkNorm ? ", q/k norm" : "") << "), vocab " << c.vocabSize
+     << (c.tieWordEmbeddings ? ", tied embeddings" : "") << "\n";
   if (c.isMoe()) {
     int64_t moeLayers = 0;
     for (int64_t l = 0; l < c.numLayers; ++l) moeLayers += c.isMoeLayer(l);
@@ -147,7 +174,8 @@ std::string inspectText(const InspectReport& r) {
   for (const auto& d : s.fileDtypes) os << " " << d;
   os << ")\n"
      << "Files         " << s.numFiles << " safetensors, " << s.numTensors << " tensors, "
-     << human(double(s.fileBytes), "B") << "\n";
+     << human(double(s.fileBytes), "B") << "\n"
+     << "Tokenizer     " << s.tokenizer << (s.chatTemplate ? "; chat template" : "; no chat template") << "\n";
   return os.str();
 }
 

@@ -14,13 +14,19 @@ namespace upcycle {
 struct CheckpointSummary {
   std::filesystem::path path;
   ModelConfig config;
-  std::string layout;          // "dense", "mixtral-hub", "mixtral-fused", "qwen2-moe"
-  int64_t totalParams = 0;     // every weight tensor
+  // "dense", "mixtral-hub", "mixtral-fused", "qwen2-moe", "qwen3-moe" (these two: "-fused" if so)
+  std::string layout;
+  int64_t totalParams = 0;     // every weight tensor (Qwen3's q_norm/k_norm included)
   int64_t activeParams = 0;    // per token: total less the (E - k) unchosen experts of MoE layers
   std::vector<std::string> fileDtypes;  // distinct tensor dtypes in the files
   uint64_t fileBytes = 0;
   int64_t numFiles = 0;
   int64_t numTensors = 0;
+  // What the data pipeline will tokenize with: "tokenizer.json (BPE), 151,669 tokens", "byte, 264
+  // tokens", "sentencepiece, 32,000 tokens"; "none"; or "unreadable: <the error>" (a broken
+  // tokenizer does not stop the inspection).
+  std::string tokenizer;
+  bool chatTemplate = false;  // tokenizer_config.json's chat_template or chat_template.jinja
 };
 
 struct InspectReport {

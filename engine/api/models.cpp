@@ -28,24 +28,22 @@ using nlohmann::json;
 
 // ------------------------------------------------------------------------------------ evaluate
 
-std::string resolveTemplateName(const fs::path& model, const std::string& requested) {
-  if (!requested.empty()) return requested;
-  return storedPromptTemplate(model).value_or("alpaca");
-}
-
 EvalReport evaluateModel(const fs::path& modelPath, const fs::path& dataPath, const EvalOptions& opts) {
   UPCYCLE_CHECK(opts.batchSize >= 1, "batch size must be at least 1, got ", opts.batchSize);
   const torch::Device device = resolveDevice(opts.device);
   std::vector<Example> examples = readExamples(dataPath);
-  std::unique_ptr<Tokenizer> tok;
+  std::shared_ptr<const Tokenizer> tok;
   const bool needsTokenizer = opts.accuracy || std::any_of(examples.begin(), examples.end(), [](const Example& e) {
                                 return e.kind != Example::Kind::Tokens;
                               });
   if (needsTokenizer) tok = loadTokenizer(modelPath);
   std::vector<TokenRecord> records;
   if (tok) {
+    const InstructionFormat format =
+        resolveInstructionFormat(modelPath, opts.promptTemplate == "auto" ? "" : opts.promptTemplate);
     TokenizeOptions to;
-    to.promptTemplate = PromptTemplate::byName(resolveTemplateName(modelPath, opts.promptTemplate));
+    to.promptTemplate = format.promptTemplate;
+    to.chat = format.chat;
     to.maxLength = opts.maxLength;
     records = tokenizeExamples(examples, *tok, to);
   } else {
@@ -55,8 +53,9 @@ EvalReport evaluateModel(const fs::path& modelPath, const fs::path& dataPath, co
       records.push_back(std::move(r));
     }
   }
+  const torch::Dtype dtype = loadDtype(opts.dtype, loadHfConfig(modelPath).dtype, "--dtype");
   return withTorchErrors("evaluate", [&] {
-    DecoderLM model = loadModel(modelPath, {device, torch::kFloat});
+    DecoderLM model = loadModel(modelPath, {device, dtype});
     const int64_t V = model->config().vocabSize;
     for (const TokenRecord& r : records)
       for (int64_t id : r.inputIds)
@@ -69,10 +68,11 @@ EvalReport evaluateModel(const fs::path& modelPath, const fs::path& dataPath, co
 EvalReport evaluateModelOnRecords(const fs::path& modelPath, const std::vector<TokenRecord>& records,
                                   const EvalOptions& opts) {
   const torch::Device device = resolveDevice(opts.device);
-  std::unique_ptr<Tokenizer> tok;
+  std::shared_ptr<const Tokenizer> tok;
   if (opts.accuracy) tok = loadTokenizer(modelPath);
+  const torch::Dtype dtype = loadDtype(opts.dtype, loadHfConfig(modelPath).dtype, "--dtype");
   return withTorchErrors("evaluate", [&] {
-    DecoderLM model = loadModel(modelPath, {device, torch::kFloat});
+    DecoderLM model = loadModel(modelPath, {device, dtype});
     return evaluateRecords(*model, records, opts, tok.get());
   });
 }
@@ -80,11 +80,17 @@ EvalReport evaluateModelOnRecords(const fs::path& modelPath, const std::vector<T
 std::string generateText(const GenerateRequest& r) {
   const torch::Device device = resolveDevice(r.device);
   auto tok = loadTokenizer(r.model);
-  std::string text = r.prompt;
-  if (!r.raw) text = PromptTemplate::byName(resolveTemplateName(r.model, r.promptTemplate)).render(r.prompt, "");
   std::vector<int64_t> prompt;
-  if (tok->bos) prompt.push_back(*tok->bos);
-  for (int64_t id : tok->encode(text)) prompt.push_back(id);
+  const InstructionFormat format =
+      resolveInstructionFormat(r.model, r.promptTemplate == "auto" ? "" : r.promptTemplate);
+  if (!r.raw && format.chat) {
+    // The chat template writes BOS itself; the prompt ends with the assistant's header.
+    prompt = tok->encode(format.chat->render({{"user", r.prompt}}, true));
+  } else {
+    if (tok->bos) prompt.push_back(*tok->bos);
+    const std::string text = r.raw ? r.prompt : format.promptTemplate.render(r.prompt, "");
+    for (int64_t id : tok->encode(text)) prompt.push_back(id);
+  }
   return withTorchErrors("generate", [&] {
     DecoderLM model = loadModel(r.model, {device, torch::kFloat});
     model->eval();
@@ -184,7 +190,7 @@ ConvertReport convertModel(const ConvertOptions& o) {
     in.train = prepareData(in.base, d).train;
   }
   return withTorchErrors("convert", [&] {
-    // Sparse and drop of a llama/mistral base stream layer by layer (memory: about one layer).
+    // Sparse and drop of a llama/mistral/qwen2/qwen3 base stream layer by layer (memory: about one layer).
     const MoeShape shape{o.run.experts, o.run.topK, o.run.moeLayerFreq, o.run.expertFf};
     const ModelConfig denseCfg = parseHfConfig(readTextFile(in.base / "config.json"), (in.base / "config.json").string());
     if (canStreamConvert(denseCfg, o.run.method, shape, o.layout)) {
@@ -242,24 +248,40 @@ ModelConfig createRandomModel(const CreateOptions& o) {
                 ") must be a multiple of the number of heads (", o.numHeads, ")");
   c.headDim = o.hiddenSize / o.numHeads;
   c.tieWordEmbeddings = o.tieWordEmbeddings;
-  c.dtype = dtypeFromTorchName(o.dtype, "--dtype");
+  const std::string dtype = o.dtype == "bf16" ? "bfloat16" : o.dtype == "fp16" ? "float16"
+                            : o.dtype == "fp32" ? "float32" : o.dtype;
+  c.dtype = dtypeFromTorchName(dtype, "--dtype");
   c.attentionBias = o.modelType == "qwen2" || o.modelType == "qwen2_moe";
-  c.rmsNormEps = 1e-5;
-  c.maxPositionEmbeddings = 2048;
-  if (c.vocabSize >= ByteTokenizer::kVocab) {  // room for the byte tokenizer's specials
+  c.qkNorm = o.modelType == "qwen3" || o.modelType == "qwen3_moe";  // head_dim stays hidden / heads
+  c.rmsNormEps = o.rmsNormEps;
+  c.ropeTheta = o.ropeTheta;
+  c.maxPositionEmbeddings = o.maxPositionEmbeddings;
+  UPCYCLE_CHECK(o.rmsNormEps > 0, "--rms-eps must be positive, got ", o.rmsNormEps);
+  UPCYCLE_CHECK(o.ropeTheta > 0, "--rope-theta must be positive, got ", o.ropeTheta);
+  UPCYCLE_CHECK(o.maxPositionEmbeddings > 0, "--max-positions must be positive, got ", o.maxPositionEmbeddings);
+  if (!o.tokenizer.empty()) {  // a real tokenizer: its special ids, checked against the vocabulary
+    UPCYCLE_CHECK(fs::is_directory(o.tokenizer), "--tokenizer: not a folder: ", o.tokenizer.string());
+    const auto tok = loadTokenizer(o.tokenizer);
+    UPCYCLE_CHECK(tok->vocabSize() <= c.vocabSize, "--tokenizer ", o.tokenizer.string(), " has ", tok->vocabSize(),
+                  " tokens, more than --vocab ", c.vocabSize);
+    c.bosTokenId = tok->bos;
+    c.eosTokenId = tok->eos;
+    c.padTokenId = tok->pad;
+  } else if (c.vocabSize >= ByteTokenizer::kVocab) {  // room for the byte tokenizer's specials
     c.bosTokenId = ByteTokenizer::kBos;
     c.eosTokenId = ByteTokenizer::kEos;
     c.padTokenId = ByteTokenizer::kPad;
   }
-  if (o.modelType == "mixtral" || o.modelType == "qwen2_moe") {
+  if (o.modelType == "mixtral" || o.modelType == "qwen2_moe" || o.modelType == "qwen3_moe") {
     c.numExperts = o.experts > 0 ? o.experts : 4;
     c.topK = o.topK;
     c.expertIntermediateSize = o.intermediateSize;
     c.moeLayers.assign(o.numLayers, true);
     c.moeLayout = o.modelType == "mixtral" ? MoeLayout::MixtralHub : MoeLayout::Qwen2Moe;
   } else {
-    UPCYCLE_CHECK(o.modelType == "llama" || o.modelType == "mistral" || o.modelType == "qwen2",
-                  "model type \"", o.modelType, "\" is not one of llama, mistral, qwen2, mixtral, qwen2_moe");
+    UPCYCLE_CHECK(o.modelType == "llama" || o.modelType == "mistral" || o.modelType == "qwen2" ||
+                      o.modelType == "qwen3",
+                  "--arch \"", o.modelType, "\" is not one of ", supportedModelTypes());
   }
   c.validate("--arch " + o.modelType);
   return withTorchErrors("create", [&] {
@@ -267,7 +289,8 @@ ModelConfig createRandomModel(const CreateOptions& o) {
   torch::Generator gen = at::detail::createCPUGenerator(o.seed);
   model->initWeights(gen);
   saveModel(model, o.out);
-  if (c.vocabSize >= ByteTokenizer::kVocab) writeByteTokenizerConfig(o.out, o.promptTemplate);
+  if (!o.tokenizer.empty()) copyTokenizerFiles(o.tokenizer, o.out);
+  else if (c.vocabSize >= ByteTokenizer::kVocab) writeByteTokenizerConfig(o.out, o.promptTemplate);
   return c;
   });
 }

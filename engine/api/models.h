@@ -20,6 +20,10 @@ struct EvalOptions {
   int64_t maxNewTokens = 32;    // for accuracy
   std::string promptTemplate;   // text records: empty = the model's stored template, else alpaca
   int64_t maxLength = 0;        // > 0: truncate records
+  // Parameter dtype: "float32" (the default), "bfloat16" (half the memory; matmuls in bf16, RMSNorm,
+  // attention softmax, router softmax and the loss in float32), or "auto" (bfloat16 when the
+  // checkpoint stores bfloat16).
+  std::string dtype = "float32";
 };
 
 struct EvalFigures {
@@ -66,7 +70,7 @@ struct ConvertOptions {
   std::vector<std::filesystem::path> checkpoints;  // UpIT: checkpoint folders or Trainer output folders
   std::filesystem::path data;       // UpIT: training data for the seed set (none: no router pre-optimization)
   std::string promptTemplate;       // for `data` (empty: the base's stored template, else alpaca)
-  std::string layout = "mixtral-hub";  // mixtral-hub | mixtral-fused (ignored for qwen2_moe outputs)
+  std::string layout = "mixtral-hub";  // mixtral-hub | mixtral-fused (ignored for qwen2_moe/qwen3_moe outputs)
   std::string device = "auto";
 };
 
@@ -83,7 +87,7 @@ void validateConvertOptions(const ConvertOptions& o);
 ConvertReport convertModel(const ConvertOptions& o);
 
 struct CreateOptions {
-  std::string modelType = "llama";  // llama | mistral | qwen2 | mixtral | qwen2_moe
+  std::string modelType = "llama";  // llama | mistral | qwen2 | qwen3 | mixtral | qwen2_moe | qwen3_moe
   int64_t vocabSize = 264;          // >= 264: the built-in byte tokenizer is attached
   int64_t hiddenSize = 64;
   int64_t intermediateSize = 172;
@@ -93,9 +97,16 @@ struct CreateOptions {
   int64_t experts = 0;  // MoE types only
   int64_t topK = 2;
   bool tieWordEmbeddings = false;
-  std::string dtype = "float32";
+  std::string dtype = "float32";    // storage dtype: float32 | bfloat16 (bf16) | float16
+  double ropeTheta = 10000.0;
+  double rmsNormEps = 1e-5;
+  int64_t maxPositionEmbeddings = 2048;
   uint64_t seed = 0;
   std::string promptTemplate;       // stored with the byte tokenizer (empty: none)
+  // A folder whose tokenizer files (tokenizer.json / tokenizer.model, tokenizer_config.json, ...) are
+  // copied into the model, and whose bos/eos/pad ids go into config.json, instead of the byte tokenizer.
+  // Its vocabulary must fit in vocabSize.
+  std::filesystem::path tokenizer;
   std::filesystem::path out;
 };
 

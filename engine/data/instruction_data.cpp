@@ -5,6 +5,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "data/chat_template.h"
 #include "data/tokenizer.h"
 
 namespace upcycle {
@@ -49,7 +50,7 @@ std::string stringField(const json& j, const char* key, const std::string& where
 // ShareGPT and messages: system text goes before the next user turn; each user turn is closed by
 // the assistant turn that follows it.
 std::vector<Turn> conversationTurns(const json& list, const char* roleKey, const char* textKey,
-                                    const std::string& where) {
+                                    const std::string& where, std::vector<Message>& messages) {
   UPCYCLE_CHECK(list.is_array(), where, ": conversation is not an array");
   std::vector<Turn> turns;
   std::string system, pendingUser;
@@ -57,6 +58,8 @@ std::vector<Turn> conversationTurns(const json& list, const char* roleKey, const
   for (const json& m : list) {
     const std::string role = stringField(m, roleKey, where, true);
     const std::string text = stringField(m, textKey, where, true);
+    if (role == "system" || role == "human" || role == "user" || role == "gpt" || role == "assistant")
+      messages.push_back({role == "human" ? "user" : role == "gpt" ? "assistant" : role, text});
     if (role == "system") {
       system += text + "\n";
     } else if (role == "human" || role == "user") {
@@ -89,12 +92,15 @@ Example fromJson(const json& j, const std::string& where, int64_t line) {
     e.kind = Example::Kind::Tokens;
     e.tokens = tokenRecordFromJson(&j, where, line);
   } else if (j.contains("conversations")) {
-    e.turns = conversationTurns(j["conversations"], "from", "value", where);
+    e.turns = conversationTurns(j["conversations"], "from", "value", where, e.messages);
   } else if (j.contains("messages")) {
-    e.turns = conversationTurns(j["messages"], "role", "content", where);
+    e.turns = conversationTurns(j["messages"], "role", "content", where, e.messages);
   } else if (j.contains("instruction")) {
     e.turns.push_back({stringField(j, "instruction", where, true), stringField(j, "input", where, false),
                        stringField(j, "output", where, true)});
+    const Turn& t = e.turns.back();
+    e.messages = {{"user", t.input.empty() ? t.instruction : t.instruction + "\n\n" + t.input},
+                  {"assistant", t.response}};
   } else if (j.contains("text")) {
     e.kind = Example::Kind::Text;
     e.text = stringField(j, "text", where, true);
@@ -116,6 +122,91 @@ std::vector<Example> readExamples(const std::filesystem::path& path) {
   });
   return out;
 }
+
+std::shared_ptr<const ChatFormat> ChatFormat::fromFolder(const std::filesystem::path& folder) {
+  auto file = findChatTemplate(folder);
+  if (!file) return nullptr;
+  auto f = std::make_shared<ChatFormat>();
+  f->tmpl = std::make_shared<const ChatTemplate>(file->text, file->source);
+  f->bosToken = file->bosToken;
+  f->eosToken = file->eosToken;
+  return f;
+}
+
+std::string ChatFormat::render(const std::vector<Message>& messages, bool addGenerationPrompt) const {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const Message& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
+  // As transformers calls the template: tools and documents null, then only the special tokens
+  // the tokenizer has (Qwen has no BOS: "bos_token" must stay undefined, not "").
+  nlohmann::ordered_json ctx = {{"messages", list},
+                                {"tools", nullptr},
+                                {"documents", nullptr},
+                                {"add_generation_prompt", addGenerationPrompt}};
+  if (!bosToken.empty()) ctx["bos_token"] = bosToken;
+  if (!eosToken.empty()) ctx["eos_token"] = eosToken;
+  return tmpl->renderOrdered(ctx);
+}
+
+InstructionFormat resolveInstructionFormat(const std::filesystem::path& modelDir, const std::string& requested) {
+  InstructionFormat f;
+  if (requested.empty() || requested == "chat") {
+    f.chat = ChatFormat::fromFolder(modelDir);
+    UPCYCLE_CHECK(f.chat || requested.empty(), modelDir.string(),
+                  ": template \"chat\" asks for the model's chat template, but it has none "
+                  "(tokenizer_config.json has no \"chat_template\" and there is no chat_template.jinja)");
+    if (f.chat) {
+      f.name = "chat";
+      return f;
+    }
+  }
+  f.name = !requested.empty() ? requested : storedPromptTemplate(modelDir).value_or("alpaca");
+  f.promptTemplate = PromptTemplate::byName(f.name);
+  return f;
+}
+
+namespace {
+
+// Cuts a conversation rendered by its chat template into (text, trained) segments: each assistant
+// message's content, with the special token that closes it, is trained; the rest is prompt.
+// Contents are found in order, each searched from where the text rendered for the prompt before it
+// (add_generation_prompt=True) stops agreeing with the whole conversation, so that a user turn
+// quoting the answer is not mistaken for it.
+std::vector<std::pair<std::string, bool>> chatSegments(const ChatFormat& chat, const std::vector<Message>& messages,
+                                                       const Tokenizer& tok, const std::string& where) {
+  const std::string full = chat.render(messages, false);
+  const std::vector<std::string> closers = tok.specialTokenStrings();
+  std::vector<std::pair<std::string, bool>> out;
+  size_t cursor = 0;  // end of the text already cut
+  for (size_t k = 0; k < messages.size(); ++k) {
+    if (messages[k].role != "assistant") continue;
+    const std::vector<Message> before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(k));
+    const std::string prompt = chat.render(before, true);
+    size_t agree = 0;
+    while (agree < prompt.size() && agree < full.size() && prompt[agree] == full[agree]) ++agree;
+    std::string content = messages[k].content;
+    size_t at = full.find(content, std::max(cursor, agree));
+    if (at == std::string::npos) {  // templates that trim the content
+      const size_t a = content.find_first_not_of(" \t\r\n"), b = content.find_last_not_of(" \t\r\n");
+      content = a == std::string::npos ? std::string() : content.substr(a, b - a + 1);
+      at = content.empty() ? std::string::npos : full.find(content, std::max(cursor, agree));
+    }
+    UPCYCLE_CHECK(at != std::string::npos, where, ": the chat template does not write assistant message ", k + 1,
+                  " verbatim, so its tokens cannot be told apart for the loss");
+    size_t end = at + content.size();
+    for (const std::string& c : closers)
+      if (!c.empty() && full.compare(end, c.size(), c) == 0) {
+        end += c.size();
+        break;
+      }
+    out.emplace_back(full.substr(cursor, at - cursor), false);
+    out.emplace_back(full.substr(at, end - at), true);
+    cursor = end;
+  }
+  if (cursor < full.size()) out.emplace_back(full.substr(cursor), false);
+  return out;
+}
+
+}  // namespace
 
 std::vector<TokenRecord> tokenizeExamples(const std::vector<Example>& examples, const Tokenizer& tok,
                                           const TokenizeOptions& o, int64_t* dropped) {
@@ -139,6 +230,15 @@ std::vector<TokenRecord> tokenizeExamples(const std::vector<Example>& examples, 
       if (e.kind == Example::Kind::Text) {
         push(tok.encode(e.text), true);
         if (o.addEos && tok.eos) push({*tok.eos}, true);
+      } else if (o.chat) {
+        r.inputIds.clear();  // the template writes BOS itself (add_special_tokens=False)
+        r.labels.clear();
+        const auto segments = chatSegments(*o.chat, e.messages, tok, "record at line " + std::to_string(e.line));
+        for (const auto& [text, trained] : segments) {
+          if (trained) r.promptLength = static_cast<int64_t>(r.inputIds.size());
+          push(tok.encode(text), trained || o.trainOnPrompt);
+        }
+        r.answer = e.turns.back().response;
       } else {
         for (const Turn& t : e.turns) {
           push(tok.encode(o.promptTemplate.render(t.instruction, t.input)), o.trainOnPrompt);

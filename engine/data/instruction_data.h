@@ -11,6 +11,7 @@
 // An optional "domain" (or "category") string is kept through to evaluation.
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,6 +21,7 @@
 namespace upcycle {
 
 class Tokenizer;
+class ChatTemplate;
 
 struct PromptTemplate {
   std::string name;
@@ -36,9 +38,15 @@ struct Turn {
   std::string response;
 };
 
+struct Message {
+  std::string role;  // "system", "user" or "assistant"
+  std::string content;
+};
+
 struct Example {
   enum class Kind { Instruction, Text, Tokens } kind = Kind::Instruction;
   std::vector<Turn> turns;   // Instruction
+  std::vector<Message> messages;  // Instruction, as a chat: Alpaca becomes one user turn
   std::string text;          // Text
   TokenRecord tokens;        // Tokens
   std::string domain;
@@ -48,8 +56,34 @@ struct Example {
 // Reads JSONL or a JSON array; throws UserError naming FILE:LINE and the field at fault.
 std::vector<Example> readExamples(const std::filesystem::path& path);
 
+// A model's chat template (tokenizer_config.json or chat_template.jinja) with the special-token
+// strings the template may print.
+struct ChatFormat {
+  std::shared_ptr<const ChatTemplate> tmpl;
+  std::string bosToken, eosToken;
+  // nullptr when the folder has no chat template.
+  static std::shared_ptr<const ChatFormat> fromFolder(const std::filesystem::path& folder);
+  // apply_chat_template(messages, tokenize=False, add_generation_prompt=...).
+  std::string render(const std::vector<Message>& messages, bool addGenerationPrompt) const;
+};
+
+// How instruction records are written out for a model: its chat template, or a named prompt
+// template. `requested`: "" = the chat template when the model has one, else the template stored
+// with the model (byte tokenizer), else alpaca; "chat" = the chat template (an error when there is
+// none); alpaca | compact | raw = that template even when the model has a chat template.
+struct InstructionFormat {
+  std::string name;  // "chat" or the prompt template's name
+  PromptTemplate promptTemplate = PromptTemplate::byName("alpaca");
+  std::shared_ptr<const ChatFormat> chat;  // set when name == "chat"
+};
+InstructionFormat resolveInstructionFormat(const std::filesystem::path& modelDir, const std::string& requested);
+
 struct TokenizeOptions {
   PromptTemplate promptTemplate = PromptTemplate::byName("alpaca");
+  // When set, instruction records are rendered with this chat template instead (as transformers'
+  // apply_chat_template, add_special_tokens=False) and the loss covers the assistant turns only:
+  // each assistant message's content and the special token that closes it (e.g. <|im_end|>).
+  std::shared_ptr<const ChatFormat> chat;
   int64_t maxLength = 0;        // > 0: truncate (records left with nothing to learn are dropped)
   bool trainOnPrompt = false;   // false: the loss covers response tokens only
   bool addBos = true;

@@ -12,12 +12,16 @@ namespace upcycle {
 PreparedData prepareData(const std::filesystem::path& modelDir, const DataOptions& o) {
   std::vector<Example> examples = readExamples(o.path);
   PreparedData out;
-  out.promptTemplate = !o.promptTemplate.empty() ? o.promptTemplate : storedPromptTemplate(modelDir).value_or("alpaca");
   const bool allTokens = std::all_of(examples.begin(), examples.end(),
                                      [](const Example& e) { return e.kind == Example::Kind::Tokens; });
-  std::unique_ptr<Tokenizer> tok = allTokens ? std::make_unique<ByteTokenizer>() : loadTokenizer(modelDir);
+  std::shared_ptr<const Tokenizer> tok =
+      allTokens ? std::make_shared<ByteTokenizer>() : loadTokenizer(modelDir);
+  const InstructionFormat format =
+      allTokens ? InstructionFormat{} : resolveInstructionFormat(modelDir, o.promptTemplate == "auto" ? "" : o.promptTemplate);
+  out.promptTemplate = format.name;
   TokenizeOptions to;
-  to.promptTemplate = PromptTemplate::byName(out.promptTemplate);
+  to.promptTemplate = format.promptTemplate;
+  to.chat = format.chat;
   to.maxLength = o.packBlock > 0 ? 0 : o.maxLength;
   to.trainOnPrompt = o.trainOnPrompt;
   std::vector<TokenRecord> records = tokenizeExamples(examples, *tok, to, &out.dropped);

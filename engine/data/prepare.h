@@ -12,7 +12,7 @@ namespace upcycle {
 
 struct DataOptions {
   std::filesystem::path path;
-  std::string promptTemplate;  // empty: the model's stored template, else alpaca
+  std::string promptTemplate;  // ""/auto: the model's chat template, else its stored template, else alpaca; chat; alpaca|compact|raw
   int64_t maxLength = 0;       // > 0: truncate
   int64_t packBlock = 0;       // > 0: pack into blocks of this many tokens (pretraining)
   bool trainOnPrompt = false;

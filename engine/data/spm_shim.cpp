@@ -65,6 +65,14 @@ __attribute__((visibility("default"))) int upcycle_spm_decode(void* h, const int
 
 __attribute__((visibility("default"))) void upcycle_spm_free_buffer(void* p) { std::free(p); }
 
+// The piece of one id, NUL-terminated into buf (truncated to len - 1). Returns 0 on success.
+__attribute__((visibility("default"))) int upcycle_spm_piece(void* h, int id, char* buf, int len) {
+  auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(h);
+  if (id < 0 || id >= sp->GetPieceSize() || len <= 0) return 1;
+  setError(buf, len, sp->IdToPiece(id));
+  return 0;
+}
+
 // which: 0 = piece count, 1 = bos, 2 = eos, 3 = pad, 4 = unk (-1 when absent)
 __attribute__((visibility("default"))) int upcycle_spm_info(void* h, int which) {
   auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(h);

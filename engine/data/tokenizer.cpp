@@ -3,10 +3,14 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "data/hf_tokenizer.h"
 #include "formats/hf_config.h"
 
 namespace upcycle {
@@ -27,10 +31,22 @@ std::vector<int64_t> ByteTokenizer::encode(const std::string& text) const {
   return out;
 }
 
-std::string ByteTokenizer::decode(const std::vector<int64_t>& ids) const {
+std::string ByteTokenizer::decode(const std::vector<int64_t>& ids, bool skipSpecialTokens) const {
   std::string out;
-  for (int64_t id : ids)
+  for (int64_t id : ids) {
     if (id >= 0 && id < 256) out.push_back(static_cast<char>(id));
+    else if (!skipSpecialTokens && id == kBos) out += "<s>";
+    else if (!skipSpecialTokens && id == kEos) out += "</s>";
+    else if (!skipSpecialTokens && id == kPad) out += "<pad>";
+  }
+  return out;
+}
+
+std::vector<int64_t> Tokenizer::encodeWithSpecialTokens(const std::string& text) const {
+  std::vector<int64_t> out;
+  if (bos) out.push_back(*bos);
+  auto ids = encode(text);
+  out.insert(out.end(), ids.begin(), ids.end());
   return out;
 }
 
@@ -44,6 +60,7 @@ struct SpmApi {
   int (*decode)(void*, const int*, size_t, char**, size_t*);
   void (*freeBuffer)(void*);
   int (*info)(void*, int);
+  int (*piece)(void*, int, char*, int);
 };
 
 fs::path executableDir() {
@@ -87,6 +104,7 @@ const SpmApi& spmApi() {
     a.decode = reinterpret_cast<decltype(a.decode)>(sym("upcycle_spm_decode"));
     a.freeBuffer = reinterpret_cast<decltype(a.freeBuffer)>(sym("upcycle_spm_free_buffer"));
     a.info = reinterpret_cast<decltype(a.info)>(sym("upcycle_spm_info"));
+    a.piece = reinterpret_cast<decltype(a.piece)>(sym("upcycle_spm_piece"));
     return a;
   }();
   return api;
@@ -119,15 +137,32 @@ class SentencePieceTokenizer : public Tokenizer {
     m_api.freeBuffer(ids);
     return out;
   }
-  std::string decode(const std::vector<int64_t>& ids) const override {
-    std::vector<int> v;
-    for (int64_t id : ids)
-      if (id >= 0 && id < m_size && id != bos && id != eos && id != pad) v.push_back(static_cast<int>(id));
-    char* text = nullptr;
-    size_t len = 0;
-    UPCYCLE_CHECK(m_api.decode(m_handle, v.data(), v.size(), &text, &len) == 0, "SentencePiece could not decode ids");
-    std::string out(text, len);
-    m_api.freeBuffer(text);
+  std::string decode(const std::vector<int64_t>& ids, bool skipSpecialTokens) const override {
+    // SentencePiece drops control tokens when decoding; kept, they are written as their pieces.
+    std::string out;
+    std::vector<int> run;
+    auto flush = [&] {
+      if (run.empty()) return;
+      char* text = nullptr;
+      size_t len = 0;
+      UPCYCLE_CHECK(m_api.decode(m_handle, run.data(), run.size(), &text, &len) == 0,
+                    "SentencePiece could not decode ids");
+      out.append(text, len);
+      m_api.freeBuffer(text);
+      run.clear();
+    };
+    for (int64_t id : ids) {
+      if (id < 0 || id >= m_size) continue;
+      const bool special = id == bos || id == eos || id == pad;
+      if (!special) {
+        run.push_back(static_cast<int>(id));
+      } else if (!skipSpecialTokens) {
+        flush();
+        char piece[256] = {0};
+        if (m_api.piece(m_handle, static_cast<int>(id), piece, sizeof piece) == 0) out += piece;
+      }
+    }
+    flush();
     return out;
   }
   int64_t vocabSize() const override { return m_size; }
@@ -153,27 +188,96 @@ std::unique_ptr<Tokenizer> loadSentencePiece(const fs::path& file) {
   return std::make_unique<SentencePieceTokenizer>(file);
 }
 
-std::unique_ptr<Tokenizer> loadTokenizer(const fs::path& folder) {
+namespace {
+
+// A token string of tokenizer_config.json: "<|im_end|>" or {"content": "<|im_end|>", ...}.
+std::optional<std::string> tokenString(const json& cfg, const char* key) {
+  if (!cfg.contains(key)) return std::nullopt;
+  const json& v = cfg[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  return std::nullopt;
+}
+
+std::shared_ptr<const Tokenizer> readTokenizer(const fs::path& folder) {
   std::unique_ptr<Tokenizer> tok;
   auto tcfg = readJsonIfExists(folder / "tokenizer_config.json");
-  if (fs::exists(folder / "tokenizer.model")) {
-    tok = loadSentencePiece(folder / "tokenizer.model");
-  } else if (tcfg && tcfg->value("tokenizer_class", std::string()) == "UpcycleByteTokenizer") {
+  bool fromJson = false;
+  if (tcfg && tcfg->value("tokenizer_class", std::string()) == "UpcycleByteTokenizer") {
     tok = std::make_unique<ByteTokenizer>();
+  } else if (fs::exists(folder / "tokenizer.json")) {
+    tok = loadHfTokenizer(folder / "tokenizer.json");
+    fromJson = true;
+  } else if (fs::exists(folder / "tokenizer.model")) {
+    tok = loadSentencePiece(folder / "tokenizer.model");
   } else {
-    UPCYCLE_CHECK(!fs::exists(folder / "tokenizer.json"), folder.string(),
-                  ": tokenizer.json (byte-level BPE) is not supported yet; tokenizer.model "
-                  "(SentencePiece) and the built-in byte tokenizer are");
-    throw UserError(folder.string() + ": no tokenizer (expected tokenizer.model, or tokenizer_config.json "
-                    "naming UpcycleByteTokenizer); pre-tokenize the data with \"input_ids\" instead");
+    throw UserError(folder.string() + ": no tokenizer (expected tokenizer.json, tokenizer.model, or "
+                    "tokenizer_config.json naming UpcycleByteTokenizer); pre-tokenize the data with "
+                    "\"input_ids\" instead");
+  }
+  if (fromJson) {
+    // BOS is whatever the post-processor puts first (Llama 3: <|begin_of_text|>; Qwen: nothing).
+    tok->bos.reset();
+    const auto withSpecials = tok->encodeWithSpecialTokens("");
+    if (!withSpecials.empty()) tok->bos = withSpecials.front();
+    if (tcfg) {
+      for (auto [key, slot] : {std::pair{"eos_token", &tok->eos}, std::pair{"pad_token", &tok->pad}})
+        if (auto s = tokenString(*tcfg, key)) {
+          auto id = tok->tokenId(*s);
+          UPCYCLE_CHECK(id, (folder / "tokenizer_config.json").string(), ": ", key, " \"", *s,
+                        "\" is not a token of tokenizer.json");
+          *slot = id;
+        }
+    }
   }
   if (fs::exists(folder / "config.json")) {
     ModelConfig c = loadHfConfig(folder);
-    if (c.bosTokenId) tok->bos = c.bosTokenId;
+    if (c.bosTokenId && !fromJson) tok->bos = c.bosTokenId;
     if (c.eosTokenId) tok->eos = c.eosTokenId;
     if (c.padTokenId) tok->pad = c.padTokenId;
   }
+  return std::shared_ptr<const Tokenizer>(std::move(tok));
+}
+
+// Identifies the tokenizer files as they are now: a changed or replaced file loads afresh.
+std::string tokenizerStamp(const fs::path& folder) {
+  std::ostringstream os;
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "config.json"}) {
+    std::error_code ec;
+    const auto p = folder / name;
+    const auto size = fs::file_size(p, ec);
+    if (ec) continue;
+    const auto time = fs::last_write_time(p, ec).time_since_epoch().count();
+    os << name << ':' << size << ':' << time << ';';
+  }
+  return os.str();
+}
+
+}  // namespace
+
+std::shared_ptr<const Tokenizer> loadTokenizer(const fs::path& folder) {
+  static std::mutex mutex;
+  static std::map<std::string, std::pair<std::string, std::shared_ptr<const Tokenizer>>> cache;
+  std::error_code ec;
+  const std::string key = fs::weakly_canonical(folder, ec).string();
+  const std::string stamp = tokenizerStamp(folder);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = cache.find(key);
+    if (it != cache.end() && it->second.first == stamp) return it->second.second;
+  }
+  auto tok = readTokenizer(folder);
+  std::lock_guard<std::mutex> lock(mutex);
+  if (cache.size() >= 8) cache.clear();  // a handful of models per process; keep memory bounded
+  cache[key] = {stamp, tok};
   return tok;
+}
+
+std::string describeTokenizer(const fs::path& folder) {
+  auto tok = loadTokenizer(folder);
+  std::string n = std::to_string(tok->vocabSize());
+  for (int i = static_cast<int>(n.size()) - 3; i > 0; i -= 3) n.insert(static_cast<size_t>(i), ",");
+  return tok->kind() + ", " + n + " tokens";
 }
 
 void writeByteTokenizerConfig(const fs::path& folder, const std::string& promptTemplate) {
@@ -189,7 +293,8 @@ void writeByteTokenizerConfig(const fs::path& folder, const std::string& promptT
 void copyTokenizerFiles(const fs::path& from, const fs::path& to) {
   if (from.empty() || !fs::exists(from)) return;
   if (fs::exists(to) && fs::equivalent(from, to)) return;
-  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "chat_template.jinja", "generation_config.json"}) {
     if (!fs::exists(from / name)) continue;
     fs::create_directories(to);
     writeFileAtomically(to / name, readTextFile(from / name));

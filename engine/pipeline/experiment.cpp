@@ -294,8 +294,9 @@ void validateExperiment(const Experiment& e) {
   } else {
     check(e.perDomain >= 1 && e.evalPerDomain >= 1, "data.generate", "sizes must be at least 1");
   }
-  check(e.promptTemplate == "alpaca" || e.promptTemplate == "compact" || e.promptTemplate == "raw", "data.template",
-        "\"" + e.promptTemplate + "\" is not one of alpaca, compact, raw");
+  check(e.promptTemplate == "alpaca" || e.promptTemplate == "compact" || e.promptTemplate == "raw" ||
+            e.promptTemplate == "chat" || e.promptTemplate == "auto",
+        "data.template", "\"" + e.promptTemplate + "\" is not one of auto, chat, alpaca, compact, raw");
   for (const auto* t : {&e.sftTraining, &e.post}) {
     const std::string f = t == &e.post ? "post" : "sft";
     check(t->lr > 0, f + ".lr", "must be positive");

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/blas_kernels.h"
@@ -421,4 +422,192 @@ TEST(Cli, PicksOpenBlasKernelsAtStartUp) {
   const Result once = run("--version", "UPCYCLE_BLAS_SELECTED=Prescott OPENBLAS_CORETYPE=Prescott");
   ASSERT_EQ(once.rc, 0) << once.err;
   EXPECT_NE(once.out.find("Prescott kernels (selected at start-up"), std::string::npos) << once.out;
+}
+
+// --------------------------------------------------------------------------------- tokenize
+
+namespace {
+
+// Writes one {"text": ...} line per case of a tokenizer variant in hf_tokenizers/cases.json.
+json writeTokenizeInput(const TempDir& dir, const std::string& variant) {
+  const json all = json::parse(upcycle::test::readBytes(upcycle::test::fixtures() / "hf_tokenizers/cases.json"));
+  const json& cases = all["variants"][variant]["cases"];
+  std::string lines;
+  for (const json& c : cases) lines += json{{"text", c["text"]}}.dump() + "\n";
+  upcycle::test::writeBytes(dir / (variant + ".jsonl"), lines);
+  return cases;
+}
+
+std::vector<json> jsonLines(const std::string& out) {
+  std::vector<json> rows;
+  size_t pos = 0;
+  while (pos < out.size()) {
+    const size_t end = out.find('\n', pos);
+    rows.push_back(json::parse(out.substr(pos, end - pos)));
+    pos = end == std::string::npos ? out.size() : end + 1;
+  }
+  return rows;
+}
+
+}  // namespace
+
+TEST(Cli, TokenizeMatchesTheHuggingFaceLibrary) {
+  // Expected ids from the Rust tokenizers library (tests/reference/make_hf_tokenizer_fixtures.js).
+  TempDir dir;
+  for (const std::string model : {"qwen3", "mistral"}) {
+    const json cases = writeTokenizeInput(dir, model);
+    const std::string folder = (upcycle::test::hfTokenizers() / model).string();
+    Result r = run("tokenize --model " + folder + " --jsonl " + (dir / (model + ".jsonl")).string() + " --decode");
+    ASSERT_EQ(r.rc, 0) << r.err;
+    const auto rows = jsonLines(r.out);
+    ASSERT_EQ(rows.size(), cases.size()) << model;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      EXPECT_EQ(rows[i]["ids"], cases[i]["ids"]) << model << " line " << i + 1;
+      EXPECT_EQ(rows[i]["decoded"], cases[i]["decoded"]) << model << " line " << i + 1;
+    }
+    Result s = run("tokenize --model " + folder + " --jsonl " + (dir / (model + ".jsonl")).string() +
+                   " --add-special-tokens");
+    ASSERT_EQ(s.rc, 0) << s.err;
+    const auto special = jsonLines(s.out);
+    ASSERT_EQ(special.size(), cases.size());
+    for (size_t i = 0; i < special.size(); ++i)
+      EXPECT_EQ(special[i]["ids"], cases[i]["ids_special"]) << model << " line " << i + 1;
+  }
+}
+
+TEST(Cli, TokenizeChatMatchesJinjaAndTheLibrary) {
+  // Texts rendered by Python's jinja2 set up as transformers does, ids by the Rust library
+  // (tests/reference/make_chat_tokenize_fixtures.py); a template that raises gives {"error"}.
+  const auto cases = nlohmann::ordered_json::parse(
+      upcycle::test::readBytes(upcycle::test::fixtures() / "hf_tokenizers/chat_cases.json"));
+  std::map<std::string, std::vector<nlohmann::ordered_json>> byModel;
+  for (const auto& c : cases) byModel[c["model"].get<std::string>()].push_back(c);
+  ASSERT_EQ(byModel.size(), 3u);
+  TempDir dir;
+  for (const auto& [model, rows] : byModel) {
+    std::string lines;
+    for (const auto& c : rows) lines += c["line"].dump() + "\n";
+    upcycle::test::writeBytes(dir / (model + ".jsonl"), lines);
+    Result r = run("tokenize --chat --model " + (upcycle::test::hfTokenizers() / model).string() + " --jsonl " +
+                   (dir / (model + ".jsonl")).string());
+    ASSERT_EQ(r.rc, 0) << r.err;
+    const auto out = jsonLines(r.out);
+    ASSERT_EQ(out.size(), rows.size()) << model;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].contains("error")) {
+        ASSERT_TRUE(out[i].contains("error")) << model << " line " << i + 1 << ": " << out[i].dump();
+        EXPECT_NE(out[i]["error"].get<std::string>().find(rows[i]["error"].get<std::string>()), std::string::npos)
+            << out[i]["error"];
+        continue;
+      }
+      EXPECT_EQ(out[i]["text"].get<std::string>(), rows[i]["text"].get<std::string>()) << model << " line " << i + 1;
+      EXPECT_EQ(out[i]["ids"], json(rows[i]["ids"].get<std::vector<int64_t>>())) << model << " line " << i + 1;
+    }
+  }
+}
+
+TEST(Cli, TokenizeReadsEveryTokenizerKind) {
+  TempDir dir;
+  upcycle::test::writeBytes(dir / "in.jsonl", "{\"text\": \"the quick brown fox\"}\n{\"text\": \"Az\\u00e9\"}\n");
+  // The built-in byte tokenizer: ids are the UTF-8 bytes; BOS 256 with special tokens.
+  Result c = run("create --out " + (dir / "byte").string() + " --hidden 16 --layers 1 --heads 2 --kv-heads 1 --ff 32");
+  ASSERT_EQ(c.rc, 0) << c.err;
+  Result b = run("tokenize --model " + (dir / "byte").string() + " --jsonl " + (dir / "in.jsonl").string() +
+                 " --add-special-tokens --decode");
+  ASSERT_EQ(b.rc, 0) << b.err;
+  auto rows = jsonLines(b.out);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1]["ids"], json({256, 65, 122, 0xc3, 0xa9}));
+  EXPECT_EQ(rows[1]["decoded"], "<s>Az\u00e9");
+  // SentencePiece: the ids the Python sentencepiece library gave (fixtures/tokenizer/expected.json).
+  std::filesystem::create_directories(dir / "spm");
+  std::filesystem::copy_file(upcycle::test::fixtures() / "tokenizer/tokenizer.model", dir / "spm/tokenizer.model");
+  const json e = json::parse(upcycle::test::readBytes(upcycle::test::fixtures() / "tokenizer/expected.json"));
+  Result s = run("tokenize --model " + (dir / "spm").string() + " --jsonl " + (dir / "in.jsonl").string());
+  ASSERT_EQ(s.rc, 0) << s.err;
+  rows = jsonLines(s.out);
+  ASSERT_EQ(e["encodings"][0]["text"], "the quick brown fox");
+  EXPECT_EQ(rows[0]["ids"], e["encodings"][0]["ids"]);
+}
+
+TEST(Cli, TokenizeErrorsNameTheFileLineAndField) {
+  TempDir dir;
+  const std::string qwen = (upcycle::test::hfTokenizers() / "qwen3").string();
+  upcycle::test::writeBytes(dir / "notext.jsonl", "{\"text\": \"ok\"}\n{\"txt\": \"typo\"}\n");
+  Result a = run("tokenize --model " + qwen + " --jsonl " + (dir / "notext.jsonl").string());
+  expectOneCleanLine(a);
+  EXPECT_NE(a.err.find("notext.jsonl:2: field \"text\""), std::string::npos) << a.err;
+
+  upcycle::test::writeBytes(dir / "broken.jsonl", "{\"text\": \"ok\"}\n{\"text\": \n");
+  Result b = run("tokenize --model " + qwen + " --jsonl " + (dir / "broken.jsonl").string());
+  expectOneCleanLine(b);
+  EXPECT_NE(b.err.find("broken.jsonl:2: not valid JSON"), std::string::npos) << b.err;
+
+  Result c = run("tokenize --model " + dir.path().string() + " --jsonl " + (dir / "notext.jsonl").string());
+  expectOneCleanLine(c);
+  EXPECT_NE(c.err.find("no tokenizer"), std::string::npos) << c.err;
+
+  std::filesystem::create_directories(dir / "nochat");
+  std::filesystem::copy_file(upcycle::test::hfTokenizers() / "qwen3/tokenizer.json", dir / "nochat/tokenizer.json");
+  upcycle::test::writeBytes(dir / "chat.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n");
+  Result d = run("tokenize --chat --model " + (dir / "nochat").string() + " --jsonl " + (dir / "chat.jsonl").string());
+  expectOneCleanLine(d);
+  EXPECT_NE(d.err.find("no chat template"), std::string::npos) << d.err;
+
+  upcycle::test::writeBytes(dir / "nochat/tokenizer.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}");
+  Result f = run("tokenize --model " + (dir / "nochat").string() + " --jsonl " + (dir / "notext.jsonl").string());
+  expectOneCleanLine(f);
+  EXPECT_NE(f.err.find("tokenizer.json: model.type: \"Unigram\" is not supported"), std::string::npos) << f.err;
+}
+
+TEST(Cli, RealTokenizerModelTrainsEvaluatesAndGeneratesWithItsChatTemplate) {
+  // A tiny Qwen3 with the real Qwen3 vocabulary, tokenizer.json and chat template: what used to be
+  // refused ("tokenizer.json is not supported yet") now trains, evaluates and generates.
+  TempDir dir;
+  const std::string model = (dir / "qwen").string(), out = (dir / "run").string();
+  Result c = run("create --arch qwen3 --out " + model + " --vocab 151669 --hidden 32 --ff 64 --layers 1 --heads 2 --kv-heads 1");
+  ASSERT_EQ(c.rc, 0) << c.err;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    std::filesystem::copy_file(upcycle::test::hfTokenizers() / "qwen3" / f, dir / "qwen" / f,
+                               std::filesystem::copy_options::overwrite_existing);
+  json inspect = json::parse(run("inspect " + model + " --json").out);
+  EXPECT_EQ(inspect["tokenizer"], "tokenizer.json (BPE), 151,669 tokens");
+  EXPECT_EQ(inspect["chat_template"], true);
+  upcycle::test::writeBytes(
+      dir / "chat.jsonl",
+      R"({"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}], "domain": "math"})" "\n"
+      R"({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}, {"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Goodbye."}], "domain": "chat"})" "\n"
+      R"({"instruction": "Reverse", "input": "abc", "output": "cba", "domain": "text"})" "\n");
+  Result t = run("train --model " + model + " --data " + (dir / "chat.jsonl").string() + " --out " + out +
+                 " --max-steps 2 --batch-size 3 --val-fraction 0");
+  ASSERT_EQ(t.rc, 0) << t.err << t.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "run/checkpoint-2/tokenizer.json"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "run/checkpoint-2/tokenizer_config.json"));
+  Result e = run("eval --model " + out + "/checkpoint-2 --data " + (dir / "chat.jsonl").string() +
+                 " --accuracy --max-new-tokens 3 --json");
+  ASSERT_EQ(e.rc, 0) << e.err;
+  json ej = json::parse(e.out);
+  EXPECT_EQ(ej["records"], 3);
+  EXPECT_EQ(ej["answered"], 3);
+  // Only assistant turns are scored: 4 answers of at most a few tokens each, plus their <|im_end|>.
+  EXPECT_GE(ej["tokens"].get<int64_t>(), 8);
+  EXPECT_LE(ej["tokens"].get<int64_t>(), 16);
+  EXPECT_EQ(ej["domains"].size(), 3u);
+  Result g = run("generate --model " + out + "/checkpoint-2 --prompt 'hello' --max-new-tokens 3");
+  EXPECT_EQ(g.rc, 0) << g.err;
+  // A forced plain template still works on the same model.
+  Result a = run("eval --model " + out + "/checkpoint-2 --data " + (dir / "chat.jsonl").string() + " --template alpaca --json");
+  ASSERT_EQ(a.rc, 0) << a.err;
+  EXPECT_GT(json::parse(a.out)["tokens"].get<int64_t>(), 0);
+}
+
+TEST(Cli, BrokenChatTemplateIsOneLineNamingTheFile) {
+  TempDir dir;
+  std::filesystem::copy_file(upcycle::test::hfTokenizers() / "qwen3/tokenizer.json", dir / "tokenizer.json");
+  upcycle::test::writeBytes(dir / "tokenizer_config.json", R"({"chat_template": "{% for m in messages %}{{ m.content }"})");
+  upcycle::test::writeBytes(dir / "chat.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n");
+  Result r = run("tokenize --chat --model " + dir.path().string() + " --jsonl " + (dir / "chat.jsonl").string());
+  expectOneCleanLine(r);
+  EXPECT_NE(r.err.find("tokenizer_config.json"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("chat_template"), std::string::npos) << r.err;
 }

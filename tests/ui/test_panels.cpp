@@ -6,6 +6,7 @@
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QFile>
+#include <QLabel>
 #include <QSpinBox>
 #include <cmath>
 
@@ -288,6 +289,35 @@ TEST(CheckpointsPanel, TrainerOutputGivesStepsLossCurveAndTheExperimentsChoice) 
   ASSERT_EQ(exp.experiment().runs.back().method, "upit");
   EXPECT_EQ(exp.experiment().runs.back().checkpoints, 2);
   EXPECT_TRUE(exp.validationError().isEmpty()) << exp.validationError().toStdString();
+}
+
+TEST(CheckpointsPanel, ShowsTheTokenizerAndChatTemplateOfRealModelFolders) {
+  // A Qwen3 model folder as the Hub ships it: weights, tokenizer.json and tokenizer_config.json
+  // with a chat template; and the same weights without any tokenizer.
+  TempDir dir;
+  std::filesystem::create_directories(dir / "qwen3");
+  std::filesystem::create_directories(dir / "bare");
+  for (const char* f : {"config.json", "model.safetensors"}) {
+    std::filesystem::copy_file(test::fixtures() / "models/qwen3_qknorm" / f, dir / "qwen3" / f);
+    std::filesystem::copy_file(test::fixtures() / "models/qwen3_qknorm" / f, dir / "bare" / f);
+  }
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    std::filesystem::copy_file(test::hfTokenizers() / "qwen3" / f, dir / "qwen3" / f);
+  CheckpointsPanel panel;
+  const QString qwen = QString::fromStdString((dir / "qwen3").string());
+  ASSERT_EQ(panel.setBase(qwen), QString());
+  const QString status = panel.findChild<QLabel*>(QStringLiteral("baseStatus"))->text();
+  EXPECT_TRUE(status.contains(QStringLiteral("tokenizer.json (BPE), 151,669 tokens; chat template"))) << status.toStdString();
+  ASSERT_EQ(panel.addPath(qwen), QString());
+  ASSERT_EQ(panel.addPath(QString::fromStdString((dir / "bare").string())), QString());
+  EXPECT_EQ(panel.model()->index(0, CheckpointTableModel::kTokenizer).data().toString(),
+            QStringLiteral("tokenizer.json (BPE), 151,669 tokens; chat template"));
+  EXPECT_EQ(panel.model()->index(1, CheckpointTableModel::kTokenizer).data().toString(), QStringLiteral("none"));
+  // The experiment form says the same about its base folder.
+  ExperimentPanel exp;
+  exp.useCheckpoints(qwen, {qwen});
+  const QString info = exp.findChild<QLabel*>(QStringLiteral("baseInfo"))->text();
+  EXPECT_TRUE(info.contains(QStringLiteral("qwen3")) && info.contains(QStringLiteral("chat template"))) << info.toStdString();
 }
 
 TEST(PlotFrame, ExportsPngPdfAndCsvAtomically) {
