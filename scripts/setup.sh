@@ -6,6 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-openmp
+  libgloo-dev   # c10d: ProcessGroupGloo.hpp includes the Gloo headers (the library is inside libtorch_cpu)
   qt6-base-dev libqt6sql6-sqlite libqt6svg6 qt6-qpa-plugins
   libqcustomplot-dev libqcustomplot2.1-qt6
   libgtest-dev libgmock-dev libbenchmark-dev

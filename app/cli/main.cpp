@@ -11,10 +11,12 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <set>
 
 #include "api/pipeline.h"
 #include "api/analysis.h"
+#include "api/distributed.h"
 #include "api/bench.h"
 #include "api/inspect.h"
 #include "api/models.h"
@@ -124,6 +126,10 @@ verbs:
             [--iterations N] [--json]
       One MoE layer, forward + backward: the grouped path against the naive masked loop of
       transformers' Mixtral, with tokens/s, achieved GFLOP/s and the measured matmul peak.
+  bench allreduce --nproc N [--sizes-mb 0.25,1,4,16,64] [--iterations N] [--json]
+      c10d all-reduce (the gradient reducer's collective) across N processes: median time, algorithm
+      and bus bandwidth per size (bench/allreduce_vs_torch.sh runs torch.distributed beside it).
+      bench train takes --nproc N too: the same global batch split over N processes.
   bench tokenize --model DIR [--text FILE | --corpus-mb N] [--passes N] [--json]
   bench tokenize --write-corpus FILE [--corpus-mb N] [--seed S]
       The model's tokenizer encoding each line of FILE (default: a generated mixed corpus of 4 MB)
@@ -131,6 +137,11 @@ verbs:
   version                 Versions of the workbench and LibTorch.
 
 common options: --threads N (intra-op threads; default: all cores)
+
+data-parallel (train, pretrain, run, demo): --nproc N starts N processes on this machine (c10d, Gloo on
+  the CPU, NCCL on CUDA); under torchrun or SLURM (RANK/WORLD_SIZE/... or SLURM_PROCID/SLURM_NTASKS)
+  each process joins its group. --dist-store tcp|file:PATH (default tcp: a TCPStore at MASTER_ADDR:
+  MASTER_PORT), --dist-timeout SECONDS (default 300). Results equal the one-process run's.
 )";
 
 int cmdInspect(const Args& a) {
@@ -142,6 +153,35 @@ int cmdInspect(const Args& a) {
 }
 
 std::atomic<bool> g_cancel{false};
+std::vector<std::string> g_argv;  // what data-parallel workers started by --nproc run
+
+// Data-parallel training for a verb's body (a no-op for one process): --nproc N starts ranks 1..N-1
+// as copies of this command; torchrun / SLURM environments name the rank instead.
+upcycle::DistLaunch distLaunch(const Args& a, const std::string& device) {
+  upcycle::DistLaunch l;
+  l.nproc = static_cast<int>(a.getInt("nproc", 1));
+  UPCYCLE_CHECK(l.nproc >= 1 && l.nproc <= 256, "--nproc must be in [1, 256], got ", l.nproc);
+  l.childArgs = g_argv;
+  l.childArgs[0] = upcycle::cliExecutable().string();
+  l.device = device;
+  return l;
+}
+
+// Runs `body` inside a data-parallel scope; an error is published to the other ranks before leaving.
+template <class F>
+auto withDistValue(const Args& a, const std::string& device, F&& body) {
+  upcycle::DistScope dist(distLaunch(a, device));
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    dist.fail(e.what());
+    throw;
+  }
+}
+template <class F>
+int withDist(const Args& a, const std::string& device, F&& body) {
+  return withDistValue(a, device, std::forward<F>(body));
+}
 extern "C" void onSigint(int) { g_cancel.store(true); }
 
 int cmdEval(const Args& a) {
@@ -285,7 +325,7 @@ int cmdCreate(const Args& a) {
 const std::set<std::string> kTrainKeys = {"lr", "batch-size", "grad-accum", "warmup", "min-lr-ratio", "weight-decay",
                                           "clip", "aux-coef", "z-coef", "epochs", "max-steps", "save-every",
                                           "save-steps", "seed", "device", "resume", "train-only", "freeze",
-                                          "threads", "out"};
+                                          "threads", "out", "nproc", "dist-store", "dist-timeout"};
 
 upcycle::TrainOptions trainOptions(const Args& a, double defaultLr) {
   upcycle::TrainOptions o;
@@ -356,8 +396,10 @@ int cmdPretrain(const Args& a) {
   o.model.numHeads = a.getInt("heads", o.model.numHeads);
   o.model.numKvHeads = a.getInt("kv-heads", o.model.numKvHeads);
   o.blockSize = a.getInt("block", 128);
-  upcycle::cli::ProgressPrinter progress(::isatty(1));
-  return reportTraining(upcycle::pretrainTinyBase(o, &progress, &g_cancel), progress);
+  return withDist(a, o.train.device, [&] {
+    upcycle::cli::ProgressPrinter progress(::isatty(1));
+    return reportTraining(upcycle::pretrainTinyBase(o, &progress, &g_cancel), progress);
+  });
 }
 
 int cmdTrain(const Args& a) {
@@ -374,6 +416,7 @@ int cmdTrain(const Args& a) {
   d.valFraction = a.getDouble("val-fraction", 0.0);
   d.splitSeed = o.seed;
   upcycle::validateTrainOptions(o);  // refuse bad settings before reading data or model
+  return withDist(a, o.device, [&] {
   upcycle::PreparedData data = upcycle::prepareData(model, d);
   o.maxLength = d.maxLength;
   std::printf("%zu training records (%lld dropped), %zu validation, template %s\n", data.train.size(),
@@ -388,6 +431,7 @@ int cmdTrain(const Args& a) {
     std::cout << "validation:\n" << upcycle::evalText(upcycle::evaluateModelOnRecords(r.checkpoints.back(), data.val, eo));
   }
   return rc;
+  });
 }
 
 int cmdGenerate(const Args& a) {
@@ -430,33 +474,39 @@ class PipelinePrinter : public upcycle::PipelineObserver {
 int runAndReport(upcycle::Experiment e, const Args& a) {
   if (a.has("out")) e.out = a.get("out");
   if (a.has("device")) e.device = a.get("device");
+  if (a.has("nproc")) e.nproc = static_cast<int>(a.getInt("nproc", 1));
+  // A data-parallel worker (rank > 0) neither records nor writes: rank 0 does.
+  const bool writer = upcycle::distFromEnvironment().rank == 0;
   std::printf("experiment %s -> %s (%zu runs)\n", e.name.c_str(), e.out.string().c_str(), e.runs.size());
   PipelinePrinter printer(::isatty(1));
   const auto t0 = std::chrono::steady_clock::now();
   const std::filesystem::path db = a.has("db") ? std::filesystem::path(a.get("db")) : upcycle::RunStore::defaultPath();
-  upcycle::RunStore store(db);
-  if (store.interruptedOnOpen() > 0)
-    std::printf("note: %lld earlier run(s) in %s were interrupted\n", static_cast<long long>(store.interruptedOnOpen()),
-                db.string().c_str());
-  std::printf("recording into %s\n", db.string().c_str());
-  upcycle::ExperimentReport r = upcycle::runExperiment(e, &printer, &g_cancel, &store);
+  std::optional<upcycle::RunStore> store;
+  if (writer) {
+    store.emplace(db);
+    if (store->interruptedOnOpen() > 0)
+      std::printf("note: %lld earlier run(s) in %s were interrupted\n", static_cast<long long>(store->interruptedOnOpen()),
+                  db.string().c_str());
+    std::printf("recording into %s\n", db.string().c_str());
+  }
+  upcycle::ExperimentReport r = upcycle::runExperiment(e, &printer, &g_cancel, store ? &*store : nullptr);
   printer.finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string table = upcycle::experimentTable(r);
   std::printf("\n%s\ntotal %.0f s%s; outputs in %s\n", table.c_str(), secs, r.cancelled ? " (cancelled)" : "",
               e.out.string().c_str());
-  upcycle::writeFileAtomically(e.out / "results.txt", table);
+  if (writer) upcycle::writeFileAtomically(e.out / "results.txt", table);
   return r.cancelled ? 130 : 0;
 }
 
 int cmdRun(const Args& a) {
-  a.allowOnly({"out", "device", "threads", "db"});
+  a.allowOnly({"out", "device", "threads", "db", "nproc", "dist-store", "dist-timeout"});
   UPCYCLE_CHECK(a.positional().size() == 1, "usage: upcycle run EXPERIMENT.yaml [--out DIR]");
   return runAndReport(upcycle::loadExperiment(a.positional()[0]), a);
 }
 
 int cmdDemo(const Args& a) {
-  a.allowOnly({"out", "quick", "threads", "db", "device"});
+  a.allowOnly({"out", "quick", "threads", "db", "device", "nproc", "dist-store", "dist-timeout"});
   const auto file = upcycle::findResource(a.has("quick") ? "experiments/demo-quick.yaml" : "experiments/demo.yaml");
   return runAndReport(upcycle::loadExperiment(file), a);
 }
@@ -727,14 +777,50 @@ int cmdBenchTokenize(const Args& a) {
   return 0;
 }
 
+int cmdBenchAllreduce(const Args& a) {
+  upcycle::AllreduceBenchOptions o;
+  if (a.has("sizes-mb")) {
+    o.sizesMb.clear();
+    std::string list = a.get("sizes-mb");
+    for (size_t p = 0; p <= list.size();) {
+      const size_t q = std::min(list.find(',', p), list.size());
+      const std::string item = list.substr(p, q - p);
+      size_t used = 0;
+      double v = 0;
+      try {
+        v = std::stod(item, &used);
+      } catch (...) {
+        used = 0;
+      }
+      UPCYCLE_CHECK(!item.empty() && used == item.size(), "--sizes-mb must be numbers separated by commas, got \"", item, "\"");
+      o.sizesMb.push_back(v);
+      p = q + 1;
+    }
+  }
+  o.iterations = a.getInt("iterations", 20);
+  const auto r = upcycle::benchAllreduce(o);
+  if (a.has("json")) {
+    std::cout << upcycle::allreduceBenchJson(r) << "\n";
+    return 0;
+  }
+  std::printf("all-reduce (sum, float32) over %d ranks, %s; median of %lld\n", r.world, r.backend.c_str(),
+              static_cast<long long>(o.iterations));
+  std::printf("%10s %12s %14s %14s\n", "MB", "ms", "algo GB/s", "bus GB/s");
+  for (const auto& x : r.rows)
+    std::printf("%10.2f %12.3f %14.2f %14.2f\n", x.mb, 1e3 * x.seconds, x.algoGbPerS, x.busGbPerS);
+  return 0;
+}
+
 int cmdBench(const Args& a) {
   a.allowOnly({"d-model", "d-ff", "experts", "top-k", "tokens", "threads", "device", "json", "iterations", "seed", "layers",
                "heads", "kv-heads", "seq-len", "batch", "steps", "method", "base", "work", "keep", "model", "text",
-               "passes", "corpus-mb", "write-corpus"});
+               "passes", "corpus-mb", "write-corpus", "nproc", "sizes-mb", "dist-store", "dist-timeout"});
   UPCYCLE_CHECK(a.positional().size() == 1 &&
                     (a.positional()[0] == "moe" || a.positional()[0] == "train" || a.positional()[0] == "convert" ||
-                     a.positional()[0] == "analysis" || a.positional()[0] == "tokenize"),
-                "usage: upcycle bench moe|train|convert|analysis|tokenize [options]");
+                     a.positional()[0] == "analysis" || a.positional()[0] == "tokenize" ||
+                     a.positional()[0] == "allreduce"),
+                "usage: upcycle bench moe|train|convert|analysis|tokenize|allreduce [options]");
+  if (a.positional()[0] == "allreduce") return withDist(a, a.get("device", "cpu"), [&] { return cmdBenchAllreduce(a); });
   if (a.positional()[0] == "tokenize") return cmdBenchTokenize(a);  // no BLAS involved
   if (!a.has("json")) std::printf("BLAS: %s\n", upcycle::runtimeInfo().blas.c_str());
   if (a.positional()[0] == "convert") return cmdBenchConvert(a);
@@ -773,10 +859,11 @@ int cmdBench(const Args& a) {
     o.steps = a.getInt("steps", 6);
     o.device = a.get("device", "cpu");
     o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
-    auto r = upcycle::benchTrain(o);
+    auto r = withDistValue(a, o.device, [&] { return upcycle::benchTrain(o); });
     if (a.has("json")) {
       std::cout << upcycle::trainBenchJson(r) << "\n";
     } else {
+      if (r.world > 1) std::printf("data-parallel: %d processes, the global batch split among them\n", r.world);
       std::printf("training step, d %lld, d_ff %lld, %lld layers, %s, batch %lld x %lld tokens, %d threads, %s\n",
                   static_cast<long long>(o.dModel), static_cast<long long>(o.dFf), static_cast<long long>(o.layers),
                   o.experts > 0 ? ("E" + std::to_string(o.experts) + " top-" + std::to_string(o.topK)).c_str() : "dense",
@@ -831,10 +918,18 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string verb = argv[1];
+  g_argv.assign(argv, argv + argc);
+  int distRank = 0;
   try {
     Args args(argc, argv, 2, {"json", "keep", "quick", "tie", "diff-only", "accuracy", "resume", "raw", "train-on-prompt",
                               "shared-indices", "no-expand", "decode", "chat", "add-special-tokens"});
     std::signal(SIGINT, onSigint);  // training stops at the next step boundary
+    // Data-parallel: --dist-store / --dist-timeout reach every rank through the environment, and
+    // ranks > 0 keep quiet (rank 0 reports; their errors still go to standard error).
+    if (args.has("dist-store")) ::setenv("UPCYCLE_DIST_STORE", args.get("dist-store").c_str(), 1);
+    if (args.has("dist-timeout")) ::setenv("UPCYCLE_DIST_TIMEOUT", args.get("dist-timeout").c_str(), 1);
+    distRank = upcycle::distFromEnvironment().rank;
+    if (distRank > 0 && !std::freopen("/dev/null", "w", stdout)) throw upcycle::UserError("cannot silence rank output");
     upcycle::configureRuntime(static_cast<int>(args.getInt("threads", 0)));
     if (verb == "inspect") return cmdInspect(args);
     if (verb == "eval") return cmdEval(args);
@@ -857,7 +952,7 @@ int main(int argc, char** argv) {
     std::string msg = e.what();
     auto nl = msg.find('\n');  // one clear line, never a backtrace
     if (nl != std::string::npos) msg.resize(nl);
-    std::cerr << "upcycle: error: " << msg << "\n";
+    std::cerr << "upcycle: error: " << (distRank > 0 ? "rank " + std::to_string(distRank) + ": " : "") << msg << "\n";
     return 1;
   }
 }

@@ -47,6 +47,7 @@ struct TrainBenchOptions {
 struct TrainBenchResult {
   TrainBenchOptions options;
   int threads = 1;
+  int world = 1;  // data-parallel ranks (--nproc): batch is the global batch, the peak is world x a rank's
   int64_t totalParams = 0, activeParams = 0;  // active: per token (k of E experts)
   double flopsPerToken = 0;                    // training (3 x forward)
   double secondsPerStep = 0;                   // median over the measured steps
@@ -55,6 +56,29 @@ struct TrainBenchResult {
 
 TrainBenchResult benchTrain(const TrainBenchOptions& o);
 std::string trainBenchJson(const TrainBenchResult& r);
+
+// `upcycle bench allreduce`: c10d all-reduce (sum, float32) of one tensor per size across the ranks of
+// the running group (Gloo on the CPU, NCCL on CUDA), as the gradient reducer issues its buckets. Each
+// iteration is a barrier, then one timed all-reduce; medians over the iterations, from rank 0.
+// Bus bandwidth as NCCL's tests define it: 2 (n - 1) / n x bytes / time.
+struct AllreduceBenchOptions {
+  std::vector<double> sizesMb = {0.25, 1, 4, 16, 64};
+  int64_t warmup = 3, iterations = 20;
+};
+
+struct AllreduceBenchRow {
+  double mb = 0, seconds = 0, algoGbPerS = 0, busGbPerS = 0;
+};
+
+struct AllreduceBenchResult {
+  int world = 1;
+  std::string backend;
+  std::vector<AllreduceBenchRow> rows;
+};
+
+// Needs a data-parallel group of at least 2 ranks (initDistributed).
+AllreduceBenchResult benchAllreduce(const AllreduceBenchOptions& o);
+std::string allreduceBenchJson(const AllreduceBenchResult& r);
 
 // `upcycle bench analysis`: the expert-similarity analysis (weights and deltas) of an MoE and UpIT's GA
 // child (linear merge + DARE mutation), each as effective memory traffic against the measured memory

@@ -1,5 +1,7 @@
 #include "api/runtime.h"
 
+#include "api/distributed.h"
+
 #include <torch/torch.h>
 
 #include <climits>
@@ -45,11 +47,15 @@ RuntimeInfo runtimeInfo() {
 }
 
 torch::Device resolveDevice(const std::string& name) {
-  if (name.empty() || name == "auto") return torch::cuda::is_available() ? torch::kCUDA : torch::kCPU;
+  // A data-parallel rank's "cuda" is its own GPU, cuda:LOCAL_RANK.
+  const DistInfo dist = distInfo();
+  const torch::Device cuda = dist.active ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(dist.localRank))
+                                         : torch::Device(torch::kCUDA);
+  if (name.empty() || name == "auto") return torch::cuda::is_available() ? cuda : torch::kCPU;
   if (name == "cpu") return torch::kCPU;
   if (name.rfind("cuda", 0) == 0) {
     UPCYCLE_CHECK(torch::cuda::is_available(), "device \"", name, "\" requested but CUDA is not available");
-    return torch::Device(name);
+    return name == "cuda" ? cuda : torch::Device(name);
   }
   throw UserError("unknown device \"" + name + "\" (expected auto, cpu or cuda[:N])");
 }

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "api/bench.h"
+#include "api/distributed.h"
 #include "api/runtime.h"
 #include "bench/timing.h"
 #include "api/torch_errors.h"
@@ -118,10 +119,14 @@ TrainBenchResult benchTrain(const TrainBenchOptions& o) {
     const double peakFlops = 2.0 * static_cast<double>(o.batch * o.seqLen * D * F);
     std::vector<double> mfu;  // per step, against the probe right after it
     for (size_t i = 0; i < measured.size(); ++i) mfu.push_back(r.flopsPerToken * tokens / measured[i] / (peakFlops / probes[i]));
+    // Data-parallel: the batch is the global one and every rank has its own cores, so the peak the
+    // step is measured against is world x one rank's.
+    r.world = std::max(1, distInfo().world);
+    for (auto& m : mfu) m /= r.world;
     r.secondsPerStep = median(measured);
     r.tokensPerS = tokens / r.secondsPerStep;
     r.achievedGflops = r.flopsPerToken * r.tokensPerS / 1e9;
-    r.matmulPeakGflops = peakFlops / median(probes) / 1e9;
+    r.matmulPeakGflops = r.world * peakFlops / median(probes) / 1e9;
     r.mfu = median(mfu);
     return r;
   });
@@ -131,7 +136,7 @@ std::string trainBenchJson(const TrainBenchResult& r) {
   const auto& o = r.options;
   nlohmann::json j = {{"d_model", o.dModel}, {"d_ff", o.dFf}, {"layers", o.layers}, {"heads", o.heads},
                       {"kv_heads", o.kvHeads}, {"experts", o.experts}, {"top_k", o.topK}, {"seq_len", o.seqLen},
-                      {"batch", o.batch}, {"device", o.device}, {"threads", r.threads}, {"blas", runtimeInfo().blas},
+                      {"batch", o.batch}, {"device", o.device}, {"threads", r.threads}, {"world", r.world}, {"blas", runtimeInfo().blas},
                       {"total_params", r.totalParams}, {"active_params", r.activeParams},
                       {"flops_per_token", r.flopsPerToken}, {"seconds_per_step", r.secondsPerStep},
                       {"tokens_per_s", r.tokensPerS}, {"achieved_gflops", r.achievedGflops},

@@ -95,6 +95,7 @@ Experiment parseExperiment(const std::string& text, const std::string& ctx) {
   top.read("seed", e.seed);
   top.read("device", e.device);
   top.read("threads", e.threads);
+  top.read("nproc", e.nproc);
   top.readPath("out", e.out);
   {
     Section base = top.child("base");
@@ -280,6 +281,7 @@ void validateExperiment(const Experiment& e) {
     UPCYCLE_CHECK(ok, ctx, ": ", field, " ", why);
   };
   check(!e.runs.empty(), "runs", "must list at least one run");
+  check(e.nproc >= 1 && e.nproc <= 256, "nproc", "must be in [1, 256], got " + std::to_string(e.nproc));
   check(e.pretrain || !e.basePath.empty(), "base", "needs a path or a pretrain section");
   check(!(e.pretrain && !e.basePath.empty()), "base", "takes a path or a pretrain section, not both");
   if (!e.basePath.empty()) check(fs::exists(e.basePath / "config.json"), "base.path", "has no config.json: " + e.basePath.string());
@@ -342,6 +344,7 @@ std::string experimentYaml(const Experiment& e) {
   y << YAML::BeginMap;
   y << YAML::Key << "name" << YAML::Value << e.name << YAML::Key << "seed" << YAML::Value << e.seed;
   y << YAML::Key << "device" << YAML::Value << e.device << YAML::Key << "threads" << YAML::Value << e.threads;
+  if (e.nproc != 1) y << YAML::Key << "nproc" << YAML::Value << e.nproc;
   y << YAML::Key << "out" << YAML::Value << e.out.string();
   y << YAML::Key << "base" << YAML::Value << YAML::BeginMap;
   if (e.pretrain) {

@@ -1,4 +1,5 @@
 #include <chrono>
+#include <optional>
 #include <cmath>
 #include <iomanip>
 #include <set>
@@ -9,6 +10,7 @@
 #include "api/torch_errors.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "dist/process_group.h"
 #include "data/demo_data.h"
 #include "data/prepare.h"
 #include "data/tokenizer.h"
@@ -252,6 +254,10 @@ class Recorder : public PipelineObserver {
 // The experiment's settings flattened, keeping only this run's entry of `runs` (as "run.*").
 std::vector<std::pair<std::string, std::string>> runParams(const Experiment& e, int64_t index) {
   std::vector<std::pair<std::string, std::string>> out;
+  if (const DistInfo d = distInfo(); d.active) {  // how the run was trained, beside what it was
+    out.emplace_back("distributed.world_size", std::to_string(d.world));
+    out.emplace_back("distributed.backend", d.backend);
+  }
   const std::string mine = "runs[" + std::to_string(index) + "]";
   for (auto& [k, v] : flattenYaml(experimentYaml(e))) {
     if (k.rfind("runs[", 0) != 0) out.emplace_back(k, v);
@@ -309,6 +315,23 @@ void recordRun(RunStore& store, int64_t id, const RunSummary& s) {
 ExperimentReport runExperiment(const Experiment& e, PipelineObserver* userObs, const std::atomic<bool>* cancel,
                                RunStore* store) {
   validateExperiment(e);  // bad settings are refused before anything is recorded or written
+  // Data-parallel: join the group the environment names (torchrun, SLURM, or our own workers), or
+  // with nproc > 1 start it: this process is rank 0 and ranks 1.. run `upcycle run` on the same
+  // experiment, written to a temporary file.
+  std::optional<DistScope> dist;
+  std::optional<TempFile> workerExperiment;
+  if (!distInfo().active && (e.nproc > 1 || distFromEnvironment().world > 1)) {
+    DistLaunch l;
+    l.nproc = e.nproc;
+    l.device = e.device;
+    if (distFromEnvironment().world == 1) {
+      workerExperiment.emplace("upcycle-experiment", ".yaml", experimentYaml(e));
+      l.childArgs = {cliExecutable().string(), "run", workerExperiment->path().string(), "--out", e.out.string()};
+      if (e.threads > 0) l.childArgs.insert(l.childArgs.end(), {"--threads", std::to_string(e.threads)});
+    }
+    dist.emplace(l);
+  }
+  if (!isDistWriter()) store = nullptr;  // rank 0 alone records
   Recorder recorder(userObs, store);
   PipelineObserver* obs = &recorder;
   recorder.begin(e.name + ":base", e.name, "base", e.seed, e.device, runParams(e, -1));
@@ -316,6 +339,10 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* userObs, c
     ExperimentReport rep = runExperimentStages(e, obs, cancel, recorder);
     recorder.end(rep.cancelled ? "cancelled" : "finished");
     return rep;
+  } catch (const std::exception& ex) {
+    recorder.end("failed");
+    if (dist) dist->fail(ex.what());
+    throw;
   } catch (...) {
     recorder.end("failed");
     throw;
@@ -329,8 +356,10 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
   if (e.threads > 0) configureRuntime(e.threads);
   ExperimentReport report;
   report.out = e.out;
-  fs::create_directories(e.out);
-  writeFileAtomically(e.out / "experiment.yaml", experimentYaml(e));
+  writerWrites("writing experiment.yaml", [&] {  // data-parallel: rank 0 writes, the others wait
+    fs::create_directories(e.out);
+    writeFileAtomically(e.out / "experiment.yaml", experimentYaml(e));
+  });
   BuildInputs c;
   c.device = e.device;
   c.batchSize = e.post.batchSize;
@@ -344,11 +373,13 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
   // Data.
   fs::path trainFile = e.trainData, evalFile = e.evalData;
   if (e.generateData) {
-    fs::create_directories(e.out / "data");
     trainFile = e.out / "data/train.jsonl";
     evalFile = e.out / "data/eval.jsonl";
-    writeFileAtomically(trainFile, demoInstructionsJsonl(generateDemoInstructions(e.seed + 1, e.perDomain)));
-    writeFileAtomically(evalFile, demoInstructionsJsonl(generateDemoInstructions(e.seed + 7919, e.evalPerDomain)));
+    writerWrites("writing the data", [&] {
+      fs::create_directories(e.out / "data");
+      writeFileAtomically(trainFile, demoInstructionsJsonl(generateDemoInstructions(e.seed + 1, e.perDomain)));
+      writeFileAtomically(evalFile, demoInstructionsJsonl(generateDemoInstructions(e.seed + 7919, e.evalPerDomain)));
+    });
     stage("data", std::to_string(e.perDomain * 7) + " training and " + std::to_string(e.evalPerDomain * 7) +
                         " evaluation records in " + (e.out / "data").string());
   }

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "dist/process_group.h"
 #include "model/model_io.h"
 
 namespace upcycle {
@@ -98,14 +99,23 @@ std::vector<RecordLoss> recordLosses(DecoderLMImpl& model, const std::vector<Tok
 EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>& records, const EvalOptions& o,
                            const Tokenizer* tok) {
   UPCYCLE_CHECK(!records.empty(), "no records to evaluate");
-  const auto losses = recordLosses(model, records, o.batchSize);
+  // Data-parallel: rank r evaluates records r, r + world, ...; the sums are reduced over the ranks.
+  DistGroup* group = DistGroup::current();
+  std::vector<TokenRecord> shard;
+  if (group)
+    for (size_t i = static_cast<size_t>(group->rank()); i < records.size(); i += static_cast<size_t>(group->world()))
+      shard.push_back(records[i]);
+  const std::vector<TokenRecord>& mine = group ? shard : records;
+  const auto losses = recordLosses(model, mine, o.batchSize);
   const bool wasTraining = model.is_training();
   model.eval();
   struct Acc { double loss = 0; int64_t tokens = 0, records = 0, answered = 0, correct = 0; };
   Acc all;
   std::map<std::string, Acc> dom;
-  for (size_t i = 0; i < records.size(); ++i) {
-    const TokenRecord& r = records[i];
+  for (const TokenRecord& r : records)  // every rank knows every domain, so the reduced layout agrees
+    if (!r.domain.empty()) dom[r.domain];
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const TokenRecord& r = mine[i];
     all.loss += losses[i].sum;
     all.tokens += losses[i].tokens;
     all.records += 1;
@@ -119,7 +129,7 @@ EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>&
     GenerateOptions g;
     g.maxNewTokens = o.maxNewTokens;
     g.eos = tok->eos;
-    for (const TokenRecord& r : records) {
+    for (const TokenRecord& r : mine) {
       if (r.promptLength <= 0 || r.answer.empty()) continue;
       std::vector<int64_t> prompt(r.inputIds.begin(), r.inputIds.begin() + r.promptLength);
       const bool ok = exactMatch(tok->decode(generateTokens(model, prompt, g)), r.answer);
@@ -132,6 +142,26 @@ EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>&
     }
   }
   if (wasTraining) model.train();
+  if (group) {
+    std::vector<double> v;
+    auto put = [&](const Acc& a) {
+      v.insert(v.end(), {a.loss, double(a.tokens), double(a.records), double(a.answered), double(a.correct)});
+    };
+    put(all);
+    for (const auto& [d, a] : dom) put(a);
+    allreduceDoubles(v, "the evaluation's reduction");
+    size_t k = 0;
+    auto get = [&](Acc& a) {
+      a.loss = v[k];
+      a.tokens = std::llround(v[k + 1]);
+      a.records = std::llround(v[k + 2]);
+      a.answered = std::llround(v[k + 3]);
+      a.correct = std::llround(v[k + 4]);
+      k += 5;
+    };
+    get(all);
+    for (auto& [d, a] : dom) get(a);
+  }
   UPCYCLE_CHECK(all.tokens > 0, "no token to predict (all labels ignored?)");
   auto figures = [](const Acc& a) {
     EvalFigures f;

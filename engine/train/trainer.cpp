@@ -14,6 +14,8 @@
 #include "data/demo_data.h"
 #include "data/prepare.h"
 #include "data/tokenizer.h"
+#include "dist/process_group.h"
+#include "dist/reducer.h"
 #include "formats/trainer_outputs.h"
 #include "model/model_io.h"
 
@@ -89,6 +91,19 @@ Batch makeBatch(const std::vector<TokenRecord>& data, const std::vector<size_t>&
   return b;
 }
 
+TokenCounts countTokens(const std::vector<TokenRecord>& data, const size_t* rows, size_t count, int64_t maxLength) {
+  TokenCounts c;
+  for (size_t i = 0; i < count; ++i) {
+    const TokenRecord& rec = data[rows[i]];
+    const auto& lab = rec.labels.empty() ? rec.inputIds : rec.labels;
+    const int64_t size = static_cast<int64_t>(rec.inputIds.size());
+    const int64_t n = maxLength > 0 ? std::min(size, maxLength) : size;  // as makeBatch truncates
+    c.input += n;
+    for (int64_t t = 1; t < n; ++t) c.predicted += lab[t] != -100;
+  }
+  return c;
+}
+
 namespace {
 
 // Batches travel to a GPU from pinned memory without blocking the host.
@@ -143,6 +158,33 @@ fs::path saveCheckpoint(DecoderLM& model, torch::optim::Optimizer& opt, const Tr
   return final;
 }
 
+// A rank's share of the load-balancing loss of the global micro-batch, E * sum_e f_e P_e: f_e from the
+// routing counts summed over the ranks, P_e this rank's router probability mass over the global token
+// count. The ranks' shares sum to the one-process loss, in value and in gradient. A rank without rows
+// in the micro-batch passes no routing and adds zero counts.
+torch::Tensor shareOfLoadBalancing(const std::vector<RouterRecord>& routing, int64_t E, const torch::Tensor& tokenMask,
+                                   int64_t globalTokens, DistGroup& group) {
+  const char* what = "the routing counts of the load-balancing loss";
+  if (routing.empty()) {
+    auto zeros = torch::zeros({E}, torch::TensorOptions().dtype(torch::kDouble).device(group.device()));
+    group.allreduceSum(zeros, what);
+    return {};
+  }
+  std::vector<torch::Tensor> probs, experts;
+  for (const auto& r : routing) {
+    probs.push_back(r.probs.index({tokenMask}));
+    experts.push_back(r.experts.index({tokenMask}));
+  }
+  auto p = torch::cat(probs, 0);      // (L*n, E)
+  auto idx = torch::cat(experts, 0);  // (L*n, K)
+  const double L = static_cast<double>(routing.size()), K = static_cast<double>(idx.size(1));
+  auto counts = torch::one_hot(idx.reshape({-1}), E).sum(0).to(torch::kDouble).to(group.device()).contiguous();
+  group.allreduceSum(counts, what);
+  auto f = (counts / (L * double(globalTokens) * K)).to(p.device(), torch::kFloat);
+  auto P = p.sum(0) / (L * double(globalTokens));
+  return static_cast<double>(E) * (f * P).sum();
+}
+
 // The latest checkpoint-STEP folder of `out` that holds an optimizer state.
 std::optional<TrainerCheckpoint> latestResumable(const fs::path& out) {
   if (!fs::is_directory(out)) return std::nullopt;
@@ -167,7 +209,12 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
     const torch::Device dev = resolveDevice(o.device);
     model->to(dev);
     model->train();
-    model->setJitterGenerator(at::detail::createCPUGenerator(o.seed ^ 0x9e3779b97f4a7c15ull));
+    DistGroup* group = DistGroup::current();  // data-parallel when a group is up
+    const int rank = group ? group->rank() : 0, world = group ? group->world() : 1;
+    // Router jitter: one stream per rank, derived from the run seed and the rank (rank 0's is the
+    // one-process stream).
+    model->setJitterGenerator(at::detail::createCPUGenerator(o.seed ^ 0x9e3779b97f4a7c15ull ^
+                                                             (uint64_t(rank) * 0xbf58476d1ce4e5b9ull)));
 
     // Trainable parameters: decay for matrices, none for vectors (norms, biases).
     std::vector<torch::Tensor> decay, noDecay, trainable;
@@ -205,7 +252,7 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
           saveAt.insert(s);
         }
       if (o.saveFinal) saveAt.insert(total);
-      fs::create_directories(o.outDir);
+      if (isDistWriter()) fs::create_directories(o.outDir);
     }
 
     TrainResult result;
@@ -228,6 +275,14 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
       }
     }
     UPCYCLE_CHECK(start <= total, "the checkpoint is at step ", start, ", past the run's ", total, " steps");
+    std::unique_ptr<GradReducer> reducer;
+    if (group) {
+      broadcastModule(*model);  // every rank starts from rank 0's weights
+      reducer = std::make_unique<GradReducer>(*group, trainable);
+      if (obs && rank == 0)
+        obs->onLog("data-parallel: " + std::to_string(world) + " ranks (" + group->info().backend + ", " +
+                   group->info().rendezvous + "), " + std::to_string(reducer->bucketCount()) + " gradient buckets");
+    }
 
     int64_t cachedEpoch = -1;
     std::vector<size_t> order;
@@ -235,7 +290,13 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
     int64_t epochSteps = 0;
     fs::path lastCheckpoint;
     for (int64_t step = start; step < total; ++step) {
-      if (cancel && cancel->load()) {
+      bool stop = cancel && cancel->load();
+      if (group) {  // a cancel on any rank stops every rank before the same step
+        std::vector<double> flag{stop ? 1.0 : 0.0};
+        allreduceDoubles(flag, "the check at the start of a step");
+        stop = flag[0] > 0;
+      }
+      if (stop) {
         result.cancelled = true;
         break;
       }
@@ -247,21 +308,42 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
       }
       const int64_t firstMicro = (step % stepsPerEpoch) * o.gradAccum;
       const int64_t lastMicro = std::min(firstMicro + o.gradAccum, microPerEpoch);
-      std::vector<Batch> micro;
-      int64_t predicted = 0, inputTokens = 0;
+      // The global batch is the one-process batch; rank r takes the r-th of `world` contiguous parts
+      // of every micro-batch. Token counts are those of the global batch, so each rank's loss is its
+      // share of the global loss and the ranks' gradients sum to the one-process gradient.
+      struct Micro {
+        Batch batch;
+        int64_t rows = 0;
+        int64_t globalTokens = 0;  // real tokens of the global micro-batch
+      };
+      std::vector<Micro> micro;
+      const TokenCounts stepTokens =
+          countTokens(data, order.data() + firstMicro * o.batchSize,
+                      static_cast<size_t>(std::min<int64_t>(lastMicro * o.batchSize, N) - firstMicro * o.batchSize), o.maxLength);
+      const int64_t predicted = stepTokens.predicted, inputTokens = stepTokens.input;
       for (int64_t m = firstMicro; m < lastMicro; ++m) {
-        std::vector<size_t> rows(order.begin() + m * o.batchSize,
-                                 order.begin() + std::min<int64_t>((m + 1) * o.batchSize, N));
-        micro.push_back(makeBatch(data, rows, o.maxLength));
-        predicted += micro.back().predictedTokens;
-        inputTokens += micro.back().inputTokens;
+        const int64_t lo = m * o.batchSize, n = std::min<int64_t>((m + 1) * o.batchSize, N) - lo;
+        const int64_t a = lo + n * rank / world, b = lo + n * (rank + 1) / world;
+        Micro mb;
+        mb.rows = b - a;
+        mb.globalTokens = world == 1 ? 0 : countTokens(data, order.data() + lo, static_cast<size_t>(n), o.maxLength).input;
+        if (mb.rows > 0) mb.batch = makeBatch(data, std::vector<size_t>(order.begin() + a, order.begin() + b), o.maxLength);
+        micro.push_back(std::move(mb));
       }
       UPCYCLE_CHECK(predicted > 0, "step ", step + 1, ": no token to predict in this batch");
 
       optimizer.zero_grad();
       double lmSum = 0, auxSum = 0, zSum = 0, extraSum = 0;
       const double nMicro = static_cast<double>(micro.size());
-      for (const Batch& b : micro) {
+      for (size_t mi = 0; mi < micro.size(); ++mi) {
+        if (reducer && mi + 1 == micro.size()) reducer->arm();  // this backward's gradients are final
+        const Micro& mb = micro[mi];
+        if (mb.rows == 0) {
+          // Nothing of this micro-batch is ours; the routing counts are still summed with the others.
+          if (group && cfg.isMoe()) shareOfLoadBalancing({}, cfg.numExperts, {}, 1, *group);
+          continue;
+        }
+        const Batch& b = mb.batch;
         auto ids = toDevice(b.ids, dev), labels = toDevice(b.labels, dev), mask = toDevice(b.mask, dev);
         ForwardOutput out;
         {
@@ -272,21 +354,35 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
         LossSum ls = nextTokenLoss(out.logits, labels);
         auto lm = ls.sum / static_cast<double>(predicted);  // token-weighted over the whole step
         auto objective = hooks.lmWeight * lm;
+        // A rank's share of a per-micro-batch token mean: its tokens over the global micro-batch's.
+        const double share = group ? double(b.inputTokens) / double(mb.globalTokens) : 1.0;
         if (hooks.extraLoss) {
-          auto extra = hooks.extraLoss(out, toDevice(b.tags, dev), mask);
+          auto extra = hooks.extraLoss(out, toDevice(b.tags, dev), mask) * share;
           objective = objective + hooks.extraWeight * extra / nMicro;
           extraSum += extra.item<double>();
         }
         if (!out.routing.empty()) {
           auto tokenMask = mask.reshape({-1}).to(torch::kBool);
-          auto aux = loadBalancingLoss(out.routing, cfg.numExperts, tokenMask);
-          auto z = routerZLoss(out.routing, tokenMask);
+          torch::Tensor aux, z;
+          if (group) {
+            aux = shareOfLoadBalancing(out.routing, cfg.numExperts, tokenMask, mb.globalTokens, *group);
+            z = routerZLoss(out.routing, tokenMask) * share;
+          } else {
+            aux = loadBalancingLoss(out.routing, cfg.numExperts, tokenMask);
+            z = routerZLoss(out.routing, tokenMask);
+          }
           objective = objective + (o.auxLossCoef * aux + o.zLossCoef * z) / nMicro;
           auxSum += aux.item<double>();
           zSum += z.item<double>();
         }
         lmSum += lm.item<double>();
         objective.backward();
+      }
+      if (reducer) {
+        reducer->finish();
+        std::vector<double> sums{lmSum, auxSum, zSum, extraSum};
+        allreduceDoubles(sums, "the step's loss reduction");
+        lmSum = sums[0], auxSum = sums[1], zSum = sums[2], extraSum = sums[3];
       }
       StepMetrics m;
       m.stage = o.stage;
@@ -320,7 +416,9 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
       epochLossSum += m.loss;
       ++epochSteps;
       if (saveAt.count(step + 1)) {
-        lastCheckpoint = saveCheckpoint(model, optimizer, o, step + 1, m.epoch, total, result.history);
+        // Rank 0 writes; every rank knows the folder (all ranks hold the same weights).
+        writerWrites("a checkpoint save", [&] { saveCheckpoint(model, optimizer, o, step + 1, m.epoch, total, result.history); });
+        lastCheckpoint = o.outDir / ("checkpoint-" + std::to_string(step + 1));
         result.checkpoints.push_back(lastCheckpoint);
         if (obs) obs->onCheckpoint(lastCheckpoint, step + 1);
       }
@@ -352,17 +450,16 @@ namespace upcycle {
 TrainResult pretrainTinyBase(const PretrainOptions& o, TrainObserver* observer, const std::atomic<bool>* cancel) {
   UPCYCLE_CHECK(!o.out.empty(), "pretrain needs an output folder");
   UPCYCLE_CHECK(o.blockSize >= 8, "block size must be at least 8, got ", o.blockSize);
-  fs::create_directories(o.out);
   const fs::path init = o.out / "init";
   CreateOptions c = o.model;
   c.out = init;
   c.seed = o.train.seed;
-  createRandomModel(c);
-  fs::path corpus = o.corpus;
-  if (corpus.empty()) {
-    corpus = o.out / "corpus.jsonl";
-    writeFileAtomically(corpus, demoCorpusJsonl(generateDemoCorpus(o.train.seed, o.documents)));
-  }
+  fs::path corpus = o.corpus.empty() ? o.out / "corpus.jsonl" : o.corpus;
+  writerWrites("writing the initial model", [&] {  // data-parallel: rank 0 writes, the others wait
+    fs::create_directories(o.out);
+    createRandomModel(c);
+    if (o.corpus.empty()) writeFileAtomically(corpus, demoCorpusJsonl(generateDemoCorpus(o.train.seed, o.documents)));
+  });
   DataOptions d;
   d.path = corpus;
   d.packBlock = o.blockSize;

@@ -18,12 +18,20 @@ struct Batch {
 
 Batch makeBatch(const std::vector<TokenRecord>& data, const std::vector<size_t>& rows, int64_t maxLength);
 
+// The real and predicted tokens makeBatch would give these rows (without building the batch): a
+// data-parallel rank counts the whole global batch so that its loss is its share of the global one.
+struct TokenCounts {
+  int64_t input = 0, predicted = 0;
+};
+TokenCounts countTokens(const std::vector<TokenRecord>& data, const size_t* rows, size_t count, int64_t maxLength);
+
 // The record order of one epoch: a Fisher-Yates shuffle driven by std::mt19937_64(seed + epoch)
 // (both fully specified by the C++ standard, so the order is the same on every platform).
 std::vector<size_t> epochOrder(size_t n, uint64_t seed, int64_t epoch);
 
 // Extra terms of the objective: L = lmWeight * L_lm + extraWeight * extraLoss(...) + MoE losses.
-// UpIT's router pre-optimization uses a * L_lm + (1 - a) * L_cls.
+// UpIT's router pre-optimization uses a * L_lm + (1 - a) * L_cls. extraLoss must be a mean over the
+// micro-batch's real tokens (mask == 1): a data-parallel rank weights it by its share of those tokens.
 struct TrainHooks {
   double lmWeight = 1.0;
   double extraWeight = 1.0;
