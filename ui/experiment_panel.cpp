@@ -232,6 +232,10 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   f->addRow(tr("Device"), combo(QStringLiteral("device"), {QStringLiteral("auto"), QStringLiteral("cpu"), QStringLiteral("cuda")},
                                 tr("auto: CUDA when LibTorch sees a GPU, else the CPU")));
   f->addRow(tr("Threads"), ispin(QStringLiteral("threads"), 0, 1024, tr("Intra-op CPU threads (0 = one per core)")));
+  f->addRow(tr("Processes"), ispin(QStringLiteral("nproc"), 1, 256,
+                                   tr("Data-parallel training processes on this machine (c10d: Gloo on the CPU, NCCL on CUDA). "
+                                      "The workbench is rank 0; the others run the upcycle command line. Results equal one "
+                                      "process's; each process gets cores / processes threads.")));
   f->addRow(tr("Output folder"), line(QStringLiteral("out"), tr("Checkpoints and results; a relative path is placed next to the run store")));
   v->addWidget(g);
 
@@ -438,6 +442,7 @@ void ExperimentPanel::fillForms() {
   num("seed", static_cast<int64_t>(e.seed));
   pick("device", qs(e.device));
   num("threads", e.threads);
+  num("nproc", e.nproc);
   text("out", qs(e.out.string()));
   as<QComboBox>(m_fields["base.mode"])->setCurrentIndex(e.pretrain ? 0 : 1);
   text("base.path", qs(e.basePath.string()));
@@ -575,6 +580,7 @@ void ExperimentPanel::commit() {
   e.seed = static_cast<uint64_t>(num("seed"));
   e.device = pick("device");
   e.threads = static_cast<int>(num("threads"));
+  e.nproc = static_cast<int>(num("nproc"));
   e.out = text("out").toStdString();
   e.pretrain = as<QComboBox>(m_fields["base.mode"])->currentIndex() == 0;
   e.basePath = e.pretrain ? std::filesystem::path() : std::filesystem::path(text("base.path").toStdString());

@@ -52,3 +52,22 @@ inline c10::DispatchKeySet autocastKeys() {
 }
 
 }  // namespace upcycle
+
+// c10d, for the files that define UPCYCLE_C10D_COMPAT before including this header (it pulls in
+// c10d's headers): LibTorch 2.x splits the collectives' implementations (c10d::Backend, the base of
+// ProcessGroupGloo and ProcessGroupNCCL) from the dispatching c10d::ProcessGroup; 1.13 has
+// ProcessGroup alone, as their base. dist/ holds the backend object itself, whose collectives have
+// the same signatures in both. TCPStore is built from TCPStoreOptions in both.
+#ifdef UPCYCLE_C10D_COMPAT
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+namespace upcycle {
+using C10dBackend = c10d::Backend;
+}
+#else
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+namespace upcycle {
+using C10dBackend = c10d::ProcessGroup;
+}
+#endif
+#endif

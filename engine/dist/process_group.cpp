@@ -1,3 +1,4 @@
+#define UPCYCLE_C10D_COMPAT  // core/torch_compat.h: C10dBackend
 #include "dist/process_group.h"
 
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 
 #include "api/runtime.h"
 #include "core/error.h"
+#include "core/torch_compat.h"
 #include "model/model_io.h"
 
 #ifdef UPCYCLE_HAVE_GLOO
@@ -391,11 +393,7 @@ class Group : public DistGroup {
   torch::Device m_device;
   std::vector<Child> m_children;
   std::mutex m_storeMutex;
-#if TORCH_VERSION_MAJOR >= 2
-  c10::intrusive_ptr<c10d::Backend> m_backend;
-#else
-  c10::intrusive_ptr<c10d::ProcessGroup> m_backend;
-#endif
+  c10::intrusive_ptr<C10dBackend> m_backend;
   std::thread m_heartbeat;
   std::mutex m_beatMutex;
   std::condition_variable m_beatCv;

@@ -145,7 +145,7 @@ EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>&
   if (group) {
     std::vector<double> v;
     auto put = [&](const Acc& a) {
-      v.insert(v.end(), {a.loss, double(a.tokens), double(a.records), double(a.answered), double(a.correct)});
+      for (double x : {a.loss, double(a.tokens), double(a.records), double(a.answered), double(a.correct)}) v.push_back(x);
     };
     put(all);
     for (const auto& [d, a] : dom) put(a);

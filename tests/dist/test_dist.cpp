@@ -14,9 +14,13 @@
 #include <thread>
 
 #include "api/models.h"
+#include "api/pipeline.h"
+#include "pipeline/experiment.h"
 #include "core/atomic_file.h"
 #include "data/demo_data.h"
 #include "store/run_store.h"
+#include "api/distributed.h"
+#include <map>
 #include "test_util.h"
 
 using namespace upcycle;
@@ -138,8 +142,49 @@ TEST(DataParallel, MoeThreeRanksWithAnEmptyRank) {
   compare(setup().moe, 3, 10, 4, 2, 0.01, 0.001, "moe3");
 }
 
-// --- failures
-// -------------------------------------------------------------------------------------
+// The GUI's path: runExperiment on this thread with `nproc: 2` makes this process rank 0 and starts
+// `upcycle run` as rank 1. The whole pipeline (pretraining, SFT with checkpoints, sparse upcycling,
+// post-training, sharded evaluation) gives the one-process numbers, and the store records how.
+TEST(DataParallel, ExperimentWithNprocMatchesOneProcessAndRecordsTheWorld) {
+  test::TempDir dir;
+  ::setenv("UPCYCLE_CLI", UPCYCLE_CLI, 1);
+  auto experiment = [&](int nproc, const std::string& tag) {
+    return parseExperiment(
+        "name: dp\nseed: 5\nout: " + (dir / tag).string() + "\nnproc: " + std::to_string(nproc) +
+            "\nbase: {pretrain: {steps: 6, documents: 40, hidden: 32, ff: 64, layers: 2, heads: 2, kv_heads: 1, "
+            "block: 32, batch_size: 4}}\ndata: {generate: {per_domain: 3, eval_per_domain: 2}, template: compact}\n"
+            "sft: {epochs: 1, save_every: 0.5, batch_size: 7}\npost: {epochs: 1, batch_size: 7, aux_loss_coef: 0.01}\n"
+            "eval: {accuracy: true, max_new_tokens: 2}\nruns:\n  - {name: sparse, method: sparse, experts: 4, top_k: 2}\n",
+        "test");
+  };
+  RunStore store1(dir / "one.db"), store2(dir / "two.db");
+  const ExperimentReport one = runExperiment(experiment(1, "one"), nullptr, nullptr, &store1);
+  const ExperimentReport two = runExperiment(experiment(2, "two"), nullptr, nullptr, &store2);
+  ASSERT_EQ(one.runs.size(), 1u);
+  ASSERT_EQ(two.runs.size(), 1u);
+  EXPECT_EQ(one.runs[0].steps, two.runs[0].steps);
+  expectRelClose(two.runs[0].finalTrainLoss, one.runs[0].finalTrainLoss, 1e-4, "final train loss");
+  expectRelClose(two.runs[0].eval.overall.loss, one.runs[0].eval.overall.loss, 1e-4, "eval loss");
+  EXPECT_EQ(two.runs[0].eval.overall.tokens, one.runs[0].eval.overall.tokens);
+  EXPECT_EQ(two.runs[0].eval.overall.records, one.runs[0].eval.overall.records);
+  ASSERT_EQ(two.runs[0].eval.domains.size(), 7u);
+  for (const auto& [d, f] : one.runs[0].eval.domains) {
+    ASSERT_TRUE(two.runs[0].eval.domains.count(d)) << d;
+    EXPECT_EQ(two.runs[0].eval.domains.at(d).records, f.records) << d;
+    expectRelClose(two.runs[0].eval.domains.at(d).loss, f.loss, 1e-4, d + " loss");
+  }
+  // Rank 0 alone recorded: the same runs as one process, with the world size and backend.
+  const auto runs = store2.listRuns();
+  ASSERT_EQ(runs.size(), store1.listRuns().size());
+  const auto detail = store2.run(runs.back().id);
+  std::map<std::string, std::string> params(detail.params.begin(), detail.params.end());
+  EXPECT_EQ(params["distributed.world_size"], "2");
+  EXPECT_EQ(params["distributed.backend"], "gloo");
+  EXPECT_TRUE(fs::exists(dir / "two" / "runs" / "sparse"));
+  EXPECT_FALSE(distInfo().active) << "the group ends with the experiment";
+}
+
+// Failures.
 
 std::vector<pid_t> childrenOf(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
@@ -219,9 +264,11 @@ TEST(DataParallel, KilledRankEndsTheOthersWithItsName) {
   EXPECT_NE(err.find("rank 1"), std::string::npos) << err;
   EXPECT_LT(secs, 30) << err;
   // No half-written checkpoint under a final name: every checkpoint folder that exists is whole.
-  for (const auto& e : fs::directory_iterator(out))
-    if (e.path().filename().string().rfind("checkpoint-", 0) == 0 && e.path().extension() != ".tmp")
+  for (const auto& e : fs::directory_iterator(out)) {
+    if (e.path().filename().string().rfind("checkpoint-", 0) == 0 && e.path().extension() != ".tmp") {
       EXPECT_TRUE(fs::exists(e.path() / "trainer_state.json")) << e.path();
+    }
+  }
 }
 
 TEST(DataParallel, KilledRankLeavesTheRunFailedInAnIntactStore) {
@@ -258,6 +305,40 @@ runs:
   ASSERT_EQ(runs.size(), 1u);
   EXPECT_EQ(runs[0].name, "dist-kill:base");
   EXPECT_EQ(runs[0].status, "failed");
+}
+
+// Ctrl-C reaching one worker alone (here: SIGINT to rank 1) stops every rank before the same step:
+// the cancel flag is all-reduced at each step's start. Rank 0 ends as a cancelled run does (130).
+TEST(DataParallel, CancelOnOneRankStopsAllAtTheSameStep) {
+  test::TempDir dir;
+  const fs::path out = dir / "train";
+  Spawned s = spawnCli({UPCYCLE_CLI, "train", "--model", setup().dense.string(), "--data", setup().data.string(),
+                        "--out", out.string(), "--max-steps", "100000", "--save-steps", "1", "--batch-size", "4",
+                        "--threads", "1", "--nproc", "2"},
+                       dir / "stderr");
+  ASSERT_TRUE(waitForFile(out / "checkpoint-2" / "config.json", 120)) << test::readBytes(dir / "stderr");
+  const auto kids = childrenOf(s.pid);
+  ASSERT_EQ(kids.size(), 1u);
+  ::kill(kids[0], SIGINT);
+  const int status = waitFor(s.pid, 60);
+  ASSERT_NE(status, -1) << "rank 0 did not stop within 60 s of the worker's cancel";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status << " " << test::readBytes(dir / "stderr");
+  EXPECT_EQ(test::readBytes(dir / "stderr").find("error"), std::string::npos) << test::readBytes(dir / "stderr");
+}
+
+// A loss that becomes NaN is the global loss, the same on every rank: all stop with the same error.
+TEST(DataParallel, NanStopsEveryRankWithOneError) {
+  test::TempDir dir;
+  Spawned s = spawnCli({UPCYCLE_CLI, "train", "--model", setup().dense.string(), "--data", setup().data.string(),
+                        "--out", (dir / "train").string(), "--max-steps", "50", "--lr", "1e30", "--clip", "0",
+                        "--batch-size", "4", "--threads", "1", "--nproc", "2"},
+                       dir / "stderr");
+  const int status = waitFor(s.pid, 120);
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status;
+  const std::string err = test::readBytes(dir / "stderr");
+  EXPECT_NE(err.find("the loss became"), std::string::npos) << err;
+  EXPECT_EQ(err.find("rank 1 failed"), std::string::npos) << "rank 0 should see the NaN itself: " << err;
 }
 
 }  // namespace

@@ -220,6 +220,9 @@ TEST(ExperimentPanel, FormsRoundTripYamlAndNameBadFields) {
   qobject_cast<QComboBox*>(panel.field("ga.merge"))->setCurrentText(QStringLiteral("ties"));
   EXPECT_DOUBLE_EQ(panel.experiment().runs[1].dareP, 0.45);
   EXPECT_EQ(panel.experiment().runs[1].mergeOp, "ties");
+  EXPECT_EQ(panel.experiment().nproc, 1);
+  qobject_cast<QSpinBox*>(panel.field("nproc"))->setValue(3);  // data-parallel processes
+  EXPECT_EQ(panel.experiment().nproc, 3);
   // A bad combination is named by its field, as the CLI names it.
   qobject_cast<QSpinBox*>(panel.field("runs.top_k"))->setValue(7);
   EXPECT_TRUE(panel.validationError().contains(QStringLiteral("runs[1].top_k"))) << panel.validationError().toStdString();
@@ -235,6 +238,7 @@ TEST(ExperimentPanel, FormsRoundTripYamlAndNameBadFields) {
   EXPECT_DOUBLE_EQ(again.runs[1].alphaMin, 0.1);
   EXPECT_EQ(again.runs[1].minSeed, 8);
   EXPECT_EQ(again.pretrainSteps, 7);
+  EXPECT_EQ(again.nproc, 3);
   // Presets: the papers' defaults on the selected run.
   panel.selectRun(0);
   panel.applyPreset(1);
