@@ -232,6 +232,10 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   f->addRow(tr("Device"), combo(QStringLiteral("device"), {QStringLiteral("auto"), QStringLiteral("cpu"), QStringLiteral("cuda")},
                                 tr("auto: CUDA when LibTorch sees a GPU, else the CPU")));
   f->addRow(tr("Threads"), ispin(QStringLiteral("threads"), 0, 1024, tr("Intra-op CPU threads (0 = one per core)")));
+  f->addRow(tr("Precision"), combo(QStringLiteral("precision"), {QStringLiteral("auto"), QStringLiteral("fp32"), QStringLiteral("bf16")},
+                                   tr("Mixed precision of every training and evaluation stage. bf16: matmuls in bfloat16, "
+                                      "float32 master weights, norms, softmaxes, router and losses. auto: bf16 on CUDA and on "
+                                      "CPUs with AVX-512 BF16 or AMX, else fp32.")));
   f->addRow(tr("Processes"), ispin(QStringLiteral("nproc"), 1, 256,
                                    tr("Data-parallel training processes on this machine (c10d: Gloo on the CPU, NCCL on CUDA). "
                                       "The workbench is rank 0; the others run the upcycle command line. Results equal one "
@@ -443,6 +447,7 @@ void ExperimentPanel::fillForms() {
   pick("device", qs(e.device));
   num("threads", e.threads);
   num("nproc", e.nproc);
+  pick("precision", qs(e.precision));
   text("out", qs(e.out.string()));
   as<QComboBox>(m_fields["base.mode"])->setCurrentIndex(e.pretrain ? 0 : 1);
   text("base.path", qs(e.basePath.string()));
@@ -581,6 +586,7 @@ void ExperimentPanel::commit() {
   e.device = pick("device");
   e.threads = static_cast<int>(num("threads"));
   e.nproc = static_cast<int>(num("nproc"));
+  e.precision = pick("precision");
   e.out = text("out").toStdString();
   e.pretrain = as<QComboBox>(m_fields["base.mode"])->currentIndex() == 0;
   e.basePath = e.pretrain ? std::filesystem::path() : std::filesystem::path(text("base.path").toStdString());

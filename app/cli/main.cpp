@@ -123,9 +123,11 @@ verbs:
       Whole training steps through the trainer: tokens/s and model FLOPs utilization (MFU) against the
       measured matmul peak.
   bench moe [--d-model D] [--d-ff F] [--experts E] [--top-k K] [--tokens T] [--device cpu|cuda]
-            [--iterations N] [--json]
+            [--precision fp32|bf16] [--vary-routing] [--iterations N] [--json]
       One MoE layer, forward + backward: the grouped path against the naive masked loop of
-      transformers' Mixtral, with tokens/s, achieved GFLOP/s and the measured matmul peak.
+      transformers' Mixtral, with tokens/s, achieved GFLOP/s and the measured matmul peak. bf16: both
+      under bf16 autocast, plus the naive loop in float32. --vary-routing: new inputs every round, so
+      every expert's row count changes as in training.
   bench allreduce --nproc N [--sizes-mb 0.25,1,4,16,64] [--iterations N] [--json]
       c10d all-reduce (the gradient reducer's collective) across N processes: median time, algorithm
       and bus bandwidth per size (bench/allreduce_vs_torch.sh runs torch.distributed beside it).
@@ -137,6 +139,11 @@ verbs:
   version                 Versions of the workbench and LibTorch.
 
 common options: --threads N (intra-op threads; default: all cores)
+
+mixed precision (train, pretrain, run, demo, eval, generate, bench train|moe): --precision auto|fp32|bf16.
+  bf16: matmuls in bfloat16 under autocast, float32 master weights, AdamW state, norms, softmaxes,
+  router and losses. auto (the default): bf16 on CUDA and on CPUs with AVX-512 BF16 or AMX (see
+  `upcycle version`), fp32 elsewhere. Experiment files: `precision:`.
 
 data-parallel (train, pretrain, run, demo): --nproc N starts N processes on this machine (c10d, Gloo on
   the CPU, NCCL on CUDA); under torchrun or SLURM (RANK/WORLD_SIZE/... or SLURM_PROCID/SLURM_NTASKS)
@@ -186,7 +193,7 @@ extern "C" void onSigint(int) { g_cancel.store(true); }
 
 int cmdEval(const Args& a) {
   a.allowOnly({"model", "data", "batch-size", "device", "json", "threads", "accuracy", "max-new-tokens",
-               "template", "max-length", "dtype"});
+               "template", "max-length", "dtype", "precision"});
   upcycle::EvalOptions o;
   o.batchSize = a.getInt("batch-size", 8);
   o.device = a.get("device", "auto");
@@ -195,6 +202,7 @@ int cmdEval(const Args& a) {
   o.promptTemplate = a.get("template", "");
   o.maxLength = a.getInt("max-length", 0);
   o.dtype = a.get("dtype", "float32");
+  o.precision = a.get("precision", "auto");
   auto r = upcycle::evaluateModel(a.require("model"), a.require("data"), o);
   std::cout << (a.has("json") ? upcycle::evalJson(r) + "\n" : upcycle::evalText(r));
   return 0;
@@ -325,7 +333,7 @@ int cmdCreate(const Args& a) {
 const std::set<std::string> kTrainKeys = {"lr", "batch-size", "grad-accum", "warmup", "min-lr-ratio", "weight-decay",
                                           "clip", "aux-coef", "z-coef", "epochs", "max-steps", "save-every",
                                           "save-steps", "seed", "device", "resume", "train-only", "freeze",
-                                          "threads", "out", "nproc", "dist-store", "dist-timeout"};
+                                          "threads", "out", "nproc", "dist-store", "dist-timeout", "precision"};
 
 upcycle::TrainOptions trainOptions(const Args& a, double defaultLr) {
   upcycle::TrainOptions o;
@@ -344,6 +352,7 @@ upcycle::TrainOptions trainOptions(const Args& a, double defaultLr) {
   o.saveSteps = a.getInt("save-steps", 0);
   o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
   o.device = a.get("device", "auto");
+  o.precision = a.get("precision", "auto");
   o.resume = a.has("resume");
   if (a.has("train-only")) o.trainOnly = {a.get("train-only")};
   if (a.has("freeze")) o.freeze = {a.get("freeze")};
@@ -435,7 +444,7 @@ int cmdTrain(const Args& a) {
 }
 
 int cmdGenerate(const Args& a) {
-  a.allowOnly({"model", "prompt", "max-new-tokens", "temperature", "seed", "raw", "template", "device", "threads"});
+  a.allowOnly({"model", "prompt", "max-new-tokens", "temperature", "seed", "raw", "template", "device", "threads", "precision"});
   upcycle::GenerateRequest r;
   r.model = a.require("model");
   r.prompt = a.require("prompt");
@@ -445,6 +454,7 @@ int cmdGenerate(const Args& a) {
   r.raw = a.has("raw");
   r.promptTemplate = a.get("template", "");
   r.device = a.get("device", "auto");
+  r.precision = a.get("precision", "auto");
   std::cout << upcycle::generateText(r) << "\n";
   return 0;
 }
@@ -475,6 +485,7 @@ int runAndReport(upcycle::Experiment e, const Args& a) {
   if (a.has("out")) e.out = a.get("out");
   if (a.has("device")) e.device = a.get("device");
   if (a.has("nproc")) e.nproc = static_cast<int>(a.getInt("nproc", 1));
+  if (a.has("precision")) e.precision = a.get("precision");
   // A data-parallel worker (rank > 0) neither records nor writes: rank 0 does.
   const bool writer = upcycle::distFromEnvironment().rank == 0;
   std::printf("experiment %s -> %s (%zu runs)\n", e.name.c_str(), e.out.string().c_str(), e.runs.size());
@@ -500,13 +511,13 @@ int runAndReport(upcycle::Experiment e, const Args& a) {
 }
 
 int cmdRun(const Args& a) {
-  a.allowOnly({"out", "device", "threads", "db", "nproc", "dist-store", "dist-timeout"});
+  a.allowOnly({"out", "device", "threads", "db", "nproc", "dist-store", "dist-timeout", "precision"});
   UPCYCLE_CHECK(a.positional().size() == 1, "usage: upcycle run EXPERIMENT.yaml [--out DIR]");
   return runAndReport(upcycle::loadExperiment(a.positional()[0]), a);
 }
 
 int cmdDemo(const Args& a) {
-  a.allowOnly({"out", "quick", "threads", "db", "device", "nproc", "dist-store", "dist-timeout"});
+  a.allowOnly({"out", "quick", "threads", "db", "device", "nproc", "dist-store", "dist-timeout", "precision"});
   const auto file = upcycle::findResource(a.has("quick") ? "experiments/demo-quick.yaml" : "experiments/demo.yaml");
   return runAndReport(upcycle::loadExperiment(file), a);
 }
@@ -814,7 +825,8 @@ int cmdBenchAllreduce(const Args& a) {
 int cmdBench(const Args& a) {
   a.allowOnly({"d-model", "d-ff", "experts", "top-k", "tokens", "threads", "device", "json", "iterations", "seed", "layers",
                "heads", "kv-heads", "seq-len", "batch", "steps", "method", "base", "work", "keep", "model", "text",
-               "passes", "corpus-mb", "write-corpus", "nproc", "sizes-mb", "dist-store", "dist-timeout"});
+               "passes", "corpus-mb", "write-corpus", "nproc", "sizes-mb", "dist-store", "dist-timeout", "precision",
+               "vary-routing"});
   UPCYCLE_CHECK(a.positional().size() == 1 &&
                     (a.positional()[0] == "moe" || a.positional()[0] == "train" || a.positional()[0] == "convert" ||
                      a.positional()[0] == "analysis" || a.positional()[0] == "tokenize" ||
@@ -858,6 +870,7 @@ int cmdBench(const Args& a) {
     o.batch = a.getInt("batch", 8);
     o.steps = a.getInt("steps", 6);
     o.device = a.get("device", "cpu");
+    o.precision = a.get("precision", "fp32");
     o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
     auto r = withDistValue(a, o.device, [&] { return upcycle::benchTrain(o); });
     if (a.has("json")) {
@@ -870,8 +883,10 @@ int cmdBench(const Args& a) {
                   static_cast<long long>(o.batch), static_cast<long long>(o.seqLen), r.threads, o.device.c_str());
       std::printf("params %lld total, %lld active per token; %.3g training FLOPs per token\n",
                   static_cast<long long>(r.totalParams), static_cast<long long>(r.activeParams), r.flopsPerToken);
-      std::printf("%.1f ms per step, %.0f tokens/s, %.1f GFLOP/s = MFU %.1f%% of the %.1f GFLOP/s matmul peak\n",
-                  1e3 * r.secondsPerStep, r.tokensPerS, r.achievedGflops, 100 * r.mfu, r.matmulPeakGflops);
+      std::printf("%.1f ms per step, %.0f tokens/s, %.1f GFLOP/s = MFU %.1f%% of the %.1f GFLOP/s %s matmul peak\n",
+                  1e3 * r.secondsPerStep, r.tokensPerS, r.achievedGflops, 100 * r.mfu, r.matmulPeakGflops,
+                  r.precision.c_str());
+      if (r.fp32PeakGflops > 0) std::printf("(the fp32 matmul peak at the same shape: %.1f GFLOP/s)\n", r.fp32PeakGflops);
     }
     return 0;
   }
@@ -882,6 +897,8 @@ int cmdBench(const Args& a) {
   o.topK = a.getInt("top-k", 2);
   o.tokens = a.getInt("tokens", 2048);
   o.device = a.get("device", "cpu");
+  o.precision = a.get("precision", "fp32");
+  o.varyRouting = a.has("vary-routing");
   o.iterations = a.getInt("iterations", 10);
   o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
   auto r = upcycle::benchMoe(o);
@@ -894,8 +911,11 @@ int cmdBench(const Args& a) {
     std::printf("grouped: %8.2f ms  %9.0f tok/s  %6.1f GFLOP/s (%.0f%% of the %.1f GFLOP/s matmul peak)\n",
                 1e3 * r.groupedSeconds, r.tokensPerS, r.achievedGflops, 100 * r.achievedGflops / r.matmulPeakGflops,
                 r.matmulPeakGflops);
-    std::printf("naive:   %8.2f ms  %9.0f tok/s  %6.1f GFLOP/s\nspeedup vs naive: %.2fx\n", 1e3 * r.naiveSeconds,
-                r.naiveTokensPerS, r.naiveGflops, r.speedup);
+    std::printf("naive:   %8.2f ms  %9.0f tok/s  %6.1f GFLOP/s\nspeedup vs naive (%s): %.2fx\n", 1e3 * r.naiveSeconds,
+                r.naiveTokensPerS, r.naiveGflops, o.precision.c_str(), r.speedup);
+    if (r.naiveFp32Seconds > 0)
+      std::printf("naive fp32: %8.2f ms; speedup vs naive fp32: %.2fx (fp32 matmul peak %.1f GFLOP/s)\n",
+                  1e3 * r.naiveFp32Seconds, r.speedupVsNaiveFp32, r.fp32PeakGflops);
   }
   return 0;
 }
@@ -904,7 +924,8 @@ int cmdVersion() {
   auto info = upcycle::runtimeInfo();
   std::cout << "upcycle " << UPCYCLE_VERSION << "\nLibTorch " << info.torchVersion << " ("
             << (info.cudaAvailable ? "CUDA available" : "CPU") << ", " << info.intraOpThreads
-            << " intra-op threads)\nBLAS " << info.blas << "\n";
+            << " intra-op threads)\nBLAS " << info.blas << "\nCPU bf16: " << info.cpuBf16 << "; precision auto = "
+            << (info.cudaAvailable ? "bf16 on CUDA, " : "") << info.precision << " on the CPU\n";
   return 0;
 }
 
@@ -922,7 +943,7 @@ int main(int argc, char** argv) {
   int distRank = 0;
   try {
     Args args(argc, argv, 2, {"json", "keep", "quick", "tie", "diff-only", "accuracy", "resume", "raw", "train-on-prompt",
-                              "shared-indices", "no-expand", "decode", "chat", "add-special-tokens"});
+                              "shared-indices", "no-expand", "decode", "chat", "add-special-tokens", "vary-routing"});
     std::signal(SIGINT, onSigint);  // training stops at the next step boundary
     // Data-parallel: --dist-store / --dist-timeout reach every rank through the environment, and
     // ranks > 0 keep quiet (rank 0 reports; their errors still go to standard error).

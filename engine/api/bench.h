@@ -12,6 +12,12 @@ namespace upcycle {
 struct MoeBenchOptions {
   int64_t dModel = 256, dFf = 688, experts = 8, topK = 2, tokens = 2048;
   std::string device = "cpu";
+  // fp32, or bf16: the grouped path and the naive loop both under bf16 autocast (float32 weights, as a
+  // Hugging Face model under torch.autocast), with the naive loop in float32 measured beside them.
+  std::string precision = "fp32";
+  // New random inputs every round, so the router gives each expert a new row count as in training
+  // (which makes oneDNN build new bf16 kernels for the naive loop's shapes); false: the same inputs.
+  bool varyRouting = false;
   int64_t warmup = 2, iterations = 10;
   uint64_t seed = 0;
 };
@@ -22,8 +28,10 @@ struct MoeBenchResult {
   double groupedSeconds = 0, naiveSeconds = 0;  // median forward + backward
   double tokensPerS = 0, naiveTokensPerS = 0;
   double achievedGflops = 0, naiveGflops = 0;   // counted expert + router FLOPs (fwd + 2x bwd) / time
-  double matmulPeakGflops = 0;                  // float32 matmul at the average expert GEMM shape
+  double matmulPeakGflops = 0;                  // matmul at the average expert GEMM shape, in the precision
   double speedup = 0;                           // median over rounds of naive time / grouped time
+  // bf16 only: the naive loop in float32, and the float32 matmul peak, in the same rounds.
+  double naiveFp32Seconds = 0, speedupVsNaiveFp32 = 0, fp32PeakGflops = 0;
 };
 
 MoeBenchResult benchMoe(const MoeBenchOptions& o);
@@ -41,6 +49,7 @@ struct TrainBenchOptions {
   int64_t seqLen = 256, batch = 8;
   int64_t warmup = 2, steps = 6;
   std::string device = "cpu";
+  std::string precision = "fp32";  // fp32 | bf16 | auto: the trainer's; MFU against that precision's peak
   uint64_t seed = 0;
 };
 
@@ -48,6 +57,8 @@ struct TrainBenchResult {
   TrainBenchOptions options;
   int threads = 1;
   int world = 1;  // data-parallel ranks (--nproc): batch is the global batch, the peak is world x a rank's
+  std::string precision;                       // resolved: fp32 or bf16
+  double fp32PeakGflops = 0;                   // bf16 runs: the float32 peak at the same shape, for reference
   int64_t totalParams = 0, activeParams = 0;  // active: per token (k of E experts)
   double flopsPerToken = 0;                    // training (3 x forward)
   double secondsPerStep = 0;                   // median over the measured steps

@@ -7,8 +7,10 @@
 #include <numeric>
 #include <sstream>
 
+#include "api/runtime.h"
 #include "api/torch_errors.h"
 #include "core/error.h"
+#include "core/torch_compat.h"
 #include "data/instruction_data.h"
 #include "data/token_records.h"
 #include "data/tokenizer.h"
@@ -99,6 +101,7 @@ std::string generateText(const GenerateRequest& r) {
     g.temperature = r.temperature;
     g.eos = tok->eos;
     torch::Generator gen = at::detail::createCPUGenerator(r.seed);
+    Bf16Autocast autocast(device, resolvePrecision(r.precision, device.is_cuda(), "--precision") == "bf16");
     return tok->decode(generateTokens(*model, prompt, g, &gen));
   });
 }

@@ -24,6 +24,8 @@ struct EvalOptions {
   // attention softmax, router softmax and the loss in float32), or "auto" (bfloat16 when the
   // checkpoint stores bfloat16).
   std::string dtype = "float32";
+  // Mixed precision of the forward passes: auto | fp32 | bf16 (api/runtime.h: resolvePrecision).
+  std::string precision = "auto";
 };
 
 struct EvalFigures {
@@ -59,6 +61,7 @@ struct GenerateRequest {
   double temperature = 0;       // 0 = greedy
   uint64_t seed = 0;
   std::string device = "auto";
+  std::string precision = "auto";  // auto | fp32 | bf16
 };
 
 std::string generateText(const GenerateRequest& r);

@@ -5,6 +5,9 @@
 #include <torch/torch.h>
 
 #include <climits>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <thread>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -29,8 +32,46 @@ void configureRuntime(int threads) {
 #endif
 }
 
+std::string cpuBf16Features() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    bool amx = false, avx512 = false;
+    for (std::string w; words >> w;) {
+      amx = amx || w == "amx_bf16";
+      avx512 = avx512 || w == "avx512_bf16";
+    }
+    if (amx && avx512) return "AMX-BF16 and AVX-512 BF16";
+    if (amx) return "AMX-BF16";
+    if (avx512) return "AVX-512 BF16";
+    return "none";
+  }
+  return "none";
+}
+
+bool cpuHasFastBf16() {
+  if (const char* f = std::getenv("UPCYCLE_CPU_BF16"); f && *f) {
+    const std::string v = f;
+    UPCYCLE_CHECK(v == "0" || v == "1", "UPCYCLE_CPU_BF16 must be 0 or 1, got \"", v, "\"");
+    return v == "1";
+  }
+  static const bool has = cpuBf16Features() != "none";
+  return has;
+}
+
+std::string resolvePrecision(const std::string& precision, bool cuda, const std::string& field) {
+  if (precision == "fp32" || precision == "float32") return "fp32";
+  if (precision == "bf16" || precision == "bfloat16") return "bf16";
+  UPCYCLE_CHECK(precision.empty() || precision == "auto", field, " must be auto, fp32 or bf16, got \"", precision, "\"");
+  return cuda || cpuHasFastBf16() ? "bf16" : "fp32";
+}
+
 RuntimeInfo runtimeInfo() {
   RuntimeInfo r;
+  r.cpuBf16 = cpuBf16Features();
+  r.precision = resolvePrecision("auto", false);
   r.torchVersion = TORCH_VERSION;
   r.intraOpThreads = at::get_num_threads();
   r.cudaAvailable = torch::cuda::is_available();

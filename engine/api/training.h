@@ -45,6 +45,7 @@ struct TrainOptions {
   bool resume = false;              // continue from the latest checkpoint in outDir
   std::filesystem::path tokenizerFrom;  // tokenizer files copied into every checkpoint
   std::string device = "auto";
+  std::string precision = "auto";   // auto | fp32 | bf16 (api/runtime.h: resolvePrecision)
   int threads = 0;
   uint64_t seed = 0;                // shuffling (std::mt19937_64 seeded with seed + epoch) and jitter
   std::string stage = "train";      // reported in metrics

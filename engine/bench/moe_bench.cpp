@@ -10,6 +10,7 @@
 #include "bench/timing.h"
 #include "api/torch_errors.h"
 #include "core/error.h"
+#include "core/torch_compat.h"
 #include "model/model_io.h"
 
 namespace upcycle {
@@ -39,7 +40,7 @@ torch::Tensor naiveMoeForward(const MoeBlockImpl& b, const SeparateExperts& ex, 
     auto xs = x.index_select(0, tok);
     auto h = torch::silu(torch::matmul(xs, ex.gate[e].t())) * torch::matmul(xs, ex.up[e].t());
     auto y = torch::matmul(h, ex.down[e].t()) * w.index({tok, slot}).unsqueeze(1).to(x.scalar_type());
-    out = out.index_add(0, tok, y);
+    out = out.index_add(0, tok, y.to(out.scalar_type()));  // transformers: .to(hidden_states.dtype)
   }
   return out;
 }
@@ -66,19 +67,28 @@ MoeBenchResult benchMoe(const MoeBenchOptions& o) {
       for (auto& p : block->parameters()) p.normal_(0.0, 0.02, gen);
     }
     block->to(dev);
-    auto x = torch::randn({o.tokens, o.dModel}, gen).to(dev).requires_grad_(true);
+    std::vector<torch::Tensor> inputs;  // one per round with varyRouting, else one
+    for (int64_t i = 0; i < (o.varyRouting ? o.warmup + o.iterations : 1); ++i)
+      inputs.push_back(torch::randn({o.tokens, o.dModel}, gen).to(dev).requires_grad_(true));
+    size_t round = 0;
+    torch::Tensor x = inputs[0];
     RouterRecord rec;
+    const bool bf16 = resolvePrecision(o.precision, dev.is_cuda(), "--precision") == "bf16";
     auto grouped = [&] {
       block->zero_grad();
+      Bf16Autocast autocast(dev, bf16);
       block->forward(x.view({1, o.tokens, o.dModel}), rec).sum().backward();
     };
     SeparateExperts experts = separateExperts(*block);
-    auto naive = [&] {
+    auto naiveIn = [&](bool lowPrecision) {
       block->zero_grad();
       for (auto* v : {&experts.gate, &experts.up, &experts.down})
         for (auto& t : *v) t.mutable_grad().reset();
+      Bf16Autocast autocast(dev, lowPrecision);
       naiveMoeForward(*block, experts, x).sum().backward();
     };
+    auto naive = [&] { naiveIn(bf16); };
+    auto naiveFp32 = [&] { naiveIn(false); };
     MoeBenchResult r;
     r.options = o;
     r.threads = at::get_num_threads();
@@ -86,10 +96,23 @@ MoeBenchResult benchMoe(const MoeBenchOptions& o) {
     // E times so that it runs as long as the real work.
     const int64_t rows = std::max<int64_t>(1, o.tokens * o.topK / o.experts);
     auto a = torch::randn({rows, o.dModel}, gen).to(dev), w = torch::randn({o.dModel, o.dFf}, gen).to(dev);
+    auto ab = a.to(torch::kBFloat16), wb = w.to(torch::kBFloat16);
     auto peak = [&] {
+      for (int64_t e = 0; e < o.experts; ++e) torch::matmul(bf16 ? ab : a, bf16 ? wb : w);
+    };
+    auto peakFp32 = [&] {
       for (int64_t e = 0; e < o.experts; ++e) torch::matmul(a, w);
     };
-    const auto t = interleavedSeconds(o.warmup, o.iterations, dev, {grouped, naive, peak});
+    std::vector<std::function<void()>> work{grouped, naive, peak};
+    if (bf16) work.insert(work.end(), {naiveFp32, peakFp32});
+    if (o.varyRouting) {  // the round's last function moves every path to the next input
+      auto last = work.back();
+      work.back() = [&, last] {
+        last();
+        x = inputs[++round % inputs.size()];
+      };
+    }
+    const auto t = interleavedSeconds(o.warmup, o.iterations, dev, work);
     std::vector<double> ratios;  // per round: the same machine state for both paths
     for (size_t i = 0; i < t[0].size(); ++i) ratios.push_back(t[1][i] / t[0][i]);
     r.groupedSeconds = median(t[0]);
@@ -104,6 +127,13 @@ MoeBenchResult benchMoe(const MoeBenchOptions& o) {
     r.naiveGflops = flops / r.naiveSeconds / 1e9;
     r.speedup = median(ratios);
     r.matmulPeakGflops = 2.0 * rows * o.dModel * o.dFf * o.experts / peakSeconds / 1e9;
+    if (bf16) {
+      std::vector<double> vsFp32;
+      for (size_t i = 0; i < t[0].size(); ++i) vsFp32.push_back(t[3][i] / t[0][i]);
+      r.naiveFp32Seconds = median(t[3]);
+      r.speedupVsNaiveFp32 = median(vsFp32);
+      r.fp32PeakGflops = 2.0 * rows * o.dModel * o.dFf * o.experts / median(t[4]) / 1e9;
+    }
     return r;
   });
 }
@@ -117,7 +147,13 @@ std::string moeBenchJson(const MoeBenchResult& r) {
                       {"naive_tokens_per_s", r.naiveTokensPerS}, {"achieved_gflops", r.achievedGflops},
                       {"naive_gflops", r.naiveGflops}, {"matmul_peak_gflops", r.matmulPeakGflops},
                       {"fraction_of_peak", r.achievedGflops / r.matmulPeakGflops},
-                      {"speedup_vs_naive", r.speedup}};
+                      {"speedup_vs_naive", r.speedup}, {"precision", o.precision},
+                      {"vary_routing", o.varyRouting}};
+  if (r.naiveFp32Seconds > 0) {
+    j["naive_fp32_seconds"] = r.naiveFp32Seconds;
+    j["speedup_vs_naive_fp32"] = r.speedupVsNaiveFp32;
+    j["fp32_peak_gflops"] = r.fp32PeakGflops;
+  }
   return j.dump(2);
 }
 

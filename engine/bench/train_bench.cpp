@@ -101,14 +101,19 @@ TrainBenchResult benchTrain(const TrainBenchOptions& o) {
     t.maxSteps = o.warmup + o.steps;
     t.lr = 1e-4;
     t.device = o.device;
+    t.precision = o.precision;
     t.seed = o.seed;
     t.saveFinal = false;
     t.stage = "bench";
     // The matmul peak at the model's largest GEMM: (batch x seq) x D times D x F.
     const torch::Device dev = resolveDevice(o.device);
+    // In bf16 the peak is the bf16 matmul's (the precision in use); the float32 peak is reported beside.
+    r.precision = resolvePrecision(o.precision, dev.is_cuda(), "--precision");
+    const bool bf16 = r.precision == "bf16";
     auto a = torch::randn({o.batch * o.seqLen, D}).to(dev), w = torch::randn({D, F}).to(dev);
+    auto ab = a.to(torch::kBFloat16), wb = w.to(torch::kBFloat16);
     StepClock clock([&] {
-      torch::matmul(a, w);
+      torch::matmul(bf16 ? ab : a, bf16 ? wb : w);
       if (dev.is_cuda()) torch::cuda::synchronize();
     });
     trainDecoder(model, data, t, &clock, nullptr);
@@ -127,6 +132,7 @@ TrainBenchResult benchTrain(const TrainBenchOptions& o) {
     r.tokensPerS = tokens / r.secondsPerStep;
     r.achievedGflops = r.flopsPerToken * r.tokensPerS / 1e9;
     r.matmulPeakGflops = r.world * peakFlops / median(probes) / 1e9;
+    if (bf16) r.fp32PeakGflops = r.world * peakFlops / medianSeconds(2, 5, dev, [&] { torch::matmul(a, w); }) / 1e9;
     r.mfu = median(mfu);
     return r;
   });
@@ -136,7 +142,8 @@ std::string trainBenchJson(const TrainBenchResult& r) {
   const auto& o = r.options;
   nlohmann::json j = {{"d_model", o.dModel}, {"d_ff", o.dFf}, {"layers", o.layers}, {"heads", o.heads},
                       {"kv_heads", o.kvHeads}, {"experts", o.experts}, {"top_k", o.topK}, {"seq_len", o.seqLen},
-                      {"batch", o.batch}, {"device", o.device}, {"threads", r.threads}, {"world", r.world}, {"blas", runtimeInfo().blas},
+                      {"batch", o.batch}, {"device", o.device}, {"threads", r.threads}, {"world", r.world}, {"precision", r.precision},
+                      {"fp32_peak_gflops", r.fp32PeakGflops}, {"blas", runtimeInfo().blas},
                       {"total_params", r.totalParams}, {"active_params", r.activeParams},
                       {"flops_per_token", r.flopsPerToken}, {"seconds_per_step", r.secondsPerStep},
                       {"tokens_per_s", r.tokensPerS}, {"achieved_gflops", r.achievedGflops},

@@ -129,25 +129,55 @@ torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& reco
   // Group the (token, slot) pairs by expert and run each expert once on its own tokens.
   auto flatExpert = topI.reshape({-1});                                            // (N*K)
   auto order = std::get<1>(flatExpert.sort(/*stable=*/true, 0, /*descending=*/false));  // (N*K)
-  auto tokenOf = order.div(topK, "floor");                                         // (N*K)
   auto counts = torch::bincount(flatExpert, {}, numExperts).to(torch::kCPU);
-  const std::vector<int64_t> cnt(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + numExperts);
-  auto xs = x.index_select(0, tokenOf);  // (N*K, D) tokens sorted by expert
+  std::vector<int64_t> cnt(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + numExperts);
+  // Under bf16 autocast each expert's matmul would cast its slice of the float32 weights on every call
+  // (autocast caches only leaf tensors, and the slices are views): cast each stacked tensor once.
+  const bool bf16 = bf16AutocastActive(x.device()) && w_gate.scalar_type() == torch::kFloat;
+  // oneDNN JIT-builds a bf16 matmul kernel for every new shape (about 0.5 ms each at d 256 on an AMX
+  // Xeon), and routing gives each expert a new row count every step: 288 new kernels per step of a
+  // 4-layer, 8-expert model. On the CPU in bf16 each expert's rows are rounded up to a multiple of 64
+  // with zero rows (slot index N*K: the token N, a zero row of x, with routing weight 0), so the
+  // shapes repeat and their kernels are cached; at most 63 wasted rows per expert.
+  const int64_t pad = bf16 && x.device().is_cpu() ? 64 : 1;
+  torch::Tensor xsrc = x, wsrc = topW.reshape({-1});
+  if (pad > 1) {
+    const int64_t NK = N * topK;
+    auto o = order.to(torch::kCPU).contiguous();
+    const int64_t* src = o.data_ptr<int64_t>();
+    std::vector<int64_t> padded;
+    padded.reserve(static_cast<size_t>(NK + numExperts * pad));
+    int64_t at = 0;
+    for (int64_t e = 0; e < numExperts; ++e) {
+      padded.insert(padded.end(), src + at, src + at + cnt[e]);
+      at += cnt[e];
+      const int64_t target = cnt[e] == 0 ? 0 : (cnt[e] + pad - 1) / pad * pad;
+      padded.insert(padded.end(), static_cast<size_t>(target - cnt[e]), NK);
+      cnt[e] = target;
+    }
+    order = torch::tensor(padded, torch::kLong).to(x.device());
+    xsrc = torch::cat({x, torch::zeros({1, D}, x.options())}, 0);               // (N+1, D)
+    wsrc = torch::cat({wsrc, torch::zeros({1}, wsrc.options())}, 0);            // (N*K+1)
+  }
+  auto tokenOf = order.div(topK, "floor");  // (rows) token of each row; N for padding
+  auto xs = xsrc.index_select(0, tokenOf);  // (rows, D) tokens sorted by expert
   // Per-expert views through unbind and split: their backward stacks (concatenates) the E gradients
   // once. Indexing w_gate[e] or narrowing xs instead gives each expert a zero-filled gradient of the
   // whole tensor that autograd then sums: E^2 F D traffic per weight, 42% of the layer's time at
   // d 256 on the CPU.
-  const auto gate = w_gate.unbind(0), up = w_up.unbind(0), down = w_down.unbind(0);
-  const auto segs = xs.split_with_sizes(cnt);  // (n_e, D) each
+  auto cast = [&](const torch::Tensor& w) { return bf16 ? w.to(torch::kBFloat16) : w; };
+  const auto gate = cast(w_gate).unbind(0), up = cast(w_up).unbind(0), down = cast(w_down).unbind(0);
+  const auto segs = cast(xs).split_with_sizes(cnt);  // (n_e, D) each
   std::vector<torch::Tensor> outs;
   for (int64_t e = 0; e < numExperts; ++e) {
     if (cnt[e] == 0) continue;
     auto h = torch::silu(torch::matmul(segs[e], gate[e].t())) * torch::matmul(segs[e], up[e].t());  // (n, F)
     outs.push_back(torch::matmul(h, down[e].t()));                                                  // (n, D)
   }
-  auto ys = torch::cat(outs, 0);  // (N*K, D)
-  auto w = topW.reshape({-1}).index_select(0, order).unsqueeze(1).to(ys.scalar_type());
-  auto out = torch::zeros({N, D}, ys.options()).index_add(0, tokenOf, ys * w).to(x.scalar_type());
+  auto ys = torch::cat(outs, 0);  // (rows, D)
+  auto w = wsrc.index_select(0, order).unsqueeze(1).to(ys.scalar_type());
+  auto out = torch::zeros({xsrc.size(0), D}, ys.options()).index_add(0, tokenOf, ys * w).to(x.scalar_type());
+  if (pad > 1) out = out.narrow(0, 0, N);
   if (shared_expert) {
     auto g = torch::sigmoid(shared_expert_gate(x));  // (N, 1)
     out = out + g * shared_expert(x);

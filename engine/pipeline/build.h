@@ -16,6 +16,7 @@ struct BuildInputs {
   std::vector<std::filesystem::path> checkpoints;  // UpIT candidates, in step order
   std::vector<TokenRecord> train;  // UpIT seed data comes from these (empty: no pre-optimization)
   std::string device = "auto";
+  std::string precision = "auto";  // mixed precision of router pre-optimization
   int64_t batchSize = 32;
   PipelineObserver* observer = nullptr;
   const std::atomic<bool>* cancel = nullptr;

@@ -96,6 +96,7 @@ Experiment parseExperiment(const std::string& text, const std::string& ctx) {
   top.read("device", e.device);
   top.read("threads", e.threads);
   top.read("nproc", e.nproc);
+  top.read("precision", e.precision);
   top.readPath("out", e.out);
   {
     Section base = top.child("base");
@@ -282,6 +283,8 @@ void validateExperiment(const Experiment& e) {
   };
   check(!e.runs.empty(), "runs", "must list at least one run");
   check(e.nproc >= 1 && e.nproc <= 256, "nproc", "must be in [1, 256], got " + std::to_string(e.nproc));
+  check(e.precision == "auto" || e.precision == "fp32" || e.precision == "bf16", "precision",
+        "must be auto, fp32 or bf16, got \"" + e.precision + "\"");
   check(e.pretrain || !e.basePath.empty(), "base", "needs a path or a pretrain section");
   check(!(e.pretrain && !e.basePath.empty()), "base", "takes a path or a pretrain section, not both");
   if (!e.basePath.empty()) check(fs::exists(e.basePath / "config.json"), "base.path", "has no config.json: " + e.basePath.string());
@@ -345,6 +348,7 @@ std::string experimentYaml(const Experiment& e) {
   y << YAML::Key << "name" << YAML::Value << e.name << YAML::Key << "seed" << YAML::Value << e.seed;
   y << YAML::Key << "device" << YAML::Value << e.device << YAML::Key << "threads" << YAML::Value << e.threads;
   if (e.nproc != 1) y << YAML::Key << "nproc" << YAML::Value << e.nproc;
+  y << YAML::Key << "precision" << YAML::Value << e.precision;
   y << YAML::Key << "out" << YAML::Value << e.out.string();
   y << YAML::Key << "base" << YAML::Value << YAML::BeginMap;
   if (e.pretrain) {

@@ -7,6 +7,7 @@
 //   device: auto                # auto | cpu | cuda
 //   threads: 0                  # intra-op threads (0 = all cores)
 //   nproc: 1                    # data-parallel processes on this machine (c10d; see api/distributed.h)
+//   precision: auto             # auto | fp32 | bf16 mixed precision (api/runtime.h)
 //   out: out/demo
 //   base: {pretrain: {steps: 600, documents: 6000, hidden: 128, ff: 344, layers: 4, heads: 4,
 //          kv_heads: 2, block: 128, lr: 3.0e-3, batch_size: 16}}     # or {path: /models/llama}
@@ -86,6 +87,7 @@ struct Experiment {
   std::string device = "auto";
   int threads = 0;
   int nproc = 1;  // > 1: rank 0 of nproc data-parallel processes (the others run `upcycle run`)
+  std::string precision = "auto";  // auto | fp32 | bf16 for every training and evaluation stage
   std::filesystem::path out = "out/experiment";
   // base
   std::filesystem::path basePath;

@@ -58,6 +58,7 @@ TrainOptions stageOptions(const StageTraining& t, const Experiment& e, uint64_t 
   o.gradClip = t.gradClip;
   o.maxLength = e.maxLength;
   o.device = e.device;
+  o.precision = e.precision;
   o.seed = seed;
   o.outDir = out;
   o.stage = stage;
@@ -170,6 +171,7 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
       TrainOptions o;
       o.batchSize = c.batchSize;
       o.device = c.device;
+      o.precision = c.precision;
       o.seed = r.seed;
       o.epochs = r.routerEpochs;
       o.lr = r.routerLr;
@@ -258,6 +260,8 @@ std::vector<std::pair<std::string, std::string>> runParams(const Experiment& e, 
     out.emplace_back("distributed.world_size", std::to_string(d.world));
     out.emplace_back("distributed.backend", d.backend);
   }
+  // What `precision: auto` meant on this machine (it depends on the CPU).
+  out.emplace_back("precision.resolved", resolvePrecision(e.precision, resolveDevice(e.device).is_cuda()));
   const std::string mine = "runs[" + std::to_string(index) + "]";
   for (auto& [k, v] : flattenYaml(experimentYaml(e))) {
     if (k.rfind("runs[", 0) != 0) out.emplace_back(k, v);
@@ -362,6 +366,7 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
   });
   BuildInputs c;
   c.device = e.device;
+  c.precision = e.precision;
   c.batchSize = e.post.batchSize;
   c.observer = obs;
   c.cancel = cancel;
@@ -482,6 +487,7 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
         eo.accuracy = e.evalAccuracy;
         eo.maxNewTokens = e.maxNewTokens;
         eo.batchSize = e.post.batchSize;
+        eo.precision = e.precision;
         s.eval = evaluateRecords(*model, evalRecords, eo, tok.get());
         if (reference) s.analysis = analyzeDecoder(*model, reference->config().isMoe() ? nullptr : reference.get(), probe);
       }

@@ -4,7 +4,9 @@
 #include <map>
 #include <numeric>
 
+#include "api/runtime.h"
 #include "core/error.h"
+#include "core/torch_compat.h"
 #include "dist/process_group.h"
 #include "model/model_io.h"
 
@@ -99,6 +101,8 @@ std::vector<RecordLoss> recordLosses(DecoderLMImpl& model, const std::vector<Tok
 EvalReport evaluateRecords(DecoderLMImpl& model, const std::vector<TokenRecord>& records, const EvalOptions& o,
                            const Tokenizer* tok) {
   UPCYCLE_CHECK(!records.empty(), "no records to evaluate");
+  const auto device = model.lmHeadWeight().device();
+  Bf16Autocast autocast(device, resolvePrecision(o.precision, device.is_cuda()) == "bf16");
   // Data-parallel: rank r evaluates records r, r + world, ...; the sums are reduced over the ranks.
   DistGroup* group = DistGroup::current();
   std::vector<TokenRecord> shard;

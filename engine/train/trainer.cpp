@@ -6,6 +6,7 @@
 #include <random>
 #include <set>
 
+#include "api/runtime.h"
 #include "api/torch_errors.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -51,6 +52,7 @@ void validateTrainOptions(const TrainOptions& o) {
   UPCYCLE_CHECK(o.saveEveryEpochFraction >= 0 && o.saveEveryEpochFraction <= 1,
                 "save_every (fraction of an epoch) must be in [0, 1], got ", o.saveEveryEpochFraction);
   UPCYCLE_CHECK(!(o.resume && o.outDir.empty()), "resume needs an output folder");
+  resolvePrecision(o.precision, false);  // refuses anything but auto, fp32, bf16
 }
 
 std::vector<size_t> epochOrder(size_t n, uint64_t seed, int64_t epoch) {
@@ -149,7 +151,8 @@ fs::path saveCheckpoint(DecoderLM& model, torch::optim::Optimizer& opt, const Tr
   copyTokenizerFiles(o.tokenizerFrom, tmp);
   json state = {{"global_step", step}, {"epoch", epoch}, {"max_steps", totalSteps},
                 {"train_batch_size", o.batchSize}, {"gradient_accumulation_steps", o.gradAccum},
-                {"seed", o.seed}, {"log_history", json::array()}};
+                {"seed", o.seed}, {"precision", resolvePrecision(o.precision, resolveDevice(o.device).is_cuda())},
+                {"log_history", json::array()}};
   for (const auto& m : history) state["log_history"].push_back(metricsJson(m));
   writeFileAtomically(tmp / "trainer_state.json", state.dump(1) + "\n");
   torch::save(opt, (tmp / "optimizer.pt").string());
@@ -209,6 +212,7 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
     const torch::Device dev = resolveDevice(o.device);
     model->to(dev);
     model->train();
+    const bool bf16 = resolvePrecision(o.precision, dev.is_cuda()) == "bf16";
     DistGroup* group = DistGroup::current();  // data-parallel when a group is up
     const int rank = group ? group->rank() : 0, world = group ? group->world() : 1;
     // Router jitter: one stream per rank, derived from the run seed and the rank (rank 0's is the
@@ -275,6 +279,7 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
       }
     }
     UPCYCLE_CHECK(start <= total, "the checkpoint is at step ", start, ", past the run's ", total, " steps");
+    if (obs && bf16 && !dev.is_cuda()) obs->onLog("precision: bf16 (autocast on the CPU, float32 master weights)");
     std::unique_ptr<GradReducer> reducer;
     if (group) {
       broadcastModule(*model);  // every rank starts from rank 0's weights
@@ -347,7 +352,7 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
         auto ids = toDevice(b.ids, dev), labels = toDevice(b.labels, dev), mask = toDevice(b.mask, dev);
         ForwardOutput out;
         {
-          CudaBf16Autocast autocast(dev.is_cuda());  // bf16 matmuls on CUDA, float32 master weights
+          Bf16Autocast autocast(dev, bf16);  // bf16 matmuls, float32 master weights
           out = model->forward(ids, mask);
         }
         NoAutocast fp32(autocastKeys());

@@ -223,6 +223,9 @@ TEST(ExperimentPanel, FormsRoundTripYamlAndNameBadFields) {
   EXPECT_EQ(panel.experiment().nproc, 1);
   qobject_cast<QSpinBox*>(panel.field("nproc"))->setValue(3);  // data-parallel processes
   EXPECT_EQ(panel.experiment().nproc, 3);
+  EXPECT_EQ(panel.experiment().precision, "auto");
+  qobject_cast<QComboBox*>(panel.field("precision"))->setCurrentText(QStringLiteral("bf16"));
+  EXPECT_EQ(panel.experiment().precision, "bf16");
   // A bad combination is named by its field, as the CLI names it.
   qobject_cast<QSpinBox*>(panel.field("runs.top_k"))->setValue(7);
   EXPECT_TRUE(panel.validationError().contains(QStringLiteral("runs[1].top_k"))) << panel.validationError().toStdString();
@@ -239,6 +242,7 @@ TEST(ExperimentPanel, FormsRoundTripYamlAndNameBadFields) {
   EXPECT_EQ(again.runs[1].minSeed, 8);
   EXPECT_EQ(again.pretrainSteps, 7);
   EXPECT_EQ(again.nproc, 3);
+  EXPECT_EQ(again.precision, "bf16");
   // Presets: the papers' defaults on the selected run.
   panel.selectRun(0);
   panel.applyPreset(1);
