@@ -967,7 +967,7 @@ int main(int argc, char** argv) {
     if (verb == "train") return cmdTrain(args);
     if (verb == "generate") return cmdGenerate(args);
     if (verb == "version" || verb == "--version") return cmdVersion();
-    std::cerr << "upcycle: unknown verb \"" << verb << "\" (try: upcycle help)\n";
+    std::cerr << "upcycle: error: unknown verb \"" << verb << "\" (try: upcycle help)\n";
     return 2;
   } catch (const std::exception& e) {
     std::string msg = e.what();

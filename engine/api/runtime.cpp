@@ -20,6 +20,7 @@
 namespace upcycle {
 
 void configureRuntime(int threads) {
+  UPCYCLE_CHECK(threads <= 1024, "threads must be at most 1024, got ", threads);
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
 #if defined(__GLIBC__)

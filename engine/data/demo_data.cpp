@@ -86,7 +86,7 @@ const std::vector<std::string>& demoDomains() {
 }
 
 std::vector<DemoSample> generateDemoInstructions(uint64_t seed, int64_t perDomain) {
-  UPCYCLE_CHECK(perDomain >= 1, "samples per domain must be at least 1, got ", perDomain);
+  UPCYCLE_CHECK(perDomain >= 1 && perDomain <= 1000000, "samples per domain must be in [1, 1000000], got ", perDomain);
   Rng r(seed);
   std::vector<DemoSample> out;
   for (int64_t i = 0; i < perDomain; ++i)
@@ -95,7 +95,7 @@ std::vector<DemoSample> generateDemoInstructions(uint64_t seed, int64_t perDomai
 }
 
 std::vector<std::string> generateDemoCorpus(uint64_t seed, int64_t documents) {
-  UPCYCLE_CHECK(documents >= 1, "corpus documents must be at least 1, got ", documents);
+  UPCYCLE_CHECK(documents >= 1 && documents <= 10000000, "corpus documents must be in [1, 10000000], got ", documents);
   Rng r(seed ^ 0x5deece66dull);
   std::vector<std::string> docs;
   for (int64_t i = 0; i < documents; ++i) {

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "data/instruction_data.h"
 #include "data/tokenizer.h"
+#include "formats/hf_config.h"
 
 namespace upcycle {
 
@@ -22,7 +23,11 @@ PreparedData prepareData(const std::filesystem::path& modelDir, const DataOption
   TokenizeOptions to;
   to.promptTemplate = format.promptTemplate;
   to.chat = format.chat;
-  to.maxLength = o.packBlock > 0 ? 0 : o.maxLength;
+  UPCYCLE_CHECK(o.maxLength >= 0, "max_length must be 0 (the model's context) or positive, got ", o.maxLength);
+  // A record never outgrows the model's context (max_position_embeddings): longer ones are truncated
+  // here, like transformers' truncation=True, instead of being allocated whole at training time.
+  const int64_t context = loadHfConfig(modelDir).maxPositionEmbeddings;
+  to.maxLength = o.packBlock > 0 ? 0 : (o.maxLength > 0 ? std::min(o.maxLength, context) : context);
   to.trainOnPrompt = o.trainOnPrompt;
   std::vector<TokenRecord> records = tokenizeExamples(examples, *tok, to, &out.dropped);
   auto [train, val] = splitRecords(records, o.valFraction, o.splitSeed);

@@ -1,5 +1,7 @@
 #include "formats/hf_config.h"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
@@ -96,6 +98,29 @@ void ModelConfig::validate(const std::string& ctx) const {
   UPCYCLE_CHECK(hiddenSize > 0 && numHeads > 0 && numKvHeads > 0 && headDim > 0 && numLayers > 0 &&
                     vocabSize > 0,
                 ctx, ": model dimensions must be positive");
+  // Sizes from a file are bounded before anything is allocated from them: far above any released
+  // model (the largest have ~260k vocabularies, d 16384, 126 layers, 256 experts), far below what
+  // would make a size computation overflow or a loop run for hours.
+  auto bound = [&](const char* field, int64_t v, int64_t max) {
+    UPCYCLE_CHECK(v <= max, ctx, ": ", field, " = ", v, " is above the limit of ", max);
+  };
+  bound("vocab_size", vocabSize, int64_t(1) << 22);
+  bound("hidden_size", hiddenSize, int64_t(1) << 16);
+  bound("intermediate_size", intermediateSize, int64_t(1) << 20);
+  bound("num_hidden_layers", numLayers, 1024);
+  bound("num_attention_heads", numHeads, 4096);
+  bound("num_key_value_heads", numKvHeads, 4096);
+  bound("head_dim", headDim, 8192);
+  bound("max_position_embeddings", maxPositionEmbeddings, int64_t(1) << 24);
+  UPCYCLE_CHECK(maxPositionEmbeddings >= 1, ctx, ": max_position_embeddings must be positive, got ", maxPositionEmbeddings);
+  UPCYCLE_CHECK(std::isfinite(ropeTheta) && ropeTheta > 0, ctx, ": rope_theta must be a positive number, got ", ropeTheta);
+  if (isMoe()) {
+    bound("num_local_experts", numExperts, 4096);
+    bound("moe_intermediate_size", expertIntermediateSize, int64_t(1) << 20);
+  }
+  for (const auto& [field, id] : {std::pair<const char*, std::optional<int64_t>>{"bos_token_id", bosTokenId}, {"eos_token_id", eosTokenId}})
+    UPCYCLE_CHECK(!id || (*id >= 0 && *id < vocabSize), ctx, ": ", field, " = ", *id, " is outside the vocabulary (",
+                  vocabSize, " tokens)");
   UPCYCLE_CHECK(numHeads % numKvHeads == 0, ctx, ": num_attention_heads (", numHeads,
                 ") must be a multiple of num_key_value_heads (", numKvHeads, ")");
   UPCYCLE_CHECK(headDim % 2 == 0, ctx, ": head_dim (", headDim, ") must be even for rotary embeddings");

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -131,6 +132,9 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : m_path(pat
       UPCYCLE_CHECK(b <= en, ctx, ": data_offsets [", b, ", ", en, "] are reversed");
       UPCYCLE_CHECK(en <= bufferSize, ctx, ": data_offsets [", b, ", ", en,
                     "] run past the end of the data buffer (", bufferSize, " bytes)");
+      // numel may be up to 2^62: the byte count must not wrap (2^62 F32 values are 2^64 bytes, "0").
+      UPCYCLE_CHECK(numel <= std::numeric_limits<uint64_t>::max() / dtypeSize(v.dtype), ctx, ": shape ",
+                    e["shape"].dump(), " of ", dtypeName(v.dtype), " overflows a 64-bit byte count");
       uint64_t expected = numel * dtypeSize(v.dtype);
       UPCYCLE_CHECK(en - b == expected, ctx, ": byte size ", en - b, " does not match shape and dtype ",
                     dtypeName(v.dtype), " (expected ", expected, " bytes)");

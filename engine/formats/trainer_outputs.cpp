@@ -17,8 +17,8 @@ std::optional<int64_t> stepOfFolder(const fs::path& p) {
   const std::string prefix = "checkpoint-";
   if (name.rfind(prefix, 0) != 0 || name.size() == prefix.size()) return std::nullopt;
   const std::string digits = name.substr(prefix.size());
-  if (!std::all_of(digits.begin(), digits.end(), ::isdigit)) return std::nullopt;
-  return std::stoll(digits);
+  if (digits.size() > 18 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return std::nullopt;
+  return std::stoll(digits);  // at most 18 digits: fits int64
 }
 
 json readJson(const fs::path& p) {

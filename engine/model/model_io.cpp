@@ -104,6 +104,53 @@ void checkShape(const TensorView& v, at::IntArrayRef expected, const std::string
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::vector<int64_t>>> denseCheckpointTensors(const ModelConfig& c) {
+  UPCYCLE_CHECK(!c.isMoe(), "denseCheckpointTensors: ", c.modelType, " is an MoE");
+  const int64_t D = c.hiddenSize, V = c.vocabSize, F = c.intermediateSize, hd = c.headDim;
+  const int64_t q = c.numHeads * hd, kv = c.numKvHeads * hd;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  out.push_back({"model.embed_tokens.weight", {V, D}});
+  for (int64_t l = 0; l < c.numLayers; ++l) {
+    const std::string p = layerPrefix(l);
+    out.push_back({p + "input_layernorm.weight", {D}});
+    out.push_back({p + "self_attn.q_proj.weight", {q, D}});
+    if (c.attentionBias) out.push_back({p + "self_attn.q_proj.bias", {q}});
+    out.push_back({p + "self_attn.k_proj.weight", {kv, D}});
+    if (c.attentionBias) out.push_back({p + "self_attn.k_proj.bias", {kv}});
+    out.push_back({p + "self_attn.v_proj.weight", {kv, D}});
+    if (c.attentionBias) out.push_back({p + "self_attn.v_proj.bias", {kv}});
+    out.push_back({p + "self_attn.o_proj.weight", {D, q}});
+    if (c.qkNorm) {
+      out.push_back({p + "self_attn.q_norm.weight", {hd}});
+      out.push_back({p + "self_attn.k_norm.weight", {hd}});
+    }
+    out.push_back({p + "post_attention_layernorm.weight", {D}});
+    out.push_back({p + "mlp.gate_proj.weight", {F, D}});
+    out.push_back({p + "mlp.up_proj.weight", {F, D}});
+    out.push_back({p + "mlp.down_proj.weight", {D, F}});
+  }
+  out.push_back({"model.norm.weight", {D}});
+  if (!c.tieWordEmbeddings) out.push_back({"lm_head.weight", {V, D}});
+  return out;
+}
+
+void checkDenseCheckpoint(const CheckpointFiles& files, const ModelConfig& c, const std::string& where) {
+  std::set<std::string> expected;
+  for (const auto& [name, shape] : denseCheckpointTensors(c)) {
+    UPCYCLE_CHECK(files.contains(name), where, ": the checkpoint has no tensor \"", name, "\" (model_type ",
+                  c.modelType, ", ", c.numLayers, " layers)");
+    const TensorView& v = files.tensor(name);
+    checkShape(v, shape, where);
+    UPCYCLE_CHECK(v.dtype == DType::F32 || v.dtype == DType::BF16 || v.dtype == DType::F16 || v.dtype == DType::F64,
+                  where, ": tensor \"", name, "\" has dtype ", dtypeName(v.dtype), ", not a floating-point type");
+    expected.insert(name);
+  }
+  for (const std::string& n : files.names()) {
+    const bool harmless = n.find("rotary_emb.inv_freq") != std::string::npos || (c.tieWordEmbeddings && n == "lm_head.weight");
+    UPCYCLE_CHECK(expected.count(n) || harmless, where, ": unexpected tensor \"", n, "\" for model_type ", c.modelType);
+  }
+}
+
 DecoderLM loadModel(const fs::path& folder, const LoadOptions& opts) {
   ModelConfig cfg = loadHfConfig(folder);
   CheckpointFiles files(folder);

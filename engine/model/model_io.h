@@ -38,6 +38,13 @@ void saveModel(DecoderLM& model, const std::filesystem::path& folder, const Save
 
 // Copies a checkpoint's tensor into a new CPU tensor of its own dtype (handles unaligned data).
 torch::Tensor tensorFromView(const TensorView& v);
+
+// The tensors a dense checkpoint of `c` holds (HF names and shapes, in DecoderLM's parameter order),
+// from the config's arithmetic alone, so a checkpoint can be checked before anything is allocated.
+std::vector<std::pair<std::string, std::vector<int64_t>>> denseCheckpointTensors(const ModelConfig& c);
+// Every tensor of denseCheckpointTensors(c) is in `files` with that shape and a floating dtype, and
+// nothing else is (rotary caches and a tied head aside); throws UserError naming the folder and tensor.
+void checkDenseCheckpoint(const CheckpointFiles& files, const ModelConfig& c, const std::string& where);
 torch::Dtype torchDtype(DType t);
 DType storageDtype(torch::Dtype t);
 

@@ -233,7 +233,7 @@ void validateRunSpec(const RunSpec& r, const std::string& f, const std::string& 
     const std::set<std::string> methods = {"dense", "sparse", "drop", "noise", "scratch", "btx", "upit"};
     check(methods.count(r.method), field("method"), "\"" + r.method + "\" is not one of dense, sparse, drop, noise, scratch, btx, upit");
     if (r.method == "dense") return;
-    check(r.experts >= 1, field("experts"), "must be at least 1, got " + std::to_string(r.experts));
+    check(r.experts >= 1 && r.experts <= 1024, field("experts"), "must be in [1, 1024], got " + std::to_string(r.experts));
     check(r.topK >= 1 && r.topK <= r.experts, field("top_k"),
           "(" + std::to_string(r.topK) + ") must be between 1 and experts (" + std::to_string(r.experts) + ")");
     check(r.moeLayerFreq >= 1, field("moe_layer_freq"), "must be at least 1");
@@ -290,6 +290,19 @@ void validateExperiment(const Experiment& e) {
   if (!e.basePath.empty()) check(fs::exists(e.basePath / "config.json"), "base.path", "has no config.json: " + e.basePath.string());
   if (e.pretrain) {
     check(e.pretrainSteps >= 1, "base.pretrain.steps", "must be at least 1");
+    // Ranges before the divisions below (heads: 0 was a SIGFPE) and before anything is allocated.
+    auto range = [&](int64_t v, int64_t lo, int64_t hi, const std::string& field) {
+      check(v >= lo && v <= hi, field, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(v));
+    };
+    range(e.pretrainSteps, 1, 10000000, "base.pretrain.steps");
+    range(e.hidden, 2, 16384, "base.pretrain.hidden");
+    range(e.ff, 1, 65536, "base.pretrain.ff");
+    range(e.layers, 1, 256, "base.pretrain.layers");
+    range(e.heads, 1, 256, "base.pretrain.heads");
+    range(e.kvHeads, 1, 256, "base.pretrain.kv_heads");
+    range(e.block, 8, 65536, "base.pretrain.block");
+    range(e.pretrainBatch, 1, 65536, "base.pretrain.batch_size");
+    range(e.pretrainDocuments, 1, 10000000, "base.pretrain.documents");
     check(e.hidden % e.heads == 0, "base.pretrain.hidden", "must be a multiple of heads");
     check(e.heads % e.kvHeads == 0, "base.pretrain.heads", "must be a multiple of kv_heads");
   }
@@ -298,6 +311,8 @@ void validateExperiment(const Experiment& e) {
     check(e.evalData.empty() || fs::exists(e.evalData), "data.eval", "file not found: " + e.evalData.string());
   } else {
     check(e.perDomain >= 1 && e.evalPerDomain >= 1, "data.generate", "sizes must be at least 1");
+    check(e.perDomain <= 1000000 && e.evalPerDomain <= 1000000, "data.generate",
+          "sizes must be at most 1000000 records per domain, got " + std::to_string(std::max(e.perDomain, e.evalPerDomain)));
   }
   check(e.promptTemplate == "alpaca" || e.promptTemplate == "compact" || e.promptTemplate == "raw" ||
             e.promptTemplate == "chat" || e.promptTemplate == "auto",

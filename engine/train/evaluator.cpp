@@ -27,12 +27,18 @@ std::vector<int64_t> generateTokens(DecoderLMImpl& model, const std::vector<int6
                                     const GenerateOptions& o, torch::Generator* gen) {
   UPCYCLE_CHECK(!prompt.empty(), "generation needs a non-empty prompt");
   UPCYCLE_CHECK(o.temperature >= 0, "temperature must be non-negative, got ", o.temperature);
+  UPCYCLE_CHECK(o.maxNewTokens >= 0, "max_new_tokens must be non-negative, got ", o.maxNewTokens);
+  // Generation stops at the model's context (max_position_embeddings), whatever was asked for.
+  const int64_t context = model.config().maxPositionEmbeddings;
+  UPCYCLE_CHECK(static_cast<int64_t>(prompt.size()) < context, "the prompt (", prompt.size(),
+                " tokens) fills the model's context of ", context, " tokens");
+  const int64_t budget = std::min<int64_t>(o.maxNewTokens, context - static_cast<int64_t>(prompt.size()));
   torch::NoGradGuard ng;
   const auto dev = model.lmHeadWeight().device();
   KVCache cache;
   auto ids = torch::tensor(prompt, torch::kLong).view({1, -1}).to(dev);
   std::vector<int64_t> out;
-  for (int64_t t = 0; t < o.maxNewTokens; ++t) {
+  for (int64_t t = 0; t < budget; ++t) {
     auto logits = model.forwardCached(ids, cache).logits.select(1, -1).squeeze(0);  // (V)
     int64_t next;
     if (o.temperature == 0) {

@@ -31,11 +31,14 @@ namespace {
 
 std::string layerName(int64_t l, const std::string& rest) { return "model.layers." + std::to_string(l) + "." + rest; }
 
-// The layer of "model.layers.L.*", or -1 for the other tensors (embeddings, final norm, head).
+// The layer of "model.layers.L.*", or -1 for the other tensors (embeddings, final norm, head). The
+// names were checked against the config (checkDenseCheckpoint), so L is a layer index.
 int64_t layerOf(const std::string& name) {
   const std::string prefix = "model.layers.";
   if (name.rfind(prefix, 0) != 0) return -1;
-  return std::stoll(name.substr(prefix.size(), name.find('.', prefix.size()) - prefix.size()));
+  const std::string digits = name.substr(prefix.size(), name.find('.', prefix.size()) - prefix.size());
+  if (digits.empty() || digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return -1;
+  return std::stoll(digits);
 }
 
 // Produces one layer's experts in write order (expert 0 gate, down, up; expert 1 ...), drawing each
@@ -101,6 +104,9 @@ ModelConfig streamConvert(const StreamConvertOptions& o) {
   UPCYCLE_ASSERT(hub || mc.moeLayout == MoeLayout::Qwen2Moe,
                  "streaming writes the Hub layouts only");
   const CheckpointFiles dense(o.base);
+  // Every tensor against the config before a byte is read: a short or missing tensor would otherwise
+  // be read past its end into the experts, or copied into a checkpoint nothing can load.
+  checkDenseCheckpoint(dense, dc, o.base.string());
   const int64_t L = mc.numLayers, E = mc.numExperts, D = mc.hiddenSize, Fe = mc.expertIntermediateSize;
   torch::Generator gen = at::detail::createCPUGenerator(o.seed);
 
