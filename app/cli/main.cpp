@@ -536,9 +536,6 @@ int cmdAnalyze(const Args& a) {
   return 0;
 }
 
-upcycle::RunStore openStore(const Args& a) {
-  return upcycle::RunStore(a.has("db") ? std::filesystem::path(a.get("db")) : upcycle::RunStore::defaultPath());
-}
 
 int64_t runId(const std::string& s) {
   size_t pos = 0;
@@ -557,7 +554,17 @@ int cmdRuns(const Args& a) {
   UPCYCLE_CHECK(!a.positional().empty(), "usage: upcycle runs list|show|compare|delete|export|rename|tag ...");
   const std::string sub = a.positional()[0];
   const auto& pos = a.positional();
-  upcycle::RunStore store = openStore(a);
+  // Reading verbs open the store read-only: they never create a folder or a file, nor upgrade one.
+  const bool reads = sub == "list" || sub == "show" || sub == "compare" || sub == "export";
+  const std::filesystem::path db = a.has("db") ? std::filesystem::path(a.get("db")) : upcycle::RunStore::defaultPath();
+  if (sub == "list" && !std::filesystem::exists(db)) {
+    std::printf("no runs (no run store at %s yet)\n", db.string().c_str());
+    return 0;
+  }
+  std::optional<upcycle::RunStore> opened;
+  if (reads) opened.emplace(db, upcycle::RunStore::ReadOnly{});
+  else opened.emplace(db);
+  upcycle::RunStore& store = *opened;
   using nlohmann::json;
   if (sub == "list") {
     auto runs = store.listRuns();
@@ -969,6 +976,10 @@ int main(int argc, char** argv) {
     if (verb == "version" || verb == "--version") return cmdVersion();
     std::cerr << "upcycle: error: unknown verb \"" << verb << "\" (try: upcycle help)\n";
     return 2;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "upcycle: error: " << (distRank > 0 ? "rank " + std::to_string(distRank) + ": " : "")
+              << "out of memory (a size in the input may be larger than this machine can hold)\n";
+    return 1;
   } catch (const std::exception& e) {
     std::string msg = e.what();
     auto nl = msg.find('\n');  // one clear line, never a backtrace

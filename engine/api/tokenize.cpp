@@ -19,6 +19,8 @@ namespace {
 // arguments with tojson, in the order the user wrote them).
 void forEachOrderedLine(const std::filesystem::path& path,
                         const std::function<void(const nlohmann::ordered_json&, const std::string&)>& fn) {
+  UPCYCLE_CHECK(std::filesystem::is_regular_file(path), "cannot open data file ", path.string(),
+                std::filesystem::exists(path) ? ": not a regular file" : ": no such file");
   std::ifstream in(path, std::ios::binary);
   UPCYCLE_CHECK(in.good(), "cannot open data file ", path.string());
   std::string line;

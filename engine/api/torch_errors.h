@@ -17,7 +17,14 @@ auto withTorchErrors(const char* what, Fn&& fn) -> decltype(fn()) {
     std::string msg = e.what_without_backtrace();
     auto nl = msg.find('\n');
     if (nl != std::string::npos) msg.resize(nl);
+    // The allocator's "[enforce fail at alloc_cpu.cpp:75] data. DefaultCPUAllocator: not enough
+    // memory: you tried to allocate N bytes." becomes ours.
+    const auto tried = msg.find("you tried to allocate ");
+    if (msg.find("DefaultCPUAllocator") != std::string::npos && tried != std::string::npos)
+      throw Error(std::string(what) + ": out of memory (could not allocate " + msg.substr(tried + 22) + ")");
     throw Error(std::string(what) + ": " + msg);
+  } catch (const std::bad_alloc&) {
+    throw Error(std::string(what) + ": out of memory");
   }
 }
 

@@ -1,5 +1,6 @@
 #include "core/atomic_file.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,7 +12,28 @@
 
 namespace upcycle {
 
+namespace {
+// Removes "<target>.tmp-PID" files left by processes that died mid-write (kill -9, power loss): they
+// are never renamed, and would otherwise stay beside the real file for ever.
+void removeStaleTemporaries(const std::filesystem::path& target) {
+  std::error_code ec;
+  const std::filesystem::path dir = target.has_parent_path() ? target.parent_path() : ".";
+  const std::string prefix = target.filename().string() + ".tmp-";
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid == ::getpid() || (pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH))) continue;  // alive (or not ours to judge)
+    std::error_code rm;
+    std::filesystem::remove(it->path(), rm);
+  }
+}
+}  // namespace
+
 AtomicFile::AtomicFile(std::filesystem::path target) : m_target(std::move(target)) {
+  removeStaleTemporaries(m_target);
   m_temp = m_target;
   m_temp += ".tmp-" + std::to_string(::getpid());
   m_file = std::fopen(m_temp.c_str(), "wb");
@@ -53,6 +75,11 @@ void writeFileAtomically(const std::filesystem::path& path, const std::string& c
 }
 
 std::string readTextFile(const std::filesystem::path& path) {
+  // Only regular files: a FIFO would block the read for ever, a directory reads as nothing.
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  UPCYCLE_CHECK(!std::filesystem::exists(status) || std::filesystem::is_regular_file(status), path.string(),
+                " is not a regular file");
   std::ifstream in(path, std::ios::binary);
   UPCYCLE_CHECK(in.good(), "cannot open ", path.string());
   std::ostringstream ss;

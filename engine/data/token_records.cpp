@@ -3,6 +3,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 namespace upcycle {
@@ -17,6 +18,9 @@ std::vector<int64_t> intArray(const json& j, const char* key, const std::string&
   out.reserve(j[key].size());
   for (const json& v : j[key]) {
     UPCYCLE_CHECK(v.is_number_integer(), where, ": \"", key, "\" holds a non-integer ", v.dump());
+    // An unsigned value above INT64_MAX would read as a negative number (18446744073709551615 as -1).
+    UPCYCLE_CHECK(!v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t(INT64_MAX), where, ": \"", key,
+                  "\" holds ", v.dump(), ", too large for a token id");
     out.push_back(v.get<int64_t>());
   }
   return out;
@@ -38,6 +42,8 @@ TokenRecord tokenRecordFromJson(const void* record, const std::string& where, in
     r.labels = intArray(j, "labels", where);
     UPCYCLE_CHECK(r.labels.size() == r.inputIds.size(), where, ": \"labels\" has ", r.labels.size(),
                   " entries but \"input_ids\" has ", r.inputIds.size());
+    for (int64_t l : r.labels)
+      UPCYCLE_CHECK(l >= 0 || l == -100, where, ": label ", l, " is neither a token id nor -100 (ignored)");
   }
   for (const char* key : {"domain", "category"}) {
     if (j.contains(key)) {
@@ -51,9 +57,8 @@ TokenRecord tokenRecordFromJson(const void* record, const std::string& where, in
 
 void forEachJsonRecord(const std::filesystem::path& path,
                        const std::function<void(const void*, const std::string&, int64_t)>& fn) {
-  std::ifstream in(path, std::ios::binary);
-  UPCYCLE_CHECK(in.good(), "cannot open data file ", path.string());
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  UPCYCLE_CHECK(std::filesystem::exists(path), "cannot open data file ", path.string(), ": no such file");
+  const std::string text = readTextFile(path);  // regular files only
   const size_t first = text.find_first_not_of(" \t\r\n");
   int64_t count = 0;
   if (first != std::string::npos && text[first] == '[') {  // a JSON array of records

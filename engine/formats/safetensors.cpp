@@ -59,12 +59,17 @@ json parseHeader(const char* begin, std::size_t size, const std::string& where) 
 
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : m_path(path) {
   const std::string where = path.string();
-  int fd = ::open(path.c_str(), O_RDONLY);
+  // O_NONBLOCK: opening a FIFO named as a shard would otherwise wait for a writer for ever.
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK);
   UPCYCLE_CHECK(fd >= 0, "cannot open ", where, ": ", std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     throw UserError("cannot stat " + where);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw UserError(where + " is not a regular file");
   }
   m_size = static_cast<uint64_t>(st.st_size);
   if (m_size < 8) {

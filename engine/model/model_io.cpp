@@ -35,6 +35,10 @@ DType storageDtype(torch::Dtype t) {
 }
 
 torch::Tensor tensorFromView(const TensorView& v) {
+  UPCYCLE_CHECK(v.dtype == DType::F32 || v.dtype == DType::BF16 || v.dtype == DType::F16 || v.dtype == DType::F64 ||
+                    v.dtype == DType::I64 || v.dtype == DType::I32 || v.dtype == DType::I16 || v.dtype == DType::I8 ||
+                    v.dtype == DType::U8 || v.dtype == DType::Bool,
+                "tensor \"", v.name, "\" has dtype ", dtypeName(v.dtype), ", which LibTorch cannot hold");
   auto t = torch::empty(v.shape, torch::TensorOptions().dtype(torchDtype(v.dtype)));
   if (v.nbytes) std::memcpy(t.data_ptr(), v.data, v.nbytes);
   return t;
@@ -170,6 +174,8 @@ DecoderLM loadModel(const fs::path& folder, const LoadOptions& opts) {
   auto read = [&](const std::string& name, at::IntArrayRef shape) {
     const TensorView& v = files.tensor(name);
     checkShape(v, shape, where);
+    UPCYCLE_CHECK(v.dtype == DType::F32 || v.dtype == DType::BF16 || v.dtype == DType::F16 || v.dtype == DType::F64,
+                  where, ": tensor \"", name, "\" has dtype ", dtypeName(v.dtype), ", not a floating-point type");
     used.insert(name);
     return tensorFromView(v);
   };

@@ -82,6 +82,26 @@ void readTraining(Section s, StageTraining& t) {
 
 }  // namespace
 
+namespace {
+// yaml-cpp keeps both entries of a repeated key and reads the first; a repeated key is a mistake (which
+// value did the user mean?), so it is refused, naming the key and its line.
+void refuseDuplicateKeys(const YAML::Node& n, const std::string& ctx, int depth = 0) {
+  UPCYCLE_CHECK(depth < 64, ctx, ": the YAML nests deeper than 64 levels");
+  if (n.IsMap()) {
+    std::set<std::string> seen;
+    for (const auto& kv : n) {
+      if (kv.first.IsScalar()) {
+        const std::string k = kv.first.Scalar();
+        UPCYCLE_CHECK(seen.insert(k).second, ctx, ": key \"", k, "\" appears twice (line ", kv.first.Mark().line + 1, ")");
+      }
+      refuseDuplicateKeys(kv.second, ctx, depth + 1);
+    }
+  } else if (n.IsSequence()) {
+    for (const auto& item : n) refuseDuplicateKeys(item, ctx, depth + 1);
+  }
+}
+}  // namespace
+
 Experiment parseExperiment(const std::string& text, const std::string& ctx) {
   YAML::Node root;
   try {
@@ -89,6 +109,7 @@ Experiment parseExperiment(const std::string& text, const std::string& ctx) {
   } catch (const YAML::Exception& e) {
     throw UserError(ctx + ": not valid YAML (" + e.msg + " at line " + std::to_string(e.mark.line + 1) + ")");
   }
+  refuseDuplicateKeys(root, ctx);
   Experiment e;
   Section top(root, "", ctx);
   top.read("name", e.name);
@@ -282,6 +303,11 @@ void validateExperiment(const Experiment& e) {
     UPCYCLE_CHECK(ok, ctx, ": ", field, " ", why);
   };
   check(!e.runs.empty(), "runs", "must list at least one run");
+  if (e.out.is_relative()) {
+    const fs::path n = e.out.lexically_normal();
+    check(n.empty() || *n.begin() != "..", "out",
+          "\"" + e.out.string() + "\" leaves the working folder; give an absolute path to write there");
+  }
   check(e.nproc >= 1 && e.nproc <= 256, "nproc", "must be in [1, 256], got " + std::to_string(e.nproc));
   check(e.precision == "auto" || e.precision == "fp32" || e.precision == "bf16", "precision",
         "must be auto, fp32 or bf16, got \"" + e.precision + "\"");

@@ -158,6 +158,54 @@ RunStore::RunStore(const fs::path& file) : m_path(file) {
   }
 }
 
+RunStore::RunStore(const fs::path& file, ReadOnly) : m_path(file) {
+  UPCYCLE_CHECK(fs::exists(file), "no run store at ", file.string());
+  UPCYCLE_CHECK(fs::is_regular_file(file), file.string(), " is not a regular file");
+  auto open = [&](const std::string& name, int flags) {
+    if (sqlite3_open_v2(name.c_str(), &m_db, flags, nullptr) == SQLITE_OK) return true;
+    sqlite3_close(m_db);
+    m_db = nullptr;
+    return false;
+  };
+  auto readable = [&] {
+    try {
+      Stmt s(m_db, "SELECT count(*) FROM sqlite_master");
+      s.step();
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
+  if (!open(file.string(), SQLITE_OPEN_READONLY) || !readable()) {
+    // A WAL store in a folder we cannot write (no -shm to create): read it as an immutable file.
+    if (m_db) sqlite3_close(m_db);
+    m_db = nullptr;
+    std::string uri = "file:";
+    for (char c : fs::absolute(file).string()) uri += (c == '?' || c == '#' || c == '%') ? "%" + std::to_string(int(c)) : std::string(1, c);
+    UPCYCLE_CHECK(open(uri + "?immutable=1", SQLITE_OPEN_READONLY | SQLITE_OPEN_URI) && readable(), "cannot read run store ",
+                  file.string(), m_db ? std::string(": ") + sqlite3_errmsg(m_db) : std::string());
+  }
+  sqlite3_busy_timeout(m_db, 10000);
+  try {
+    int v = 0;
+    {
+      Stmt s(m_db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_info'");
+      s.step();
+      UPCYCLE_CHECK(s.i64(0) == 1, file.string(), " is not a run store (no schema_info table)");
+    }
+    v = schemaVersion();
+    UPCYCLE_CHECK(v >= 1, file.string(), ": run store schema version ", v, " is not valid (a damaged store?)");
+    UPCYCLE_CHECK(v <= kSchemaVersion, file.string(), ": run store schema version ", v,
+                  " is newer than this workbench understands (", kSchemaVersion, ")");
+    UPCYCLE_CHECK(v == kSchemaVersion, file.string(), ": run store schema version ", v,
+                  " is older; open it once with a verb that records (run, demo, runs tag) to upgrade it");
+  } catch (...) {
+    sqlite3_close(m_db);
+    m_db = nullptr;
+    throw;
+  }
+}
+
 RunStore::~RunStore() {
   if (m_db) sqlite3_close(m_db);
 }
@@ -172,8 +220,9 @@ void RunStore::exec(const std::string& sql) const {
 }
 
 int RunStore::schemaVersion() const {
-  Stmt s(m_db, "SELECT version FROM schema_info");
-  return s.step() ? static_cast<int>(s.i64(0)) : 0;
+  // typeof: a version stored as text or a real is not a version (it read as 0 before).
+  Stmt s(m_db, "SELECT CASE WHEN typeof(version) = 'integer' THEN version ELSE -1 END FROM schema_info");
+  return s.step() ? static_cast<int>(std::clamp<int64_t>(s.i64(0), -1, 1000000)) : 0;
 }
 
 void RunStore::migrate() {
@@ -192,7 +241,8 @@ void RunStore::migrate() {
   }
   Transaction t(m_db);
   const int v = schemaVersion();
-  UPCYCLE_CHECK(v >= 1 && v <= kSchemaVersion, m_path.string(), ": run store schema version ", v,
+  UPCYCLE_CHECK(v >= 1, m_path.string(), ": run store schema version ", v, " is not valid (a damaged store?)");
+  UPCYCLE_CHECK(v <= kSchemaVersion, m_path.string(), ": run store schema version ", v,
                 " is newer than this workbench understands (", kSchemaVersion, ")");
   if (v < 2) exec(kMigrateV2);
   t.commit();

@@ -64,6 +64,10 @@ class RunStore {
   static constexpr int kSchemaVersion = 2;
 
   explicit RunStore(const std::filesystem::path& file);
+  // Read-only (runs list, show, compare, export): the file must exist; nothing is created, migrated
+  // or written, so a store on a read-only file system or owned by someone else can be read.
+  struct ReadOnly {};
+  RunStore(const std::filesystem::path& file, ReadOnly);
   ~RunStore();
   RunStore(const RunStore&) = delete;
   RunStore& operator=(const RunStore&) = delete;

@@ -204,10 +204,14 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
   validateTrainOptions(o);
   UPCYCLE_CHECK(!data.empty(), "no training records");
   const ModelConfig& cfg = model->config();
-  for (const TokenRecord& r : data)
+  for (const TokenRecord& r : data) {
     for (int64_t id : r.inputIds)
-      UPCYCLE_CHECK(id < cfg.vocabSize, "record at line ", r.line, ": token id ", id,
+      UPCYCLE_CHECK(id >= 0 && id < cfg.vocabSize, "record at line ", r.line, ": token id ", id,
                     " is outside the model's vocabulary (", cfg.vocabSize, ")");
+    for (int64_t l : r.labels)
+      UPCYCLE_CHECK(l == -100 || (l >= 0 && l < cfg.vocabSize), "record at line ", r.line, ": label ", l,
+                    " is neither -100 (ignored) nor in the model's vocabulary (", cfg.vocabSize, ")");
+  }
   return withTorchErrors("train", [&] {
     const torch::Device dev = resolveDevice(o.device);
     model->to(dev);

@@ -2,6 +2,7 @@
 // naming the file, field or value, and nothing written: a base whose tensors disagree with its
 // config (read past a buffer before), a header whose byte count wraps, sizes that allocated
 // gigabytes or divided by zero, and library messages instead of ours.
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -208,4 +209,65 @@ TEST(BadInputs, GenerationStopsAtTheContextAndRecordsAreTruncatedToIt) {
   expectError(cli("train --model " + c.out.string() + " --data " + (dir / "long.jsonl").string() +
                   " --out " + (dir / "t2").string() + " --max-steps 1 --max-length -5"),
               {"max_length must be 0"});
+}
+
+// Reading verbs never write: `runs list` of a store that does not exist says so and creates
+// nothing.
+TEST(BadInputs, ReadingTheStoreCreatesNothing) {
+  TempDir dir;
+  const fs::path db = dir / "nonexistent" / "dir" / "runs.db";
+  const Result r = cli("runs list --db " + db.string());
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("no runs (no run store at"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "nonexistent"));
+  expectError(cli("runs show 1 --db " + db.string()), {"no run store at"});
+  EXPECT_FALSE(fs::exists(dir / "nonexistent"));
+}
+
+// A FIFO named as a checkpoint or a data file is refused at once instead of blocking for ever.
+TEST(BadInputs, OnlyRegularFilesAreRead) {
+  TempDir dir;
+  const fs::path base = tinyBase(dir);
+  ASSERT_EQ(::mkfifo((dir / "data.jsonl").c_str(), 0644), 0);
+  expectError(cli("eval --model " + base.string() + " --data " + (dir / "data.jsonl").string()),
+              {"data.jsonl", "not a regular file"});
+  fs::remove(base / "model.safetensors");
+  ASSERT_EQ(::mkfifo((base / "model.safetensors").c_str(), 0644), 0);
+  expectError(cli("inspect " + base.string()), {"model.safetensors is not a regular file"});
+}
+
+// Experiment files: a repeated key is refused (yaml-cpp would silently read the first), and a
+// relative output folder may not climb out of the working folder.
+TEST(BadInputs, ExperimentFilesRefuseDuplicateKeysAndEscapingOutputs) {
+  TempDir dir;
+  test::writeBytes(dir / "dup.yaml",
+                   "name: x\nseed: 1\nname: y\nbase: {pretrain: {steps: 1}}\nruns:\n  - {name: d, "
+                   "method: dense}\n");
+  expectError(cli("run " + (dir / "dup.yaml").string() + " --db " + (dir / "r.db").string()),
+              {"dup.yaml", "key \"name\" appears twice (line 3)"});
+  test::writeBytes(
+      dir / "dup2.yaml",
+      "name: x\nbase: {pretrain: {steps: 1, steps: 2}}\nruns:\n  - {name: d, method: dense}\n");
+  expectError(cli("run " + (dir / "dup2.yaml").string() + " --db " + (dir / "r.db").string()),
+              {"key \"steps\" appears twice"});
+  test::writeBytes(dir / "esc.yaml",
+                   "name: x\nout: ../../..\nbase: {pretrain: {steps: 1}}\nruns:\n  - {name: d, "
+                   "method: dense}\n");
+  expectError(cli("run " + (dir / "esc.yaml").string() + " --db " + (dir / "r.db").string()),
+              {"out \"../../..\" leaves the working folder"});
+  EXPECT_FALSE(fs::exists(dir / "r.db")) << "nothing recorded for a refused experiment";
+}
+
+// Token ids and labels of pre-tokenized records: a u64 too large for an id is named as written (it
+// read as -1 before), a negative label other than -100 is refused.
+TEST(BadInputs, TokenIdsAndLabelsOutOfRange) {
+  TempDir dir;
+  const fs::path base = tinyBase(dir);
+  test::writeBytes(dir / "big.jsonl", "{\"input_ids\": [1, 18446744073709551615]}\n");
+  expectError(cli("eval --model " + base.string() + " --data " + (dir / "big.jsonl").string()),
+              {"18446744073709551615, too large for a token id"});
+  test::writeBytes(dir / "lab.jsonl", "{\"input_ids\": [1, 2, 3], \"labels\": [-100, 5, -7]}\n");
+  expectError(cli("train --model " + base.string() + " --data " + (dir / "lab.jsonl").string() +
+                  " --out " + (dir / "t").string() + " --max-steps 1"),
+              {"label -7 is neither a token id nor -100"});
 }

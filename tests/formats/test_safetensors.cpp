@@ -1,3 +1,6 @@
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include "core/atomic_file.h"
@@ -268,4 +271,25 @@ TEST(CheckpointFiles, WritesShardsAndIndexAndRemovesStaleFiles) {
   EXPECT_FALSE(std::filesystem::exists(dir / "model-00001-of-00002.safetensors"));
   EXPECT_FALSE(std::filesystem::exists(dir / "model.safetensors.index.json"));
   EXPECT_EQ(CheckpointFiles(dir.path()).files().size(), 1u);
+}
+
+// A write interrupted by kill -9 leaves "<file>.tmp-PID"; the next write of that file removes it when
+// PID is dead, and leaves another live process's temporary alone.
+TEST(AtomicFile, StaleTemporariesOfDeadProcessesAreRemoved) {
+  test::TempDir dir;
+  const pid_t dead = [] {
+    const pid_t p = ::fork();
+    if (p == 0) ::_exit(0);
+    int st = 0;
+    ::waitpid(p, &st, 0);
+    return p;
+  }();
+  const auto stale = dir / ("model.safetensors.tmp-" + std::to_string(dead));
+  const auto live = dir / ("model.safetensors.tmp-" + std::to_string(::getppid()));
+  test::writeBytes(stale, "half");
+  test::writeBytes(live, "busy");
+  writeFileAtomically(dir / "model.safetensors", "whole");
+  EXPECT_FALSE(std::filesystem::exists(stale));
+  EXPECT_TRUE(std::filesystem::exists(live));
+  EXPECT_EQ(test::readBytes(dir / "model.safetensors"), "whole");
 }

@@ -139,3 +139,42 @@ TEST(RunStore, NewerSchemaIsRefusedClearly) {
   }
   test::expectErrorContaining([&] { RunStore s(dir / "runs.db"); }, {"schema version 9 is newer"});
 }
+
+// A version that is not a positive integer is a damaged store, not a newer one.
+TEST(RunStore, InvalidSchemaVersionsAreCalledInvalid) {
+  for (const std::string v : {"0", "-1", "'two'", "1.5"}) {
+    TempDir dir;
+    { RunStore s(dir / "runs.db"); }
+    const std::string cmd = "sqlite3 " + (dir / "runs.db").string() + " \"UPDATE schema_info SET version = " + v + "\"";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    test::expectErrorContaining([&] { RunStore s(dir / "runs.db"); }, {"schema version", "is not valid"});
+    test::expectErrorContaining([&] { RunStore s(dir / "runs.db", RunStore::ReadOnly{}); }, {"is not valid"});
+  }
+}
+
+// Reading never writes: a missing store is an error (no folder, no file made), and a store in a
+// folder nobody may write to (chmod 0555, as a read-only mount; root, as in CI, ignores the mode) is
+// still readable.
+TEST(RunStore, ReadOnlyOpenCreatesNothingAndReadsAReadOnlyFolder) {
+  TempDir dir;
+  test::expectErrorContaining([&] { RunStore s(dir / "no" / "such" / "runs.db", RunStore::ReadOnly{}); }, {"no run store at"});
+  EXPECT_FALSE(std::filesystem::exists(dir / "no"));
+  const auto ro = dir / "ro";
+  std::filesystem::create_directories(ro);
+  int64_t id = 0;
+  {
+    RunStore s(ro / "runs.db");
+    id = s.beginRun("r", "e", "sparse", 1, "cpu", {{"k", "v"}});
+    s.finishRun(id, "finished");
+  }
+  std::filesystem::permissions(ro, std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec |
+                                       std::filesystem::perms::group_read | std::filesystem::perms::others_read);
+  {
+    RunStore s(ro / "runs.db", RunStore::ReadOnly{});
+    const auto runs = s.listRuns();
+    ASSERT_EQ(runs.size(), 1u);
+    EXPECT_EQ(runs[0].name, "r");
+    EXPECT_EQ(runs[0].status, "finished");
+  }
+  std::filesystem::permissions(ro, std::filesystem::perms::owner_all);
+}
