@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "api/models.h"
 #include "formats/checkpoint_files.h"
 
 namespace upcycle::test {
@@ -51,6 +52,29 @@ inline void expectSameTensors(const std::filesystem::path& a, const std::filesys
     ASSERT_EQ(x.nbytes, y.nbytes) << n;
     EXPECT_EQ(std::memcmp(x.data, y.data, x.nbytes), 0) << n << " differs";
   }
+}
+
+// A tiny random dense Llama (d 64, 2 layers) at dir/"dense" and a Mixtral of it with `experts` experts
+// (top-2) at dir/"moe", through createRandomModel (tests that call it link upcycle_engine).
+struct TinyModels {
+  std::filesystem::path dense, moe;
+};
+inline TinyModels createTinyModels(const std::filesystem::path& dir, int64_t ff, int64_t experts, int64_t expertFf,
+                                   uint64_t seed) {
+  CreateOptions c;
+  c.hiddenSize = 64;
+  c.intermediateSize = ff;
+  c.numLayers = 2;
+  c.seed = seed;
+  c.out = dir / "dense";
+  createRandomModel(c);
+  c.modelType = "mixtral";
+  c.experts = experts;
+  c.topK = 2;
+  c.intermediateSize = expertFf;
+  c.out = dir / "moe";
+  createRandomModel(c);
+  return {dir / "dense", dir / "moe"};
 }
 
 inline void writeBytes(const std::filesystem::path& p, const std::string& bytes) {

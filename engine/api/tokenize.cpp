@@ -32,7 +32,7 @@ void forEachOrderedLine(const std::filesystem::path& path,
     nlohmann::ordered_json j;
     try {
       j = nlohmann::ordered_json::parse(line);
-    } catch (const nlohmann::ordered_json::parse_error& e) {
+    } catch (const nlohmann::ordered_json::exception& e) {
       throw UserError(where + ": not valid JSON (" + e.what() + ")");
     }
     ++records;

@@ -1410,8 +1410,9 @@ HfTokenizer::HfTokenizer(const json& root, StreamedModel&& streamed, const std::
   const Ctx c{source};
   if (!root.is_object()) c.fail("(top level)", "is not a JSON object");
   const json& model = c.member(root, "(top level)", "model");
-  const std::string type = model.is_object() ? model.value("type", std::string("BPE")) : "";
   if (!model.is_object()) c.fail("model", "is not an object");
+  if (model.contains("type") && !model["type"].is_string()) c.fail("model.type", "is not a string");
+  const std::string type = model.value("type", std::string("BPE"));
   if (type != "BPE")
     c.fail("model.type",
            "\"" + type +
@@ -1803,10 +1804,14 @@ std::unique_ptr<Tokenizer> parseHfTokenizer(const std::string& text, const std::
   try {
     TokenizerJsonReader reader(root, streamed);
     json::sax_parse(text, &reader);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw UserError(source + ": not valid JSON (" + e.what() + ")");
   }
-  return std::make_unique<HfTokenizer>(root, std::move(streamed), source);
+  try {
+    return std::make_unique<HfTokenizer>(root, std::move(streamed), source);
+  } catch (const json::exception& e) {  // a field of a type no check foresaw: still this file's error
+    throw UserError(source + ": a field has an unexpected type (" + e.what() + ")");
+  }
 }
 
 std::unique_ptr<Tokenizer> loadHfTokenizer(const fs::path& file) {

@@ -65,7 +65,7 @@ void forEachJsonRecord(const std::filesystem::path& path,
     json arr;
     try {
       arr = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw UserError(path.string() + ": not valid JSON (" + e.what() + ")");
     }
     for (const json& j : arr) {
@@ -86,7 +86,7 @@ void forEachJsonRecord(const std::filesystem::path& path,
       json j;
       try {
         j = json::parse(line);
-      } catch (const json::parse_error& e) {
+      } catch (const json::exception& e) {
         throw UserError(where + ": not valid JSON (" + e.what() + ")");
       }
       ++count;

@@ -177,7 +177,7 @@ std::optional<json> readJsonIfExists(const fs::path& p) {
   if (!fs::exists(p)) return std::nullopt;
   try {
     return json::parse(readTextFile(p));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw UserError(p.string() + ": not valid JSON (" + e.what() + ")");
   }
 }

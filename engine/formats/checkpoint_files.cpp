@@ -34,7 +34,7 @@ CheckpointFiles::CheckpointFiles(const fs::path& path) {
     json j;
     try {
       j = json::parse(readTextFile(index));
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw UserError(index.string() + ": not valid JSON (" + e.what() + ")");
     }
     UPCYCLE_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),

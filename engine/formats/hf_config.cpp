@@ -138,7 +138,7 @@ ModelConfig parseHfConfig(const std::string& text, const std::string& ctx) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw UserError(ctx + ": not valid JSON (" + e.what() + ")");
   }
   UPCYCLE_CHECK(j.is_object(), ctx, ": config is not a JSON object");

@@ -47,7 +47,7 @@ json parseHeader(const char* begin, std::size_t size, const std::string& where) 
   json header;
   try {
     header = json::parse(begin, begin + size, cb);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw UserError(where + ": header is not valid JSON (" + e.what() + ")");
   }
   UPCYCLE_CHECK(duplicate.empty(), where, ": duplicate tensor name \"", duplicate, "\" in header");

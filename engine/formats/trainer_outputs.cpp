@@ -24,7 +24,7 @@ std::optional<int64_t> stepOfFolder(const fs::path& p) {
 json readJson(const fs::path& p) {
   try {
     return json::parse(readTextFile(p));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw UserError(p.string() + ": not valid JSON (" + e.what() + ")");
   }
 }

@@ -55,7 +55,9 @@ class Section {
   void finish() const {
     if (!m_node || !m_node.IsMap()) return;
     for (const auto& kv : m_node) {
-      const std::string k = kv.first.as<std::string>();
+      UPCYCLE_CHECK(kv.first.IsScalar(), m_ctx, ": ", m_path.empty() ? std::string("the top level") : m_path,
+                    " has a key that is not a plain name (line ", kv.first.Mark().line + 1, ")");
+      const std::string k = kv.first.Scalar();
       UPCYCLE_CHECK(m_known.count(k), m_ctx, ": unknown key ", where(k));
     }
   }
@@ -102,7 +104,22 @@ void refuseDuplicateKeys(const YAML::Node& n, const std::string& ctx, int depth 
 }
 }  // namespace
 
+namespace {
+Experiment parseExperimentUnguarded(const std::string& text, const std::string& ctx);
+}  // namespace
+
 Experiment parseExperiment(const std::string& text, const std::string& ctx) {
+  // Every read names its field; yaml-cpp's own exceptions (a conversion nobody foresaw) still become
+  // one error naming the file and the line instead of escaping.
+  try {
+    return parseExperimentUnguarded(text, ctx);
+  } catch (const YAML::Exception& e) {
+    throw UserError(ctx + ": " + e.msg + " (line " + std::to_string(e.mark.line + 1) + ")");
+  }
+}
+
+namespace {
+Experiment parseExperimentUnguarded(const std::string& text, const std::string& ctx) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -240,6 +257,8 @@ Experiment parseExperiment(const std::string& text, const std::string& ctx) {
   validateExperiment(e);
   return e;
 }
+
+}  // namespace
 
 Experiment loadExperiment(const fs::path& path) {
   UPCYCLE_CHECK(fs::exists(path), "experiment file not found: ", path.string());

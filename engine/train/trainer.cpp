@@ -274,9 +274,13 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
           for (auto& p : model->named_parameters()) p.value().copy_(src[p.key()]);
         }
         torch::load(optimizer, (ck->path / "optimizer.pt").string());
-        json state = json::parse(readTextFile(ck->path / "trainer_state.json"));
-        start = state.at("global_step").get<int64_t>();
-        for (const auto& h : state["log_history"]) result.history.push_back(metricsFromJson(h));
+        try {
+          json state = json::parse(readTextFile(ck->path / "trainer_state.json"));
+          start = state.at("global_step").get<int64_t>();
+          for (const auto& h : state.at("log_history")) result.history.push_back(metricsFromJson(h));
+        } catch (const json::exception& e) {
+          throw UserError((ck->path / "trainer_state.json").string() + ": " + e.what());
+        }
         if (obs) obs->onLog("resumed from " + ck->path.string() + " at step " + std::to_string(start));
       } else if (obs) {
         obs->onLog("no checkpoint to resume from in " + o.outDir.string() + "; starting fresh");

@@ -271,3 +271,23 @@ TEST(BadInputs, TokenIdsAndLabelsOutOfRange) {
                   " --out " + (dir / "t").string() + " --max-steps 1"),
               {"label -7 is neither a token id nor -100"});
 }
+
+// Found by fuzzing (scripts/fuzz.sh): a JSON number too large for a double made nlohmann throw
+// out_of_range, not parse_error, and it escaped every parser; a YAML map used as a key made
+// yaml-cpp throw "bad conversion". Each is now the file's error.
+TEST(BadInputs, FuzzFindingsNumberOverflowAndComplexYamlKeys) {
+  TempDir dir;
+  const fs::path base = tinyBase(dir);
+  test::writeBytes(dir / "huge.jsonl", "{\"text\": \"a\", \"x\": 55555e555}\n");
+  expectError(cli("eval --model " + base.string() + " --data " + (dir / "huge.jsonl").string()),
+              {"huge.jsonl:1: not valid JSON", "number overflow"});
+  std::string cfg = test::readBytes(base / "config.json");
+  cfg.insert(cfg.find('{') + 1, "\"extra\": 6666e666666, ");
+  test::writeBytes(base / "config.json", cfg);
+  expectError(cli("inspect " + base.string()), {"config.json", "number overflow"});
+  test::writeBytes(
+      dir / "key.yaml",
+      "name: x\nbase: {pretrain: {steps: 1}}\nruns:\n  - {name: d, method: dense}: {a: 1}\n");
+  expectError(cli("run " + (dir / "key.yaml").string() + " --db " + (dir / "r.db").string()),
+              {"key.yaml", "not a plain name (line 4)"});
+}

@@ -33,21 +33,9 @@ struct Setup {
   test::TempDir dir;
   fs::path dense, moe, data;
   Setup() {
-    CreateOptions c;
-    c.hiddenSize = 64;
-    c.intermediateSize = 128;
-    c.numLayers = 2;
-    c.seed = 3;
-    c.out = dir / "dense";
-    createRandomModel(c);
-    c.modelType = "mixtral";
-    c.experts = 8;
-    c.topK = 2;
-    c.intermediateSize = 96;
-    c.out = dir / "moe";
-    createRandomModel(c);
-    dense = dir / "dense";
-    moe = dir / "moe";
+    const auto m = test::createTinyModels(dir.path(), 128, 8, 96, 3);
+    dense = m.dense;
+    moe = m.moe;
     data = dir / "train.jsonl";
     writeFileAtomically(data,
                         demoInstructionsJsonl(generateDemoInstructions(11, 10)));  // 70 records

@@ -44,20 +44,9 @@ struct Tiny {
   fs::path dense, moe;
   PreparedData data;
   Tiny() {
-    CreateOptions c;
-    c.hiddenSize = 64;
-    c.intermediateSize = 172;
-    c.numLayers = 2;
-    c.seed = 1;
-    c.out = dir / "dense";
-    createRandomModel(c);
-    dense = c.out;
-    c.modelType = "mixtral";
-    c.experts = 4;
-    c.topK = 2;
-    c.out = dir / "moe";
-    createRandomModel(c);
-    moe = c.out;
+    const auto m = test::createTinyModels(dir.path(), 172, 4, 172, 1);
+    dense = m.dense;
+    moe = m.moe;
     writeBytes(dir / "train.jsonl", demoInstructionsJsonl(generateDemoInstructions(3, 20)));
     DataOptions d;
     d.path = dir / "train.jsonl";
