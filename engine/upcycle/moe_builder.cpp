@@ -97,7 +97,9 @@ void initRouter(torch::Tensor& w, const std::string& kind, torch::Generator& gen
   if (kind == "normal_002") t.normal_(0.0, 0.02, gen);
   else {
     t.uniform_(0.0, 1.0, gen);
-    if (kind != "uniform") t = (t - 0.5) * (0.02 * std::sqrt(12.0));
+    // The official code's torch_rand_002 centres on the sample mean of the drawn matrix, not on 0.5
+    // (conversions/drop_upcycling.py), so every router starts with mean exactly 0.
+    if (kind != "uniform") t = (t - t.mean()) * (0.02 * std::sqrt(12.0));
   }
   w.copy_(t);
 }

@@ -343,3 +343,21 @@ TEST(RouterInit, HiddenRowsAreUnitMeanInputsOfTheirPrompts) {
   auto want = h / h.norm();
   EXPECT_LT((layerAt(*one, 0)->moe->router->weight[0] - want).abs().max().item<double>(), 1e-4);
 }
+
+// uniform_std002 as the official Drop-Upcycling code's torch_rand_002: U[0,1) for the whole E x d
+// matrix, minus that matrix's own sample mean (not 0.5), times 0.02 sqrt(12). Checked against the same
+// draws from a generator of the same seed, by hand, and by its statistics.
+TEST(RouterInit, UniformStd002SubtractsTheSampleMean) {
+  torch::Generator gen = at::detail::createCPUGenerator(11), again = at::detail::createCPUGenerator(11);
+  auto w = torch::empty({8, 64});
+  initRouter(w, "uniform_std002", gen);
+  auto u = torch::empty({8, 64}, torch::kFloat).uniform_(0.0, 1.0, again).to(torch::kDouble);
+  double mean = 0;
+  for (int64_t i = 0; i < u.numel(); ++i) mean += u.view(-1)[i].item<double>();
+  mean /= static_cast<double>(u.numel());
+  EXPECT_GT(std::abs(mean - 0.5), 1e-4) << "this draw's mean should differ from 0.5, or the test proves nothing";
+  const auto want = (u - mean) * (0.02 * std::sqrt(12.0));
+  EXPECT_LT((w.to(torch::kDouble) - want).abs().max().item<double>(), 1e-6);
+  EXPECT_LT(std::abs(w.to(torch::kDouble).mean().item<double>()), 1e-8);
+  EXPECT_NEAR(w.to(torch::kDouble).std().item<double>(), 0.02, 0.002);
+}
