@@ -338,9 +338,12 @@ void ExperimentPanel::buildRunForm(QWidget* host) {
   f->addRow(tr("Top-k"), ispin(QStringLiteral("runs.top_k"), 1, 1024, tr("Experts each token is routed to (1 <= k <= E)")));
   f->addRow(tr("MoE layer every"), ispin(QStringLiteral("runs.moe_layer_freq"), 1, 64, tr("1: every layer is MoE; 2: every other layer")));
   f->addRow(tr("Router init"), combo(QStringLiteral("runs.router_init"),
-                                     {QStringLiteral("uniform_std002"), QStringLiteral("normal_002"), QStringLiteral("uniform"), QStringLiteral("hidden")},
-                                     tr("uniform_std002: U(-a, a) with std 0.02 (default)\nnormal_002: N(0, 0.02^2)\nuniform: U[0, 1)\n"
-                                        "hidden: scaled by the hidden size")));
+                                     {QStringLiteral("uniform_std002"), QStringLiteral("normal_002"), QStringLiteral("uniform"), QStringLiteral("hidden"),
+                                      QStringLiteral("hidden_avg")},
+                                     tr("uniform_std002: U[0, 1) minus its sample mean, std 0.02 (Drop-Upcycling's default)\n"
+                                        "normal_002: N(0, 0.02^2)\nuniform: U[0, 1)\n"
+                                        "hidden: each expert's row is its domain's prompts' last-token hidden state (mergekit)\n"
+                                        "hidden_avg: the same with each prompt's mean hidden state")));
   v->addWidget(m_moeGroup);
 
   m_dropGroup = new QGroupBox(tr("Drop-Upcycling"));

@@ -278,8 +278,9 @@ void validateRunSpec(const RunSpec& r, const std::string& f, const std::string& 
           "(" + std::to_string(r.topK) + ") must be between 1 and experts (" + std::to_string(r.experts) + ")");
     check(r.moeLayerFreq >= 1, field("moe_layer_freq"), "must be at least 1");
     check(r.routerInit == "uniform_std002" || r.routerInit == "normal_002" || r.routerInit == "uniform" ||
-              r.routerInit == "hidden",
-          field("router_init"), "\"" + r.routerInit + "\" is not one of uniform_std002, normal_002, uniform, hidden");
+              r.routerInit == "hidden" || r.routerInit == "hidden_last" || r.routerInit == "hidden_avg",
+          field("router_init"),
+          "\"" + r.routerInit + "\" is not one of uniform_std002, normal_002, uniform, hidden, hidden_last, hidden_avg");
     check(r.ratio >= 0 && r.ratio <= 1, field("ratio"), "must be in [0, 1], got " + std::to_string(r.ratio));
     check(r.noiseFraction >= 0 && r.noiseFraction <= 1, field("noise_fraction"), "must be in [0, 1]");
     check(r.expertFf >= 0, field("expert_ff"), "must be non-negative");

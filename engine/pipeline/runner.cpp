@@ -92,9 +92,9 @@ std::vector<std::vector<std::vector<int64_t>>> promptsByDomain(const std::vector
 
 DecoderLM buildRunModel(const RunSpec& r, const BuildInputs& c, torch::Generator& gen, RunSummary& summary) {
   DecoderLM m = buildRunModelImpl(r, c, gen, summary);
-  if (r.routerInit == "hidden" && m->config().isMoe()) {
-    UPCYCLE_CHECK(!c.train.empty(), "router_init hidden needs training data for its prompts");
-    initRoutersFromHidden(*m, promptsByDomain(c.train, m->config().numExperts));
+  if (isHiddenRouterInit(r.routerInit) && m->config().isMoe()) {
+    UPCYCLE_CHECK(!c.train.empty(), "router_init ", r.routerInit, " needs training data for its prompts");
+    initRoutersFromHidden(*m, promptsByDomain(c.train, m->config().numExperts), hiddenPooling(r.routerInit));
   }
   return m;
 }

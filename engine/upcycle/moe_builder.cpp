@@ -50,12 +50,22 @@ void checkSameArchitecture(const ModelConfig& a, const ModelConfig& b, const std
   field("num_experts", a.numExperts, b.numExperts);
 }
 
-void checkRouterInit(const std::string& kind) {
-  UPCYCLE_CHECK(kind == "uniform_std002" || kind == "normal_002" || kind == "uniform" || kind == "hidden",
-                "router_init \"", kind, "\" is not one of uniform_std002, normal_002, uniform, hidden");
+bool isHiddenRouterInit(const std::string& kind) {
+  return kind == "hidden" || kind == "hidden_last" || kind == "hidden_avg";
 }
 
-void initRoutersFromHidden(DecoderLMImpl& moe, const std::vector<std::vector<std::vector<int64_t>>>& prompts) {
+HiddenPooling hiddenPooling(const std::string& kind) {
+  return kind == "hidden_avg" ? HiddenPooling::Mean : HiddenPooling::LastToken;
+}
+
+void checkRouterInit(const std::string& kind) {
+  UPCYCLE_CHECK(kind == "uniform_std002" || kind == "normal_002" || kind == "uniform" || isHiddenRouterInit(kind),
+                "router_init \"", kind,
+                "\" is not one of uniform_std002, normal_002, uniform, hidden, hidden_last, hidden_avg");
+}
+
+void initRoutersFromHidden(DecoderLMImpl& moe, const std::vector<std::vector<std::vector<int64_t>>>& prompts,
+                           HiddenPooling pooling) {
   const int64_t E = moe.config().numExperts;
   UPCYCLE_CHECK(static_cast<int64_t>(prompts.size()) == E, "hidden router init: ", prompts.size(),
                 " prompt sets for ", E, " experts");
@@ -70,17 +80,20 @@ void initRoutersFromHidden(DecoderLMImpl& moe, const std::vector<std::vector<std
   for (int64_t e = 0; e < E; ++e) {
     if (prompts[e].empty()) continue;
     std::vector<torch::Tensor> sums(blocks.size());
-    int64_t tokens = 0;
+    int64_t count = 0;
     for (const auto& p : prompts[e]) {
+      if (p.empty()) continue;
       auto out = moe.forward(torch::tensor(p, torch::kLong).view({1, -1}).to(dev));
       for (size_t l = 0; l < blocks.size(); ++l) {
-        auto s = out.routing[l].inputs.to(torch::kFloat).sum(0);  // (D)
+        const auto in = out.routing[l].inputs.to(torch::kFloat);  // (T, D)
+        auto s = pooling == HiddenPooling::LastToken ? in[in.size(0) - 1] : in.mean(0);  // (D)
         sums[l] = sums[l].defined() ? sums[l] + s : s;
       }
-      tokens += static_cast<int64_t>(p.size());
+      ++count;
     }
+    if (count == 0) continue;
     for (size_t l = 0; l < blocks.size(); ++l) {
-      auto mean = sums[l] / static_cast<double>(tokens);
+      auto mean = sums[l] / static_cast<double>(count);
       blocks[l]->router->weight[e].copy_(mean / mean.norm().clamp_min(1e-12));
     }
   }
@@ -90,7 +103,8 @@ void initRoutersFromHidden(DecoderLMImpl& moe, const std::vector<std::vector<std
 
 void initRouter(torch::Tensor& w, const std::string& kind, torch::Generator& gen) {
   checkRouterInit(kind);
-  // `hidden` starts from uniform_std002; initRoutersFromHidden then overwrites the rows it has prompts for.
+  // The hidden-state inits start from uniform_std002; initRoutersFromHidden then overwrites the rows
+  // it has prompts for.
   torch::NoGradGuard noGrad;
   // Draw on the CPU in float32 so a seed gives the same router on every device.
   auto t = torch::empty(w.sizes(), torch::kFloat);

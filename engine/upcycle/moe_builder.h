@@ -25,10 +25,17 @@ ModelConfig moeConfigFromDense(const ModelConfig& dense, const MoeShape& shape);
 void initRouter(torch::Tensor& weight, const std::string& kind, torch::Generator& gen);
 void checkRouterInit(const std::string& kind);  // throws UserError naming the value (incl. "hidden")
 
-// The `hidden` router init (mergekit-moe): in every MoE layer, expert e's router row is the
-// unit-normalized mean router input over the real tokens of promptsPerExpert[e]. Experts without
-// prompts keep their current row. Prompts are token id sequences.
-void initRoutersFromHidden(DecoderLMImpl& moe, const std::vector<std::vector<std::vector<int64_t>>>& promptsPerExpert);
+// The hidden-state router inits, named as mergekit-moe names its gate modes: in every MoE layer,
+// expert e's router row is the L2-normalised mean over promptsPerExpert[e] of each prompt's router
+// input (the hidden state entering that layer's MoE block) at its last token (`hidden`, also
+// `hidden_last`) or averaged over its tokens (`hidden_avg`). Experts without prompts keep their
+// current row. Prompts are token id sequences.
+enum class HiddenPooling { LastToken, Mean };
+void initRoutersFromHidden(DecoderLMImpl& moe, const std::vector<std::vector<std::vector<int64_t>>>& promptsPerExpert,
+                           HiddenPooling pooling = HiddenPooling::LastToken);
+// Whether router_init names one of the hidden-state inits, and which pooling it asks for.
+bool isHiddenRouterInit(const std::string& kind);
+HiddenPooling hiddenPooling(const std::string& kind);
 
 // Throws UserError naming both models' differing field when two dense configs cannot be combined
 // (type, dimensions, heads, head_dim, biases, q/k norms, tied embeddings).

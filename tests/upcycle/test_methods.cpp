@@ -344,6 +344,39 @@ TEST(RouterInit, HiddenRowsAreUnitMeanInputsOfTheirPrompts) {
   EXPECT_LT((layerAt(*one, 0)->moe->router->weight[0] - want).abs().max().item<double>(), 1e-4);
 }
 
+// mergekit's gate modes: `hidden` (= hidden_last) pools each prompt at its last token, `hidden_avg` over
+// its tokens; the row is the normalised mean of the prompts' pooled router inputs. Checked against the
+// router inputs of separate forwards of each prompt, pooled and averaged here.
+TEST(RouterInit, HiddenPoolsTheLastTokenAndHiddenAvgTheSequence) {
+  DecoderLM d = dense();
+  torch::Generator gen = at::detail::createCPUGenerator(4);
+  const std::vector<std::vector<int64_t>> prompts{{9, 8, 7}, {5, 6}};
+  for (const char* kind : {"hidden", "hidden_last", "hidden_avg"}) {
+    DecoderLM moe = sparseUpcycle(*d, {2, 1, 1, 0}, kind, gen);
+    DecoderLM probe = sparseUpcycle(*d, {2, 1, 1, 0}, "uniform_std002", gen);  // same inputs below the routers
+    probe->eval();
+    probe->captureRouterInputs(true);
+    std::vector<torch::Tensor> want(2);
+    for (const auto& p : prompts) {
+      torch::NoGradGuard ng;
+      auto out = probe->forward(torch::tensor(p, torch::kLong).view({1, -1}));
+      for (size_t l = 0; l < 2; ++l) {
+        auto in = out.routing[l].inputs;
+        auto pooled = std::string(kind) == "hidden_avg" ? in.mean(0) : in[in.size(0) - 1];
+        want[l] = want[l].defined() ? want[l] + pooled / 2.0 : pooled / 2.0;
+      }
+    }
+    initRoutersFromHidden(*moe, {prompts, {}}, hiddenPooling(kind));
+    for (size_t l = 0; l < 2; ++l) {
+      auto w = want[l] / want[l].norm();
+      EXPECT_LT((layerAt(*moe, l)->moe->router->weight[0] - w).abs().max().item<double>(), 1e-5) << kind << " layer " << l;
+    }
+  }
+  EXPECT_EQ(hiddenPooling("hidden"), HiddenPooling::LastToken);
+  EXPECT_EQ(hiddenPooling("hidden_avg"), HiddenPooling::Mean);
+  test::expectErrorContaining([] { checkRouterInit("hidden_max"); }, {"hidden_max", "hidden_avg"});
+}
+
 // uniform_std002 as the official Drop-Upcycling code's torch_rand_002: U[0,1) for the whole E x d
 // matrix, minus that matrix's own sample mean (not 0.5), times 0.02 sqrt(12). Checked against the same
 // draws from a generator of the same seed, by hand, and by its statistics.
