@@ -78,7 +78,8 @@ verbs:
            [--template NAME]
       Greedy decoding (or sampling with a temperature) with a KV cache.
   convert --method sparse|drop|noise|scratch|btx|upit --base DENSE --experts E --top-k K --out MOE
-          [--seed S] [--router-init uniform_std002|normal_002|uniform] [--moe-layer-freq N]
+          [--seed S] [--router-init uniform_std002|normal_002|uniform|hidden|hidden_avg (these two need --data)]
+          [--moe-layer-freq N]
           [--layout mixtral-hub|mixtral-fused]
           drop: [--ratio R] [--shared-indices] [--expert-ff F]    noise: [--noise-std S] [--noise-fraction F]
           btx: --sources DIR,DIR...

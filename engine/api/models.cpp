@@ -196,7 +196,8 @@ ConvertReport convertModel(const ConvertOptions& o) {
     // Sparse and drop of a llama/mistral/qwen2/qwen3 base stream layer by layer (memory: about one layer).
     const MoeShape shape{o.run.experts, o.run.topK, o.run.moeLayerFreq, o.run.expertFf};
     const ModelConfig denseCfg = parseHfConfig(readTextFile(in.base / "config.json"), (in.base / "config.json").string());
-    if (canStreamConvert(denseCfg, o.run.method, shape, o.layout)) {
+    // The hidden-state router inits run prompts through the model: those conversions load it.
+    if (canStreamConvert(denseCfg, o.run.method, shape, o.layout) && !isHiddenRouterInit(o.run.routerInit)) {
       StreamConvertOptions s;
       s.base = in.base;
       s.out = o.out;

@@ -291,3 +291,30 @@ TEST(BadInputs, FuzzFindingsNumberOverflowAndComplexYamlKeys) {
   expectError(cli("run " + (dir / "key.yaml").string() + " --db " + (dir / "r.db").string()),
               {"key.yaml", "not a plain name (line 4)"});
 }
+
+// `convert --router-init hidden` used to stream like the other inits and silently write
+// uniform_std002 routers; it now runs the prompts (--data) through the model, or says it needs
+// them.
+TEST(BadInputs, HiddenRouterInitIsNeverSilentlyIgnored) {
+  TempDir dir;
+  const fs::path base = tinyBase(dir);
+  expectError(cli("convert --method sparse --base " + base.string() +
+                  " --experts 2 --top-k 1 --router-init hidden --out " + (dir / "moe").string()),
+              {"router_init hidden needs training data"});
+  test::writeBytes(dir / "d.jsonl",
+                   "{\"instruction\": \"abc\", \"output\": \"x\", \"domain\": \"a\"}\n"
+                   "{\"instruction\": \"xyz\", \"output\": \"y\", \"domain\": \"b\"}\n");
+  const Result r = cli("convert --method sparse --base " + base.string() +
+                       " --experts 2 --top-k 1 --router-init hidden --data " +
+                       (dir / "d.jsonl").string() + " --out " + (dir / "moe").string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  CheckpointFiles f(dir / "moe");
+  const TensorView& g = f.tensor("model.layers.0.block_sparse_moe.gate.weight");  // (2, 16) float32
+  ASSERT_EQ(g.dtype, DType::F32);
+  const float* w = reinterpret_cast<const float*>(g.data);
+  for (int e = 0; e < 2; ++e) {
+    double n = 0;
+    for (int i = 0; i < 16; ++i) n += double(w[e * 16 + i]) * w[e * 16 + i];
+    EXPECT_NEAR(std::sqrt(n), 1.0, 1e-5) << "expert " << e << "'s row is a normalised hidden state";
+  }
+}

@@ -11,7 +11,9 @@ using namespace upcycle;
 
 namespace {
 
-DecoderLM dense() { return loadModel(test::fixtures() / "models/llama_gqa"); }  // d_ff 48, d 32, 2 layers
+DecoderLM dense() {
+  return loadModel(test::fixtures() / "models/llama_gqa");
+}  // d_ff 48, d 32, 2 layers
 
 // Index of the dense row equal to `row` bit for bit, or -1.
 int64_t matchRow(const torch::Tensor& denseRows, const torch::Tensor& row) {
@@ -23,11 +25,13 @@ int64_t matchRow(const torch::Tensor& denseRows, const torch::Tensor& row) {
 // For each expert row i: which dense row it is (-1 = redrawn).
 std::vector<int64_t> matches(const torch::Tensor& denseRows, const torch::Tensor& expertRows) {
   std::vector<int64_t> out;
-  for (int64_t i = 0; i < expertRows.size(0); ++i) out.push_back(matchRow(denseRows, expertRows[i]));
+  for (int64_t i = 0; i < expertRows.size(0); ++i)
+    out.push_back(matchRow(denseRows, expertRows[i]));
   return out;
 }
 
-torch::Tensor ffn(const torch::Tensor& x, const torch::Tensor& g, const torch::Tensor& u, const torch::Tensor& d) {
+torch::Tensor ffn(const torch::Tensor& x, const torch::Tensor& g, const torch::Tensor& u,
+                  const torch::Tensor& d) {
   return torch::matmul(torch::silu(torch::matmul(x, g.t())) * torch::matmul(x, u.t()), d.t());
 }
 
@@ -50,9 +54,11 @@ TEST(DropUpcycling, RedrawsExactlyFloorRDffNeuronsWithMatchingStatistics) {
         EXPECT_EQ(std::count(mm->begin(), mm->end(), -1), k) << "layer " << l << " expert " << e;
         std::set<int64_t> kept(mm->begin(), mm->end());
         kept.erase(-1);
-        EXPECT_EQ(static_cast<int64_t>(kept.size()), F - k) << "kept rows are distinct dense rows (a permutation)";
+        EXPECT_EQ(static_cast<int64_t>(kept.size()), F - k)
+            << "kept rows are distinct dense rows (a permutation)";
       }
-      // One permutation for the three matrices: where two keep the same position, they keep the same neuron.
+      // One permutation for the three matrices: where two keep the same position, they keep the
+      // same neuron.
       for (int64_t i = 0; i < F; ++i) {
         if (mg[i] >= 0 && mu[i] >= 0) {
           EXPECT_EQ(mg[i], mu[i]);
@@ -61,8 +67,8 @@ TEST(DropUpcycling, RedrawsExactlyFloorRDffNeuronsWithMatchingStatistics) {
           EXPECT_EQ(mg[i], md[i]);
         }
       }
-      // Redrawn gate rows follow N(mean, std) of the dense rows they replaced: the dense rows no kept
-      // row matched.
+      // Redrawn gate rows follow N(mean, std) of the dense rows they replaced: the dense rows no
+      // kept row matched.
       std::set<int64_t> keptGate(mg.begin(), mg.end());
       std::vector<int64_t> replacedIdx, redrawnIdx;
       for (int64_t i = 0; i < F; ++i) {
@@ -73,7 +79,8 @@ TEST(DropUpcycling, RedrawsExactlyFloorRDffNeuronsWithMatchingStatistics) {
       auto redrawn = m->w_gate[e].index_select(0, torch::tensor(redrawnIdx));
       const double n = static_cast<double>(redrawn.numel());  // 24 * 32 = 768 values
       const double sigma = replaced.std().item<double>();
-      EXPECT_NEAR(redrawn.mean().item<double>(), replaced.mean().item<double>(), 4 * sigma / std::sqrt(n));
+      EXPECT_NEAR(redrawn.mean().item<double>(), replaced.mean().item<double>(),
+                  4 * sigma / std::sqrt(n));
       EXPECT_NEAR(redrawn.std().item<double>(), sigma, 0.15 * sigma);
     }
   }
@@ -107,7 +114,8 @@ TEST(DropUpcycling, RatioZeroComputesTheDenseFfnAndRatioOneRedrawsEverything) {
     for (int64_t e = 0; e < 4; ++e) {
       auto m = layerAt(*moe0, l)->moe;
       auto y = ffn(x, m->w_gate[e], m->w_up[e], m->w_down[e]);
-      EXPECT_LT((y - ref).abs().max().item<double>(), 1e-5) << "a permuted FFN is the same function";
+      EXPECT_LT((y - ref).abs().max().item<double>(), 1e-5)
+          << "a permuted FFN is the same function";
       EXPECT_FALSE(torch::equal(m->w_gate[e], dm->gate_proj->weight)) << "but it is permuted";
       auto g1 = matches(dm->gate_proj->weight, layerAt(*moe1, l)->moe->w_gate[e]);
       EXPECT_EQ(std::count(g1.begin(), g1.end(), -1), 48);
@@ -183,13 +191,19 @@ TEST(Btx, ExpertsFromTheirSourcesAndAveragedSharedWeights) {
   torch::Generator gen = at::detail::createCPUGenerator(1);
   DecoderLM moe = btxUpcycle({a.get(), b.get()}, {4, 2, 1, 0}, "uniform_std002", gen);
   auto m = layerAt(*moe, 0)->moe;
-  EXPECT_TRUE(torch::equal(m->w_up[1], layerAt(*a, 0)->mlp->up_proj->weight));  // experts 0,1 from source 0
-  EXPECT_TRUE(torch::equal(m->w_up[2], layerAt(*b, 0)->mlp->up_proj->weight));  // experts 2,3 from source 1
+  EXPECT_TRUE(
+      torch::equal(m->w_up[1], layerAt(*a, 0)->mlp->up_proj->weight));  // experts 0,1 from source 0
+  EXPECT_TRUE(
+      torch::equal(m->w_up[2], layerAt(*b, 0)->mlp->up_proj->weight));  // experts 2,3 from source 1
   auto avg = (a->model->norm->weight + b->model->norm->weight) / 2;
   EXPECT_LT((moe->model->norm->weight - avg).abs().max().item<double>(), 1e-6);
-  EXPECT_LT((moe->model->norm->weight - a->model->norm->weight - 0.25).abs().max().item<double>(), 1e-6);
-  test::expectErrorContaining([&] { btxUpcycle({a.get(), b.get()}, {3, 1, 1, 0}, "uniform", gen); },
-                              {"multiple of the number of sources"});
+  EXPECT_LT((moe->model->norm->weight - a->model->norm->weight - 0.25).abs().max().item<double>(),
+            1e-6);
+  test::expectErrorContaining(
+      [&] {
+        btxUpcycle({a.get(), b.get()}, {3, 1, 1, 0}, "uniform", gen);
+      },
+      {"multiple of the number of sources"});
 }
 
 TEST(Qwen3, EveryMethodTurnsAQwen3BaseIntoQwen3Moe) {
@@ -273,15 +287,16 @@ TEST(Merge, LinearAndTaskArithmeticByHand) {
   EXPECT_TRUE(torch::allclose(mergeLinear({t1, t2}, {0.25, 0.75}), torch::tensor({2.5f, 3.5f})));
   // base [1,1]; deltas [1,2] and [-1,0]; sum [0,2]; base + 0.5 * sum = [1, 2]
   auto base = torch::tensor({1.0f, 1.0f});
-  EXPECT_TRUE(torch::allclose(mergeTaskArithmetic(base, {torch::tensor({2.0f, 3.0f}), torch::tensor({0.0f, 1.0f})},
-                                                  {1.0, 1.0}, 0.5),
-                              torch::tensor({1.0f, 2.0f})));
+  EXPECT_TRUE(torch::allclose(
+      mergeTaskArithmetic(base, {torch::tensor({2.0f, 3.0f}), torch::tensor({0.0f, 1.0f})},
+                          {1.0, 1.0}, 0.5),
+      torch::tensor({1.0f, 2.0f})));
 }
 
 TEST(Merge, TiesTrimsElectsAndAveragesByHand) {
   auto base = torch::zeros({4});
-  auto t1 = torch::tensor({3.0f, -1.0f, 0.5f, 2.0f});   // top-2: 3 and 2      -> [3, 0, 0, 2]
-  auto t2 = torch::tensor({-1.0f, -2.0f, 1.5f, -2.5f}); // top-2: -2.5 and -2  -> [0, -2, 0, -2.5]
+  auto t1 = torch::tensor({3.0f, -1.0f, 0.5f, 2.0f});    // top-2: 3 and 2      -> [3, 0, 0, 2]
+  auto t2 = torch::tensor({-1.0f, -2.0f, 1.5f, -2.5f});  // top-2: -2.5 and -2  -> [0, -2, 0, -2.5]
   // elected signs of the sum [3, -2, 0, -0.5]: +, -, 0, -; agreeing entries averaged:
   // [3, -2, 0 (no sign), -2.5 (t1's +2 disagrees)]
   auto out = mergeTies(base, {t1, t2}, {1.0, 1.0}, 0.5);
@@ -293,16 +308,19 @@ TEST(Merge, DareKeepsOrDropsAndRescales) {
   auto delta = torch::arange(1, 1001, torch::kFloat);
   auto inv = dare(delta, 0.5, DareRescale::Inverse, gen);
   auto kept = inv != 0;
-  EXPECT_TRUE(torch::equal(inv.masked_select(kept), 2 * delta.masked_select(kept)));  // 1 / (1 - 0.5)
+  EXPECT_TRUE(
+      torch::equal(inv.masked_select(kept), 2 * delta.masked_select(kept)));  // 1 / (1 - 0.5)
   EXPECT_NEAR(kept.to(torch::kFloat).mean().item<double>(), 0.5, 0.05);
   auto l1 = dare(delta, 0.3, DareRescale::L1, gen);
-  EXPECT_NEAR(l1.abs().sum().item<double>(), delta.abs().sum().item<double>(), 1e-2);  // L1 norm kept
+  EXPECT_NEAR(l1.abs().sum().item<double>(), delta.abs().sum().item<double>(),
+              1e-2);  // L1 norm kept
   auto mask = dareKeepMask({100000}, 0.3, gen);
   EXPECT_NEAR(mask.to(torch::kFloat).mean().item<double>(), 0.7, 0.01);
   // p = 0: DARE-linear is task arithmetic with lambda 1.
   auto base = torch::tensor({1.0f, 1.0f});
-  EXPECT_TRUE(torch::allclose(mergeDareLinear(base, {torch::tensor({2.0f, 3.0f})}, {0.5}, 0.0, DareRescale::Inverse, gen),
-                              torch::tensor({1.5f, 2.0f})));
+  EXPECT_TRUE(torch::allclose(
+      mergeDareLinear(base, {torch::tensor({2.0f, 3.0f})}, {0.5}, 0.0, DareRescale::Inverse, gen),
+      torch::tensor({1.5f, 2.0f})));
 }
 
 TEST(Merge, SlerpOnTheCircleAndLinearWhenParallel) {
@@ -311,7 +329,8 @@ TEST(Merge, SlerpOnTheCircleAndLinearWhenParallel) {
   EXPECT_NEAR(s[1].item<double>(), std::sqrt(0.5), 1e-6);
   auto p = mergeSlerp(torch::tensor({1.0f, 1.0f}), torch::tensor({2.0f, 2.0f}), 0.5);
   EXPECT_TRUE(torch::allclose(p, torch::tensor({1.5f, 1.5f})));
-  test::expectErrorContaining([] { checkMergeOperator("average"); }, {"merge operator \"average\""});
+  test::expectErrorContaining([] { checkMergeOperator("average"); },
+                              {"merge operator \"average\""});
 }
 
 TEST(RouterInit, HiddenRowsAreUnitMeanInputsOfTheirPrompts) {
@@ -338,22 +357,24 @@ TEST(RouterInit, HiddenRowsAreUnitMeanInputsOfTheirPrompts) {
   // One position attends only to itself, so each head outputs its KV head's value: kv heads (2 x 8)
   // serve query heads 0,1 and 2,3.
   auto v = torch::linear(n, l0->self_attn->v_proj->weight).view({2, 8});
-  auto att = torch::linear(v.repeat_interleave(2, 0).reshape({1, 1, 32}), l0->self_attn->o_proj->weight);
+  auto att =
+      torch::linear(v.repeat_interleave(2, 0).reshape({1, 1, 32}), l0->self_attn->o_proj->weight);
   auto h = l0->post_attention_layernorm(x + att).view({-1});
   auto want = h / h.norm();
   EXPECT_LT((layerAt(*one, 0)->moe->router->weight[0] - want).abs().max().item<double>(), 1e-4);
 }
 
-// mergekit's gate modes: `hidden` (= hidden_last) pools each prompt at its last token, `hidden_avg` over
-// its tokens; the row is the normalised mean of the prompts' pooled router inputs. Checked against the
-// router inputs of separate forwards of each prompt, pooled and averaged here.
+// mergekit's gate modes: `hidden` (= hidden_last) pools each prompt at its last token, `hidden_avg`
+// over its tokens; the row is the normalised mean of the prompts' pooled router inputs. Checked
+// against the router inputs of separate forwards of each prompt, pooled and averaged here.
 TEST(RouterInit, HiddenPoolsTheLastTokenAndHiddenAvgTheSequence) {
   DecoderLM d = dense();
   torch::Generator gen = at::detail::createCPUGenerator(4);
   const std::vector<std::vector<int64_t>> prompts{{9, 8, 7}, {5, 6}};
   for (const char* kind : {"hidden", "hidden_last", "hidden_avg"}) {
     DecoderLM moe = sparseUpcycle(*d, {2, 1, 1, 0}, kind, gen);
-    DecoderLM probe = sparseUpcycle(*d, {2, 1, 1, 0}, "uniform_std002", gen);  // same inputs below the routers
+    DecoderLM probe =
+        sparseUpcycle(*d, {2, 1, 1, 0}, "uniform_std002", gen);  // same inputs below the routers
     probe->eval();
     probe->captureRouterInputs(true);
     std::vector<torch::Tensor> want(2);
@@ -369,7 +390,8 @@ TEST(RouterInit, HiddenPoolsTheLastTokenAndHiddenAvgTheSequence) {
     initRoutersFromHidden(*moe, {prompts, {}}, hiddenPooling(kind));
     for (size_t l = 0; l < 2; ++l) {
       auto w = want[l] / want[l].norm();
-      EXPECT_LT((layerAt(*moe, l)->moe->router->weight[0] - w).abs().max().item<double>(), 1e-5) << kind << " layer " << l;
+      EXPECT_LT((layerAt(*moe, l)->moe->router->weight[0] - w).abs().max().item<double>(), 1e-5)
+          << kind << " layer " << l;
     }
   }
   EXPECT_EQ(hiddenPooling("hidden"), HiddenPooling::LastToken);
@@ -378,17 +400,19 @@ TEST(RouterInit, HiddenPoolsTheLastTokenAndHiddenAvgTheSequence) {
 }
 
 // uniform_std002 as the official Drop-Upcycling code's torch_rand_002: U[0,1) for the whole E x d
-// matrix, minus that matrix's own sample mean (not 0.5), times 0.02 sqrt(12). Checked against the same
-// draws from a generator of the same seed, by hand, and by its statistics.
+// matrix, minus that matrix's own sample mean (not 0.5), times 0.02 sqrt(12). Checked against the
+// same draws from a generator of the same seed, by hand, and by its statistics.
 TEST(RouterInit, UniformStd002SubtractsTheSampleMean) {
-  torch::Generator gen = at::detail::createCPUGenerator(11), again = at::detail::createCPUGenerator(11);
+  torch::Generator gen = at::detail::createCPUGenerator(11),
+                   again = at::detail::createCPUGenerator(11);
   auto w = torch::empty({8, 64});
   initRouter(w, "uniform_std002", gen);
   auto u = torch::empty({8, 64}, torch::kFloat).uniform_(0.0, 1.0, again).to(torch::kDouble);
   double mean = 0;
   for (int64_t i = 0; i < u.numel(); ++i) mean += u.view(-1)[i].item<double>();
   mean /= static_cast<double>(u.numel());
-  EXPECT_GT(std::abs(mean - 0.5), 1e-4) << "this draw's mean should differ from 0.5, or the test proves nothing";
+  EXPECT_GT(std::abs(mean - 0.5), 1e-4)
+      << "this draw's mean should differ from 0.5, or the test proves nothing";
   const auto want = (u - mean) * (0.02 * std::sqrt(12.0));
   EXPECT_LT((w.to(torch::kDouble) - want).abs().max().item<double>(), 1e-6);
   EXPECT_LT(std::abs(w.to(torch::kDouble).mean().item<double>()), 1e-8);
