@@ -228,9 +228,9 @@ int RunStore::schemaVersion() const {
 void RunStore::migrate() {
   // Each step checks and changes the schema inside one IMMEDIATE transaction, so two processes
   // opening a new or old file at the same moment cannot both create or upgrade it.
+  bool fresh = false;
   {
     Transaction t(m_db);
-    bool fresh;
     {
       Stmt s(m_db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_info'");
       s.step();
@@ -239,11 +239,36 @@ void RunStore::migrate() {
     if (fresh) exec(kSchemaV1);
     t.commit();
   }
+  {
+    const int v = schemaVersion();
+    UPCYCLE_CHECK(v >= 1, m_path.string(), ": run store schema version ", v, " is not valid (a damaged store?)");
+    UPCYCLE_CHECK(v <= kSchemaVersion, m_path.string(), ": run store schema version ", v,
+                  " is newer than this workbench understands (", kSchemaVersion, ")");
+    // Before an upgrade, a copy of the store as it was: runs.db.bak-vN, made with SQLite's backup API
+    // (a consistent snapshot even while another process writes), kept if it already exists.
+    const fs::path backup = m_path.string() + ".bak-v" + std::to_string(v);
+    if (!fresh && v < kSchemaVersion && !fs::exists(backup)) {
+      sqlite3* dst = nullptr;
+      const std::string tmp = backup.string() + ".tmp-" + std::to_string(::getpid());
+      bool ok = sqlite3_open(tmp.c_str(), &dst) == SQLITE_OK;
+      if (ok) {
+        sqlite3_backup* b = sqlite3_backup_init(dst, "main", m_db, "main");
+        ok = b && sqlite3_backup_step(b, -1) == SQLITE_DONE;
+        ok = (b && sqlite3_backup_finish(b) == SQLITE_OK) && ok;
+      }
+      sqlite3_close(dst);
+      std::error_code ec;
+      if (ok) fs::rename(tmp, backup, ec);
+      if (!ok || ec) {
+        fs::remove(tmp, ec);
+        throw UserError("cannot back up " + m_path.string() + " to " + backup.string() +
+                        " before upgrading its schema; nothing was changed");
+      }
+    }
+  }
   Transaction t(m_db);
   const int v = schemaVersion();
-  UPCYCLE_CHECK(v >= 1, m_path.string(), ": run store schema version ", v, " is not valid (a damaged store?)");
-  UPCYCLE_CHECK(v <= kSchemaVersion, m_path.string(), ": run store schema version ", v,
-                " is newer than this workbench understands (", kSchemaVersion, ")");
+  UPCYCLE_CHECK(v >= 1 && v <= kSchemaVersion, m_path.string(), ": run store schema version ", v, " changed while opening");
   if (v < 2) exec(kMigrateV2);
   t.commit();
 }

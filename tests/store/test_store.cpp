@@ -28,7 +28,17 @@ TEST(RunStore, MigratesTheVersionOneFixture) {
   EXPECT_EQ(d.lineage[0].maskSeed, 123u);
   EXPECT_EQ(d.params.size(), 2u);
   EXPECT_EQ(store.integrityCheck(), "ok");
-  // Opening again is a no-op.
+  // The store as it was before the upgrade is kept beside it, byte-identical in content: a v1 store.
+  ASSERT_TRUE(std::filesystem::exists(dir / "runs.db.bak-v1"));
+  {
+    const std::string cmd = "sqlite3 " + (dir / "runs.db.bak-v1").string() + " 'SELECT version FROM schema_info; SELECT count(*) FROM runs;' > " +
+                            (dir / "bak.txt").string();
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    EXPECT_EQ(test::readBytes(dir / "bak.txt"), "1\n2\n");
+  }
+  // Opening again is a no-op; a new store makes no backup.
+  RunStore fresh(dir / "new.db");
+  EXPECT_FALSE(std::filesystem::exists(dir / "new.db.bak-v1"));
   RunStore again(dir / "runs.db");
   EXPECT_EQ(again.schemaVersion(), 2);
   EXPECT_EQ(again.listRuns().size(), 2u);
