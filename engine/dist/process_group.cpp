@@ -346,14 +346,18 @@ class Group : public DistGroup {
     if (auto dead = reapChildren(); !dead.empty()) return dead;
     try {
       storeCall([&] { m_store->setTimeout(std::chrono::seconds(3)); });
-      for (int r = 0; r < m_info.world; ++r) {
-        if (r == m_info.rank) continue;
-        if (storeCall([&] { return m_store->check({errKey(r)}); })) {
+      // The first other rank that published an error, acknowledged so rank 0 may take its store
+      // down.
+      auto published = [&]() -> std::string {
+        for (int r = 0; r < m_info.world; ++r) {
+          if (r == m_info.rank || !storeCall([&] { return m_store->check({errKey(r)}); })) continue;
           const std::string msg = text(storeCall([&] { return m_store->get(errKey(r)); }));
           storeCall([&] { return m_store->add(kAckKey, 1); });
           return "rank " + std::to_string(r) + " failed: " + msg;
         }
-      }
+        return "";
+      };
+      if (auto e = published(); !e.empty()) return e;
       // Heartbeats advance twice a second: a rank whose count stands still for 2 s has stopped.
       auto counts = [&] {
         std::vector<int64_t> c(static_cast<size_t>(m_info.world));
@@ -369,12 +373,7 @@ class Group : public DistGroup {
       for (int r = 0; r < m_info.world; ++r)
         if (r != m_info.rank && after[r] == before[r])
           stalled += (stalled.empty() ? "" : ", ") + std::to_string(r);
-      for (int r = 0; r < m_info.world; ++r)  // an error may have been published meanwhile
-        if (r != m_info.rank && storeCall([&] { return m_store->check({errKey(r)}); })) {
-          storeCall([&] { return m_store->add(kAckKey, 1); });
-          return "rank " + std::to_string(r) +
-                 " failed: " + text(storeCall([&] { return m_store->get(errKey(r)); }));
-        }
+      if (auto e = published(); !e.empty()) return e;  // an error may have been published meanwhile
       if (!stalled.empty())
         return "rank " + stalled +
                " stopped responding (killed, crashed or hung: no heartbeat for 2 s)";

@@ -319,16 +319,20 @@ LossSum nextTokenLoss(const torch::Tensor& logits, const torch::Tensor& labels) 
   return r;
 }
 
-torch::Tensor loadBalancingLoss(const std::vector<RouterRecord>& routing, int64_t E,
-                                const torch::Tensor& tokenMask) {
-  if (routing.empty()) return torch::zeros({});
+std::pair<torch::Tensor, torch::Tensor> stackedRouting(const std::vector<RouterRecord>& routing,
+                                                       const torch::Tensor& tokenMask) {
   std::vector<torch::Tensor> probs, experts;
   for (const auto& r : routing) {
     probs.push_back(tokenMask.defined() ? r.probs.index({tokenMask}) : r.probs);
     experts.push_back(tokenMask.defined() ? r.experts.index({tokenMask}) : r.experts);
   }
-  auto p = torch::cat(probs, 0);     // (L*N, E)
-  auto idx = torch::cat(experts, 0); // (L*N, K)
+  return {torch::cat(probs, 0), torch::cat(experts, 0)};
+}
+
+torch::Tensor loadBalancingLoss(const std::vector<RouterRecord>& routing, int64_t E,
+                                const torch::Tensor& tokenMask) {
+  if (routing.empty()) return torch::zeros({});
+  const auto [p, idx] = stackedRouting(routing, tokenMask);  // (L*N, E), (L*N, K)
   auto f = torch::one_hot(idx.reshape({-1}), E).to(torch::kFloat).mean(0);  // (E) share of assignments
   auto P = p.mean(0);                                                       // (E)
   return static_cast<double>(E) * (f * P).sum();

@@ -139,6 +139,10 @@ struct LossSum {
 };
 LossSum nextTokenLoss(const torch::Tensor& logits, const torch::Tensor& labels);
 
+// The routing of every layer stacked, real tokens only (tokenMask (N) bool, or undefined for all):
+// router probabilities (L*n, E) and chosen experts (L*n, K).
+std::pair<torch::Tensor, torch::Tensor> stackedRouting(const std::vector<RouterRecord>& routing,
+                                                       const torch::Tensor& tokenMask);
 // Load-balancing loss over the tokens of all MoE layers concatenated (SPEC §1):
 // E * sum_e f_e * P_e, f_e = share of (token, slot) assignments to e, P_e = mean router prob.
 // tokenMask (N,) bool selects real tokens; undefined = all. Returns 0 for dense models.

@@ -143,7 +143,8 @@ StepMetrics metricsFromJson(const json& j) {
 // Writes OUT/checkpoint-STEP/ through a temporary folder renamed at the end, so a crash never leaves a
 // half-written checkpoint under the real name.
 fs::path saveCheckpoint(DecoderLM& model, torch::optim::Optimizer& opt, const TrainOptions& o, int64_t step,
-                        double epoch, int64_t totalSteps, const std::vector<StepMetrics>& history) {
+                        double epoch, int64_t totalSteps, const std::vector<StepMetrics>& history,
+                        const std::string& precision) {
   const fs::path final = o.outDir / ("checkpoint-" + std::to_string(step));
   const fs::path tmp = o.outDir / ("checkpoint-" + std::to_string(step) + ".tmp");
   fs::remove_all(tmp);
@@ -151,7 +152,7 @@ fs::path saveCheckpoint(DecoderLM& model, torch::optim::Optimizer& opt, const Tr
   copyTokenizerFiles(o.tokenizerFrom, tmp);
   json state = {{"global_step", step}, {"epoch", epoch}, {"max_steps", totalSteps},
                 {"train_batch_size", o.batchSize}, {"gradient_accumulation_steps", o.gradAccum},
-                {"seed", o.seed}, {"precision", resolvePrecision(o.precision, resolveDevice(o.device).is_cuda())},
+                {"seed", o.seed}, {"precision", precision},
                 {"log_history", json::array()}};
   for (const auto& m : history) state["log_history"].push_back(metricsJson(m));
   writeFileAtomically(tmp / "trainer_state.json", state.dump(1) + "\n");
@@ -173,13 +174,7 @@ torch::Tensor shareOfLoadBalancing(const std::vector<RouterRecord>& routing, int
     group.allreduceSum(zeros, what);
     return {};
   }
-  std::vector<torch::Tensor> probs, experts;
-  for (const auto& r : routing) {
-    probs.push_back(r.probs.index({tokenMask}));
-    experts.push_back(r.experts.index({tokenMask}));
-  }
-  auto p = torch::cat(probs, 0);      // (L*n, E)
-  auto idx = torch::cat(experts, 0);  // (L*n, K)
+  const auto [p, idx] = stackedRouting(routing, tokenMask);  // (L*n, E), (L*n, K)
   const double L = static_cast<double>(routing.size()), K = static_cast<double>(idx.size(1));
   auto counts = torch::one_hot(idx.reshape({-1}), E).sum(0).to(torch::kDouble).to(group.device()).contiguous();
   group.allreduceSum(counts, what);
@@ -216,7 +211,8 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
     const torch::Device dev = resolveDevice(o.device);
     model->to(dev);
     model->train();
-    const bool bf16 = resolvePrecision(o.precision, dev.is_cuda()) == "bf16";
+    const std::string precision = resolvePrecision(o.precision, dev.is_cuda());  // fp32 or bf16
+    const bool bf16 = precision == "bf16";
     DistGroup* group = DistGroup::current();  // data-parallel when a group is up
     const int rank = group ? group->rank() : 0, world = group ? group->world() : 1;
     // Router jitter: one stream per rank, derived from the run seed and the rank (rank 0's is the
@@ -330,16 +326,16 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
         int64_t globalTokens = 0;  // real tokens of the global micro-batch
       };
       std::vector<Micro> micro;
-      const TokenCounts stepTokens =
-          countTokens(data, order.data() + firstMicro * o.batchSize,
-                      static_cast<size_t>(std::min<int64_t>(lastMicro * o.batchSize, N) - firstMicro * o.batchSize), o.maxLength);
-      const int64_t predicted = stepTokens.predicted, inputTokens = stepTokens.input;
+      int64_t predicted = 0, inputTokens = 0;  // of the global step
       for (int64_t m = firstMicro; m < lastMicro; ++m) {
         const int64_t lo = m * o.batchSize, n = std::min<int64_t>((m + 1) * o.batchSize, N) - lo;
         const int64_t a = lo + n * rank / world, b = lo + n * (rank + 1) / world;
+        const TokenCounts global = countTokens(data, order.data() + lo, static_cast<size_t>(n), o.maxLength);
+        predicted += global.predicted;
+        inputTokens += global.input;
         Micro mb;
         mb.rows = b - a;
-        mb.globalTokens = world == 1 ? 0 : countTokens(data, order.data() + lo, static_cast<size_t>(n), o.maxLength).input;
+        mb.globalTokens = global.input;
         if (mb.rows > 0) mb.batch = makeBatch(data, std::vector<size_t>(order.begin() + a, order.begin() + b), o.maxLength);
         micro.push_back(std::move(mb));
       }
@@ -430,7 +426,7 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
       ++epochSteps;
       if (saveAt.count(step + 1)) {
         // Rank 0 writes; every rank knows the folder (all ranks hold the same weights).
-        writerWrites("a checkpoint save", [&] { saveCheckpoint(model, optimizer, o, step + 1, m.epoch, total, result.history); });
+        writerWrites("a checkpoint save", [&] { saveCheckpoint(model, optimizer, o, step + 1, m.epoch, total, result.history, precision); });
         lastCheckpoint = o.outDir / ("checkpoint-" + std::to_string(step + 1));
         result.checkpoints.push_back(lastCheckpoint);
         if (obs) obs->onCheckpoint(lastCheckpoint, step + 1);

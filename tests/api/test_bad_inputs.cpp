@@ -190,23 +190,21 @@ TEST(BadInputs, ArgumentsAndExperimentsOutOfRange) {
 
 TEST(BadInputs, GenerationStopsAtTheContextAndRecordsAreTruncatedToIt) {
   TempDir dir;
-  struct {
-    fs::path out;
-  } c{tinyBase(dir, "--max-positions 32")};
+  const fs::path model = tinyBase(dir, "--max-positions 32");
   // A billion new tokens asked for: greedy decoding ends at the 32-token context, quickly.
   const Result r =
-      cli("generate --model " + c.out.string() + " --prompt abc --raw --max-new-tokens 1000000000");
+      cli("generate --model " + model.string() + " --prompt abc --raw --max-new-tokens 1000000000");
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_LE(r.out.size(), 32u * 4 + 1) << "more bytes than the context can hold: " << r.out.size();
-  expectError(cli("generate --model " + c.out.string() + " --prompt abc --max-new-tokens -1"),
+  expectError(cli("generate --model " + model.string() + " --prompt abc --max-new-tokens -1"),
               {"max_new_tokens must be non-negative"});
   // A record of 5000 bytes trains on its first 32 tokens; a negative max length is refused.
   test::writeBytes(dir / "long.jsonl", "{\"text\": \"" + std::string(5000, 'a') + "\"}\n");
   const Result t =
-      cli("train --model " + c.out.string() + " --data " + (dir / "long.jsonl").string() +
+      cli("train --model " + model.string() + " --data " + (dir / "long.jsonl").string() +
           " --out " + (dir / "t").string() + " --max-steps 1 --batch-size 1 --precision fp32");
   EXPECT_EQ(t.rc, 0) << t.err;
-  expectError(cli("train --model " + c.out.string() + " --data " + (dir / "long.jsonl").string() +
+  expectError(cli("train --model " + model.string() + " --data " + (dir / "long.jsonl").string() +
                   " --out " + (dir / "t2").string() + " --max-steps 1 --max-length -5"),
               {"max_length must be 0"});
 }
