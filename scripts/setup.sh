@@ -15,6 +15,7 @@ PKGS=(
   libsqlite3-dev sqlite3
   python3 python3-torch python3-numpy python3-sentencepiece python3-jinja2
   xvfb xauth
+  clang libclang-rt-14-dev   # scripts/fuzz.sh: libFuzzer harnesses under ASan and UBSan
   file librsvg2-bin   # scripts/package.sh (CPack finds libraries with `file`); icon renders
 )
 
