@@ -484,6 +484,11 @@ class PipelinePrinter : public upcycle::PipelineObserver {
                   r.eval.overall.loss, 100.0 * r.eval.overall.accuracy, r.seconds);
     m_progress.onLog(buf);
   }
+  // Each seed's table as soon as it is done: the first results come after one repeat, not all.
+  void onRepeatFinished(const upcycle::ExperimentReport& r) override {
+    const uint64_t seed = r.runs.empty() ? 0 : r.runs.front().seed;
+    m_progress.onLog("== seed " + std::to_string(seed) + " done:\n" + upcycle::experimentTable(r));
+  }
   void finish() { m_progress.finish(); }
 
  private:

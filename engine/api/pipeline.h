@@ -47,6 +47,8 @@ class PipelineObserver : public TrainObserver {
  public:
   virtual void onStage(const std::string& /*stage*/, const std::string& /*detail*/) {}
   virtual void onRunFinished(const RunSummary& /*run*/) {}
+  // With several seeds: one seed's repeat is done (its runs only), before the next starts.
+  virtual void onRepeatFinished(const ExperimentReport& /*repeat*/) {}
 };
 
 class RunStore;

@@ -262,6 +262,9 @@ class Recorder : public PipelineObserver {
   void onRunFinished(const RunSummary& r) override {
     if (m_user) m_user->onRunFinished(r);
   }
+  void onRepeatFinished(const ExperimentReport& r) override {
+    if (m_user) m_user->onRepeatFinished(r);
+  }
 
  private:
   PipelineObserver* m_user;
@@ -381,6 +384,7 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* userObs, c
       recorder.begin(e.name + ":base", e.name, "base", one.seed, e.device, params);
       ExperimentReport rep = runExperimentStages(one, obs, cancel, recorder, shared, repeat);
       recorder.end(rep.cancelled ? "cancelled" : "finished");
+      if (seeds.size() > 1 && !rep.cancelled) obs->onRepeatFinished(rep);
       total.baseModel = rep.baseModel;
       total.sftCheckpoints = rep.sftCheckpoints;
       for (auto& r : rep.runs) total.runs.push_back(std::move(r));
