@@ -454,8 +454,10 @@ std::string experimentYaml(const Experiment& e) {
     << e.evalAccuracy << YAML::Key << "max_new_tokens" << YAML::Value << e.maxNewTokens << YAML::EndMap;
   y << YAML::Key << "runs" << YAML::Value << YAML::BeginSeq;
   for (const RunSpec& r : e.runs) {
-    y << YAML::BeginMap << YAML::Key << "name" << YAML::Value << r.name << YAML::Key << "method" << YAML::Value << r.method
-      << YAML::Key << "seed" << YAML::Value << r.seed;
+    y << YAML::BeginMap << YAML::Key << "name" << YAML::Value << r.name << YAML::Key << "method" << YAML::Value << r.method;
+    // Only a run's own seed: one written for every run would pin it, and a later change of the
+    // experiment's seed would no longer reach the runs of a reopened file.
+    if (r.seedSet) y << YAML::Key << "seed" << YAML::Value << r.seed;
     if (r.method != "dense") {
       y << YAML::Key << "experts" << YAML::Value << r.experts << YAML::Key << "top_k" << YAML::Value << r.topK << YAML::Key
         << "moe_layer_freq" << YAML::Value << r.moeLayerFreq << YAML::Key << "router_init" << YAML::Value << r.routerInit;
