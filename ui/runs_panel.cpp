@@ -5,12 +5,16 @@
 #include <QInputDialog>
 #include <QItemSelectionModel>
 #include <QLineEdit>
+#include <QMenu>
+#include <QDesktopServices>
+#include <QUrl>
 #include <QMessageBox>
 #include <QPushButton>
 #include <QSortFilterProxyModel>
 #include <QTableView>
 #include <QVBoxLayout>
 
+#include "run_detail.h"
 #include "table_models.h"
 #include "workspace.h"
 
@@ -50,6 +54,9 @@ RunsPanel::RunsPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws)
   m_table->verticalHeader()->hide();
   m_table->horizontalHeader()->setStretchLastSection(true);
   m_table->setAlternatingRowColors(true);
+  m_table->setMinimumHeight(m_table->horizontalHeader()->sizeHint().height() + 3 * m_table->verticalHeader()->defaultSectionSize() + 4);
+  m_table->setContextMenuPolicy(Qt::CustomContextMenu);
+  m_table->setToolTip(tr("Tick runs to overlay their curves in Compare; double-click a run for its details"));
   layout->addWidget(m_table, 1);
 
   connect(m_filter, &QLineEdit::textChanged, this, &RunsPanel::setFilter);
@@ -87,7 +94,42 @@ RunsPanel::RunsPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws)
       return;
     for (qint64 id : ids) deleteRun(id);
   });
-  connect(m_compare, &QPushButton::clicked, this, [this] { m_ws->requestCompare(selectedRuns()); });
+  connect(m_compare, &QPushButton::clicked, this, [this] {
+    m_ws->setCheckedRuns(selectedRuns());  // the compared runs are the ticked ones
+    m_ws->requestCompare(selectedRuns());
+  });
+  connect(m_model, &RunsTableModel::checkedChanged, ws, &Workspace::setCheckedRuns);
+  connect(ws, &Workspace::checkedRunsChanged, m_model, &RunsTableModel::setChecked);
+  connect(m_table, &QTableView::doubleClicked, this, [this](const QModelIndex& i) {
+    if (i.column() != RunsTableModel::kId) m_ws->requestDetails(i.data(kRunIdRole).toLongLong());
+  });
+  connect(m_table, &QTableView::customContextMenuRequested, this, [this](const QPoint& pos) {
+    const QModelIndex at = m_table->indexAt(pos);
+    if (!at.isValid()) return;
+    const qint64 id = at.data(kRunIdRole).toLongLong();
+    if (!selectedRuns().contains(id)) selectRuns({id});
+    QMenu menu(this);
+    menu.addAction(tr("Details…"), this, [this, id] { m_ws->requestDetails(id); });
+    menu.addAction(tr("Open output folder"), this, [this, id] {
+      const QString dir = runOutputFolder(m_ws, id);
+      if (!dir.isEmpty()) QDesktopServices::openUrl(QUrl::fromLocalFile(dir));
+    })->setEnabled(!runOutputFolder(m_ws, id).isEmpty());
+    menu.addSeparator();
+    QList<qint64> ticked = m_ws->checkedRuns();
+    const bool isTicked = ticked.contains(id);
+    menu.addAction(isTicked ? tr("Hide its curves") : tr("Overlay its curves"), this, [this, id, isTicked] {
+      QList<qint64> t = m_ws->checkedRuns();
+      if (isTicked) t.removeAll(id);
+      else t << id;
+      m_ws->setCheckedRuns(t);
+    });
+    menu.addAction(m_compare->text(), m_compare, &QPushButton::click)->setEnabled(m_compare->isEnabled());
+    menu.addSeparator();
+    menu.addAction(m_rename->text(), m_rename, &QPushButton::click)->setEnabled(m_rename->isEnabled());
+    menu.addAction(m_tag->text(), m_tag, &QPushButton::click)->setEnabled(m_tag->isEnabled());
+    menu.addAction(m_delete->text(), m_delete, &QPushButton::click)->setEnabled(m_delete->isEnabled());
+    menu.exec(m_table->viewport()->mapToGlobal(pos));
+  });
   refresh();
 }
 

@@ -4,6 +4,7 @@
 // by a setter. Numeric columns also answer kSortRole with a number, so a QSortFilterProxyModel sorts
 // them numerically. Thread-safety: GUI thread only.
 #include <QAbstractTableModel>
+#include <QSet>
 #include <QString>
 #include <map>
 #include <vector>
@@ -17,7 +18,8 @@ namespace upcycle::ui {
 constexpr int kSortRole = Qt::UserRole + 10;
 constexpr int kRunIdRole = Qt::UserRole + 11;
 
-// One row per stored run.
+// One row per stored run. The ID column has a check box (tick runs to overlay their curves) and the
+// name a swatch of the run's colour.
 class RunsTableModel : public QAbstractTableModel {
   Q_OBJECT
  public:
@@ -33,9 +35,17 @@ class RunsTableModel : public QAbstractTableModel {
   int columnCount(const QModelIndex& parent = {}) const override;
   QVariant data(const QModelIndex& index, int role) const override;
   QVariant headerData(int section, Qt::Orientation o, int role) const override;
+  bool setData(const QModelIndex& index, const QVariant& value, int role) override;
+  Qt::ItemFlags flags(const QModelIndex& index) const override;
+  void setChecked(const QList<qint64>& ids);
+  QList<qint64> checked() const;
+
+ Q_SIGNALS:
+  void checkedChanged(const QList<qint64>& ids);  // the user ticked or unticked a run
 
  private:
   std::vector<Entry> m_entries;
+  QSet<qint64> m_checked;
 };
 
 // The key parameters of a run from its flattened params ("E8 k2 r=0.5", "E8 k2 M=4 p=0.3").
@@ -62,7 +72,8 @@ class ParamDiffModel : public QAbstractTableModel {
   bool m_diffOnly = false;
 };
 
-// Compare: final metrics and per-domain evaluation, one column per run; the best value is bold.
+// Compare: final metrics and per-domain evaluation, one column per run; a unique best value is bold
+// (ties are not), and each row has one precision.
 class MetricsCompareModel : public QAbstractTableModel {
   Q_OBJECT
  public:
@@ -78,6 +89,7 @@ class MetricsCompareModel : public QAbstractTableModel {
   int columnCount(const QModelIndex& parent = {}) const override;
   QVariant data(const QModelIndex& index, int role) const override;
   QVariant headerData(int section, Qt::Orientation o, int role) const override;
+  static QString formatCell(const Row& r, double v);
 
  private:
   std::vector<QString> m_headers;

@@ -228,7 +228,7 @@ TEST(ExperimentPanel, FormsRoundTripYamlAndNameBadFields) {
   EXPECT_EQ(panel.experiment().precision, "bf16");
   // A bad combination is named by its field, as the CLI names it.
   qobject_cast<QSpinBox*>(panel.field("runs.top_k"))->setValue(7);
-  EXPECT_TRUE(panel.validationError().contains(QStringLiteral("runs[1].top_k"))) << panel.validationError().toStdString();
+  EXPECT_TRUE(panel.validationError().contains(QStringLiteral("run \"u\": top_k"))) << panel.validationError().toStdString();
   qobject_cast<QSpinBox*>(panel.field("runs.top_k"))->setValue(2);
   EXPECT_TRUE(panel.validationError().isEmpty());
   // Save, then parse with the engine's own reader: the same experiment.
@@ -276,9 +276,9 @@ TEST(CheckpointsPanel, TrainerOutputGivesStepsLossCurveAndTheExperimentsChoice) 
   EXPECT_DOUBLE_EQ(panel.model()->entries()[1].loss, 1.0);  // 3 - 0.25 * 8
   ASSERT_EQ(panel.lossHistory().size(), 8u);
   QCustomPlot* p = panel.lossFrame()->plot();
-  ASSERT_EQ(p->graphCount(), 2);
+  ASSERT_EQ(p->graphCount(), 3);  // the curve, checked markers, unchecked markers
   EXPECT_EQ(p->graph(0)->dataCount(), 8);
-  ASSERT_EQ(p->graph(1)->dataCount(), 2) << "one marker per checkpoint";
+  ASSERT_EQ(p->graph(1)->dataCount(), 2) << "one marker per checked checkpoint";
   EXPECT_DOUBLE_EQ(p->graph(1)->data()->at(0)->value, 2.0);  // 3 - 0.25 * 4
   EXPECT_EQ(panel.setBase(QString::fromStdString(fx.string())), QString());
   EXPECT_FALSE(panel.setBase(QString::fromStdString((test::fixtures() / "models/mixtral_hub").string())).isEmpty())
