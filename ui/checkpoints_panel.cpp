@@ -79,7 +79,7 @@ CheckpointsPanel::CheckpointsPanel(QWidget* parent) : QWidget(parent) {
   QCustomPlot* p = m_lossFrame->plot();
   p->xAxis->setLabel(tr("step"));
   p->yAxis->setLabel(tr("training loss"));
-  placeLegendOutside(p);
+  placeLegendOutside(p, true);
   m_lossFrame->setCsvSource([this] {
     CsvTable t{{QStringLiteral("step"), QStringLiteral("loss"), QStringLiteral("checkpoint")}};
     std::set<int64_t> marked;

@@ -105,7 +105,11 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
 
   // Final metrics.
   m_metrics = new MetricsCompareModel(this);
-  m_tabs->addTab(makeTable(m_metrics), tr("Metrics"));
+  QTableView* metrics = makeTable(m_metrics);
+  // The metric names take the spare width; the runs' columns stay as wide as their numbers.
+  metrics->horizontalHeader()->setStretchLastSection(false);
+  metrics->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+  m_tabs->addTab(metrics, tr("Metrics"));
 
   connect(ws, &Workspace::compareRequested, this, &ComparePanel::setRuns);
   // Ticking runs in the Runs table overlays their curves at once; 2 to 4 ticked runs fill every tab.

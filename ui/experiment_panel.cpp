@@ -180,7 +180,17 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
   m_split->addWidget(right);
   m_split->setStretchFactor(0, 1);
   m_split->setStretchFactor(1, 1);
-  layout->addWidget(m_split, 1);
+  // Narrow, the columns stack into one page that scrolls as a whole (resizeEvent); wide, the page
+  // fits and each form scrolls on its own.
+  m_page = new QScrollArea;
+  m_page->setObjectName(QStringLiteral("experimentPage"));
+  m_page->setWidgetResizable(true);
+  m_page->setFrameShape(QFrame::NoFrame);
+  m_page->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+  m_page->setWidget(m_split);
+  m_expScroll = expScroll;
+  m_runScroll = runScroll;
+  layout->addWidget(m_page, 1);
   m_status = new QLabel;
   m_status->setObjectName(QStringLiteral("validation"));
   m_status->setWordWrap(true);
@@ -267,9 +277,19 @@ void ExperimentPanel::newExperiment() {
 
 void ExperimentPanel::resizeEvent(QResizeEvent* event) {
   QWidget::resizeEvent(event);
-  // Side by side needs two forms' width; below that the columns stack and each scrolls.
+  // Side by side needs two forms' width; below that the columns stack.
   const Qt::Orientation o = event->size().width() >= 760 ? Qt::Horizontal : Qt::Vertical;
   if (m_split->orientation() != o) m_split->setOrientation(o);
+  fitForms();
+}
+
+void ExperimentPanel::fitForms() {
+  // Stacked, each form is as tall as its content and the page scrolls; side by side, the forms share
+  // the panel's height and scroll inside.
+  if (!m_expScroll || !m_runScroll) return;
+  const bool stacked = m_split->orientation() == Qt::Vertical;
+  for (QScrollArea* s : {m_expScroll, m_runScroll})
+    s->setMinimumHeight(stacked ? s->widget()->sizeHint().height() + 4 : 140);
 }
 
 void ExperimentPanel::setModified(bool modified) {
@@ -646,6 +666,7 @@ void ExperimentPanel::updateMethodGroups() {
   m_upitGroup->setVisible(m == "upit");
   m_gaGroup->setVisible(m == "upit");
   m_routerGroup->setVisible(m == "upit");
+  fitForms();  // the run form's height changed with the method's groups
 }
 
 void ExperimentPanel::commit() {

@@ -1,5 +1,5 @@
 #pragma once
-// "Method & GA": the experiment as forms. The experiment-wide settings (base, data, SFT, post-training,
+// "Method and GA": the experiment as forms. The experiment-wide settings (base, data, SFT, post-training,
 // evaluation), the list of runs, and the selected run's method with its parameters (E, top-k, r, the
 // GA's parent rule, alpha range, DARE p and merge operator, the router pre-optimization's seed
 // fraction, epochs, a and learning rate). Spin boxes bound each value; every edit is validated with
@@ -19,6 +19,7 @@ class QLabel;
 class QLineEdit;
 class QListWidget;
 class QSpinBox;
+class QScrollArea;
 class QSplitter;
 
 namespace upcycle::ui {
@@ -72,6 +73,7 @@ class ExperimentPanel : public QWidget {
   void updateSourceFields();  // base path vs pretrain sizes, generator vs data files: enabled by mode
   void refillRunList();
   void setModified(bool modified);
+  void fitForms();
   void highlightField(const QString& name);
   QSpinBox* ispin(const QString& name, int lo, int hi, const QString& tip);
   QDoubleSpinBox* dspin(const QString& name, double lo, double hi, int decimals, double step, const QString& tip);
@@ -85,6 +87,7 @@ class ExperimentPanel : public QWidget {
   QString m_error, m_errorField, m_file;
   bool m_modified = false;
   QSplitter* m_split;
+  QScrollArea *m_page = nullptr, *m_expScroll = nullptr, *m_runScroll = nullptr;
   QMap<QString, QWidget*> m_fields;
   QListWidget* m_runs;
   QComboBox* m_preset;

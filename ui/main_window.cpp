@@ -39,6 +39,8 @@
 
 namespace upcycle::ui {
 
+QString menuText(const QString& title) { return QString(title).replace(QLatin1Char('&'), QStringLiteral("&&")); }
+
 MainWindow::MainWindow(const QString& dbPath, QWidget* parent) : QMainWindow(parent) {
   setObjectName(QStringLiteral("MainWindow"));
   setWindowTitle(QStringLiteral("Upcycle Studio"));
@@ -60,7 +62,7 @@ MainWindow::MainWindow(const QString& dbPath, QWidget* parent) : QMainWindow(par
 
   // Left: configuration. Right: watching and inspecting. Bottom: the store.
   QDockWidget* start = addPanel(m_startPage, QStringLiteral("startDock"), tr("Start"), Qt::RightDockWidgetArea);
-  QDockWidget* exp = addPanel(m_experiment, QStringLiteral("experimentDock"), tr("Method & GA"), Qt::LeftDockWidgetArea);
+  QDockWidget* exp = addPanel(m_experiment, QStringLiteral("experimentDock"), tr("Method and GA"), Qt::LeftDockWidgetArea);
   QDockWidget* cks = addPanel(m_checkpoints, QStringLiteral("checkpointsDock"), tr("Checkpoints"), Qt::LeftDockWidgetArea);
   QDockWidget* run = addPanel(m_run, QStringLiteral("runDock"), tr("Run"), Qt::RightDockWidgetArea);
   QDockWidget* sim = addPanel(m_similarity, QStringLiteral("similarityDock"), tr("Expert similarity"), Qt::RightDockWidgetArea);
@@ -138,7 +140,7 @@ QDockWidget* MainWindow::addPanel(QWidget* panel, const QString& name, const QSt
   d->setFeatures(QDockWidget::DockWidgetMovable | QDockWidget::DockWidgetFloatable | QDockWidget::DockWidgetClosable);
   addDockWidget(area, d);
   // The View menu shows the title as typed: "&" would be a mnemonic ("Method _GA").
-  d->toggleViewAction()->setText(QString(title).replace(QLatin1Char('&'), QStringLiteral("&&")));
+  d->toggleViewAction()->setText(menuText(title));
   m_docks << d;
   return d;
 }
@@ -299,7 +301,7 @@ void MainWindow::rebuildRecentMenu() {
   m_recentMenu->clear();
   const QStringList files = recentFiles();
   for (const QString& f : files) {
-    QAction* a = m_recentMenu->addAction(QString(f).replace(QLatin1Char('&'), QStringLiteral("&&")));
+    QAction* a = m_recentMenu->addAction(menuText(f));
     connect(a, &QAction::triggered, this, [this, f] {
       if (!maybeSaveChanges()) return;
       const QString err = openExperiment(f);
@@ -326,7 +328,7 @@ void MainWindow::resetLayout() {
   restoreState(m_defaultState);
   for (QDockWidget* d : m_docks) d->show();
   fitDocks();
-  m_docks.front()->raise();  // the Start page and Method & GA on top, as on first start
+  m_docks.front()->raise();  // the Start page and Method and GA on top, as on first start
   dock(QStringLiteral("experimentDock"))->raise();
   for (QSplitter* s : splitters()) resetSplitter(s);
 }

@@ -48,7 +48,7 @@ class MainWindow : public QMainWindow {
   QString openExperiment(const QString& path);
   // Loads resources/experiments/demo[-quick].yaml and starts it.
   QString runDemo(bool quick);
-  // Refuses an invalid experiment (shown in Method & GA) and asks before reusing an output folder
+  // Refuses an invalid experiment (shown in Method and GA) and asks before reusing an output folder
   // that has files. Returns true when the run started.
   bool startExperiment();
   void showPanel(const QString& dockName);  // raises a dock (for the screenshots and menus)
@@ -104,5 +104,8 @@ class MainWindow : public QMainWindow {
   QPushButton *m_demoButton = nullptr, *m_quickButton = nullptr;
   Asker m_ask;
 };
+
+// A title as a menu or button shows it: "&" doubled, so it is not taken for a mnemonic.
+QString menuText(const QString& title);
 
 }  // namespace upcycle::ui

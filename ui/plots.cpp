@@ -121,18 +121,32 @@ void styleLegend(QCustomPlot* plot) {
 
 namespace upcycle::ui {
 
-void placeLegendOutside(QCustomPlot* plot) {
+void placeLegendOutside(QCustomPlot* plot, bool below) {
   styleLegend(plot);
   if (plot->legend->layout() != plot->axisRect()->insetLayout()) return;  // already placed
   plot->axisRect()->insetLayout()->take(plot->legend);
-  // A column beside the axis rect: the legend at the top, an empty element below taking the rest.
   auto* side = new QCPLayoutGrid;
-  plot->plotLayout()->addElement(0, plot->plotLayout()->columnCount(), side);
-  plot->plotLayout()->setColumnStretchFactor(plot->plotLayout()->columnCount() - 1, 0.001);
-  side->setMargins(QMargins(0, 6, 6, 0));
-  side->addElement(0, 0, plot->legend);
-  side->addElement(1, 0, new QCPLayoutElement(plot));
-  side->setRowStretchFactor(0, 0.001);
+  QCPLayoutGrid* layout = plot->plotLayout();
+  if (below) {
+    // A row under the axis rect: spacer, legend, spacer; the legend's entries in one row.
+    layout->addElement(layout->rowCount(), 0, side);
+    layout->setRowStretchFactor(layout->rowCount() - 1, 0.001);
+    side->setMargins(QMargins(0, 0, 0, 4));
+    side->addElement(0, 0, new QCPLayoutElement(plot));
+    side->addElement(0, 1, plot->legend);
+    side->addElement(0, 2, new QCPLayoutElement(plot));
+    side->setColumnStretchFactor(1, 0.001);
+    plot->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
+    plot->legend->setWrap(0);
+  } else {
+    // A column beside the axis rect: the legend at the top, an empty element below taking the rest.
+    layout->addElement(0, layout->columnCount(), side);
+    layout->setColumnStretchFactor(layout->columnCount() - 1, 0.001);
+    side->setMargins(QMargins(0, 6, 6, 0));
+    side->addElement(0, 0, plot->legend);
+    side->addElement(1, 0, new QCPLayoutElement(plot));
+    side->setRowStretchFactor(0, 0.001);
+  }
   plot->legend->setLayer(QStringLiteral("legend"));
 }
 

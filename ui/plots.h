@@ -42,8 +42,9 @@ void showMatrix(QCPColorMap* map, const BlobRow& m);
 // An axis rect's integer ticks labelled with a prefix ("E0", "E1", ...).
 void labelExperts(QCPAxisRect* rect, int n);
 void styleLegend(QCustomPlot* plot);
-// The legend in its own column right of the axis rect, top-aligned: it never covers the data,
-// however many entries it gets.
-void placeLegendOutside(QCustomPlot* plot);
+// The legend in its own cell outside the axis rect: a column on the right, top-aligned (many entries),
+// or a row below, centred, its entries side by side (a narrow plot with few entries). It never covers
+// the data, however many entries it gets.
+void placeLegendOutside(QCustomPlot* plot, bool below = false);
 
 }  // namespace upcycle::ui

@@ -61,7 +61,7 @@ RoutingPanel::RoutingPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   s->yAxis->setLabel(tr("entropy (nats)"));
   s->yAxis2->setVisible(true);
   s->yAxis2->setLabel(tr("imbalance (max / mean share)"));
-  placeLegendOutside(s);
+  placeLegendOutside(s, true);
   m_statsFrame->setCsvSource([this] {
     CsvTable t{{QStringLiteral("layer"), QStringLiteral("router_entropy"), QStringLiteral("share_entropy"), QStringLiteral("imbalance")}};
     for (const auto& [layer, b] : byLayer(m_stats[m_when->currentIndex()]))

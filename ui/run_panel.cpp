@@ -62,7 +62,7 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
   auto* bar = new QHBoxLayout;
   m_start = new QPushButton(tr("Start"));
   m_start->setObjectName(QStringLiteral("startButton"));
-  m_start->setToolTip(tr("Run the experiment of the Method & GA panel on the engine thread"));
+  m_start->setToolTip(tr("Run the experiment of the Method and GA panel on the engine thread"));
   m_cancel = new QPushButton(tr("Cancel"));
   m_cancel->setObjectName(QStringLiteral("cancelButton"));
   m_cancel->setToolTip(tr("Stop at the next training step; finished runs stay in the store, the current one is marked cancelled"));
@@ -74,7 +74,7 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
   layout->addLayout(bar);
 
   auto* split = makeSplitter(Qt::Vertical, QStringLiteral("runSplit"), {300, 560});
-  auto* top = makeSplitter(Qt::Horizontal, QStringLiteral("runTopSplit"), {1, 1});
+  auto* top = makeSplitter(Qt::Horizontal, QStringLiteral("runTopSplit"), {5, 3});
   m_stages = new StageModel(this);
   m_table = new QTableView;
   m_table->setObjectName(QStringLiteral("stageTable"));
@@ -98,8 +98,8 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
   m_log->setLineWrapMode(QPlainTextEdit::NoWrap);
   m_log->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
   top->addWidget(m_log);
-  top->setStretchFactor(0, 1);
-  top->setStretchFactor(1, 1);
+  top->setStretchFactor(0, 5);  // the stage table's columns first, the log beside it
+  top->setStretchFactor(1, 3);
   split->addWidget(top);
 
   auto* plots = new QWidget;
@@ -188,7 +188,7 @@ bool RunPanel::start(const Experiment& e, const QString& source) {
 
 void RunPanel::refuse(const QString& why) {
   appendLog(tr("Not started: %1").arg(why));
-  m_state->setText(tr("Not started: %1 (fix it in Method & GA)").arg(why));
+  m_state->setText(tr("Not started: %1 (fix it in Method and GA)").arg(why));
 }
 
 void RunPanel::cancel() {

@@ -89,7 +89,7 @@ SimilarityPanel::SimilarityPanel(Workspace* ws, QWidget* parent) : QWidget(paren
   QCustomPlot* d = m_divFrame->plot();
   d->xAxis->setLabel(tr("layer"));
   d->yAxis->setLabel(tr("1 - mean off-diagonal similarity"));
-  placeLegendOutside(d);
+  placeLegendOutside(d, true);
   m_divFrame->setCsvSource([this] {
     // The kind shown (weights, deltas, CKA), named in the header row.
     const int kind = m_kind->currentIndex();

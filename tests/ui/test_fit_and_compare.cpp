@@ -282,14 +282,22 @@ TEST(MainWindow, AsksBeforeOverwritingAnOutputFolderAndBeforeLosingEdits) {
   }
 }
 
-TEST(MainWindow, InvalidExperimentIsRefusedInTheFormAndTheViewMenuShowsItsAmpersand) {
+TEST(MainWindow, InvalidExperimentIsRefusedInTheFormAndTheViewMenuShowsTitlesAsTyped) {
   Window win;
   MainWindow& w = *win.w;
   qobject_cast<QSpinBox*>(w.experimentPanel()->field("runs.top_k"))->setValue(9);
   EXPECT_FALSE(w.startExperiment());
   EXPECT_TRUE(w.dock(QStringLiteral("experimentDock"))->isVisible());
   EXPECT_TRUE(w.runPanel()->logText().contains(QStringLiteral("run \"sparse\": top_k"))) << w.runPanel()->logText().toStdString();
-  EXPECT_EQ(w.dock(QStringLiteral("experimentDock"))->toggleViewAction()->text(), QStringLiteral("Method && GA"));
+  // The View menu shows each dock's title as typed: an "&" would be a mnemonic there.
+  EXPECT_EQ(menuText(QStringLiteral("Method & GA")), QStringLiteral("Method && GA"));
+  EXPECT_EQ(menuText(QStringLiteral("/data/R&D/e.yaml")), QStringLiteral("/data/R&&D/e.yaml"));
+  for (const char* name : {"experimentDock", "checkpointsDock", "runDock", "compareDock"}) {
+    const QString title = w.dock(QString::fromLatin1(name))->windowTitle();
+    const QString text = w.dock(QString::fromLatin1(name))->toggleViewAction()->text();
+    EXPECT_EQ(QString(text).replace(QStringLiteral("&&"), QStringLiteral("&")), title);
+    EXPECT_EQ(text.count(QLatin1Char('&')), 2 * title.count(QLatin1Char('&'))) << text.toStdString();
+  }
 }
 
 // ------------------------------------------------------------------------------------- layout
@@ -336,7 +344,7 @@ TEST(Layout, ResetLayoutRestoresTheSplitters) {
   w.resetLayout();
   const QList<int> reset = run->sizes();
   EXPECT_NEAR(static_cast<double>(reset[0]) / (reset[0] + reset[1]), 300.0 / 860.0, 0.02) << reset[0] << " + " << reset[1];
-  // And Method & GA's columns: equal halves.
+  // And Method and GA's columns: equal halves.
   auto* exp = w.findChild<QSplitter*>(QStringLiteral("experimentSplit"));
   exp->setSizes({10, 1000});
   w.resetLayout();
@@ -362,6 +370,16 @@ TEST(Layout, LegendsSitBesideTheData) {
   EXPECT_FALSE(rectsOverlap(loss->legend->outerRect(), loss->axisRect()->rect()))
       << "legend " << loss->legend->outerRect().x() << " axis rect right " << loss->axisRect()->rect().right();
   EXPECT_GE(loss->legend->outerRect().left(), loss->axisRect()->rect().right());
+  // Below the data where the plot is narrow: the diversity line's legend.
+  SimilarityPanel sim(f.ws.get());
+  sim.resize(900, 500);
+  sim.show();
+  sim.showRun(f.ids.a);
+  QCustomPlot* div = sim.diversityFrame()->plot();
+  div->replot();
+  ASSERT_TRUE(div->legend->visible());
+  EXPECT_FALSE(rectsOverlap(div->legend->outerRect(), div->axisRect()->rect()));
+  EXPECT_GE(div->legend->outerRect().top(), div->axisRect()->rect().bottom());
   // And the Compare curves.
   ComparePanel cmp(f.ws.get());
   cmp.resize(900, 600);
