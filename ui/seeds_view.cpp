@@ -22,19 +22,6 @@ namespace {
 QString number(double v, int decimals) { return std::isnan(v) ? QStringLiteral("-") : QString::number(v, 'f', decimals); }
 int decimalsOf(const QString& metric) { return metric.startsWith(QLatin1String("accuracy")) ? 1 : 4; }
 
-// The legend in its own cell right of the axis rect, so it never covers data.
-void legendOutside(QCustomPlot* p) {
-  styleLegend(p);
-  if (p->plotLayout()->hasElement(0, 1)) return;
-  auto* cell = new QCPLayoutGrid;
-  p->plotLayout()->addElement(0, 1, cell);
-  cell->addElement(0, 0, p->legend);
-  cell->addElement(1, 0, new QCPLayoutElement(p));  // pushes the legend to the top
-  cell->setRowStretchFactor(0, 0.01);
-  p->plotLayout()->setColumnStretchFactor(1, 0.001);
-  cell->setMargins(QMargins(0, 10, 6, 0));
-}
-
 // Run names on the x axis at 0, 1, 2, ...
 void nameTicks(QCPAxis* x, const std::vector<RunGroupStats>& runs) {
   QSharedPointer<QCPAxisTickerText> ticker(new QCPAxisTickerText);
@@ -130,13 +117,7 @@ SeedsView::SeedsView(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws)
                 QStringLiteral("ci95_lo"), QStringLiteral("ci95_hi")}};
     if (!m_summary || !m_ws->store()) return t;
     for (const auto& g : m_summary->runs) {
-      std::vector<std::vector<std::pair<double, double>>> curves;
-      for (int64_t id : g.runIds) {
-        curves.emplace_back();
-        for (const MetricPoint& p : m_ws->store()->metrics(id))
-          if (p.key == "loss" && p.stage.rfind("post", 0) == 0) curves.back().emplace_back(static_cast<double>(p.step), p.value);
-      }
-      const CurveBand b = curveAcrossSeeds(curves);
+      const CurveBand b = lossBand(g);
       for (size_t i = 0; i < b.steps.size(); ++i)
         t.push_back({QString::fromStdString(g.name), QString::number(b.steps[i]), QString::number(b.n[i]),
                      QString::number(b.mean[i], 'g', 10), QString::number(b.lo[i], 'g', 10), QString::number(b.hi[i], 'g', 10)});
@@ -147,6 +128,17 @@ SeedsView::SeedsView(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws)
 }
 
 QString SeedsView::message() const { return m_message->text(); }
+
+CurveBand SeedsView::lossBand(const RunGroupStats& g) const {
+  std::vector<std::vector<std::pair<double, double>>> curves;  // one post-training loss curve per seed
+  for (int64_t id : g.runIds) {
+    curves.emplace_back();
+    if (m_ws->store())
+      for (const MetricPoint& p : m_ws->store()->metrics(id))
+        if (p.key == "loss" && p.stage.rfind("post", 0) == 0) curves.back().emplace_back(static_cast<double>(p.step), p.value);
+  }
+  return curveAcrossSeeds(curves);
+}
 
 QString SeedsView::metricKey() const {
   const QString base = m_metric->currentData().toString();
@@ -338,7 +330,7 @@ void SeedsView::drawBars() {
 void SeedsView::drawCurves() {
   QCustomPlot* p = m_curvesFrame->plot();
   p->clearGraphs();
-  legendOutside(p);
+  placeLegendOutside(p);
   if (!m_summary || !m_ws->store()) {
     p->legend->setVisible(false);
     p->replot();
@@ -346,13 +338,7 @@ void SeedsView::drawCurves() {
   }
   for (size_t i = 0; i < m_summary->runs.size(); ++i) {
     const RunGroupStats& g = m_summary->runs[i];
-    std::vector<std::vector<std::pair<double, double>>> curves;
-    for (int64_t id : g.runIds) {
-      curves.emplace_back();
-      for (const MetricPoint& pt : m_ws->store()->metrics(id))
-        if (pt.key == "loss" && pt.stage.rfind("post", 0) == 0) curves.back().emplace_back(static_cast<double>(pt.step), pt.value);
-    }
-    const CurveBand b = curveAcrossSeeds(curves);
+    const CurveBand b = lossBand(g);
     if (b.steps.empty()) continue;
     const QColor c = seriesColor(static_cast<int>(i));
     const QVector<double> x(b.steps.begin(), b.steps.end());

@@ -44,6 +44,7 @@ class SeedsView : public QWidget {
   void drawCurves();
   void drawPaired();
   QString metricKey() const;  // "accuracy:math" etc.
+  CurveBand lossBand(const RunGroupStats& g) const;  // its seeds' post-training loss, across seeds
   Workspace* m_ws;
   QComboBox *m_experiment, *m_metric, *m_domain, *m_baseline;
   QLabel* m_message;

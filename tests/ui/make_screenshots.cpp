@@ -18,6 +18,7 @@
 #include "core/blas_kernels.h"
 #include "checkpoints_panel.h"
 #include "compare_panel.h"
+#include "seeds_view.h"
 #include "engine_worker.h"
 #include "experiment_panel.h"
 #include "lineage_panel.h"
@@ -179,6 +180,17 @@ int main(int argc, char** argv) {
     shoot(w, dir, QStringLiteral("compare-routing"));
     w.comparePanel()->tabs()->setCurrentIndex(4);
     shoot(w, dir, QStringLiteral("compare-metrics"));
+    // Across seeds: the demo's runs over its 3 seeds, paired against the dense SFT.
+    w.comparePanel()->seedsView()->setExperiment(quick ? QStringLiteral("demo-quick") : QStringLiteral("demo"));
+    w.comparePanel()->seedsView()->setBaseline(QStringLiteral("dense-sft"));
+    w.comparePanel()->tabs()->setCurrentWidget(w.comparePanel()->seedsView());
+    shoot(w, dir, QStringLiteral("compare-seeds"));
+    w.runsPanel()->setGroupSeeds(true);
+    w.runsPanel()->toggleGroup(quick ? QStringLiteral("demo-quick") : QStringLiteral("demo"), QStringLiteral("upit"));
+    w.showPanel(QStringLiteral("runsDock"));
+    shoot(w, dir, QStringLiteral("runs-grouped"));
+    w.runsPanel()->toggleGroup(quick ? QStringLiteral("demo-quick") : QStringLiteral("demo"), QStringLiteral("upit"));
+    w.runsPanel()->setGroupSeeds(false);
 
     // The run detail page, opened as a double-click opens it.
     RunDetailDialog detail(ws, upit, &w);
