@@ -162,21 +162,34 @@ RunStore::RunStore(const fs::path& file, ReadOnly) : m_path(file) {
   UPCYCLE_CHECK(fs::exists(file), "no run store at ", file.string());
   UPCYCLE_CHECK(fs::is_regular_file(file), file.string(), " is not a regular file");
   auto open = [&](const std::string& name, int flags) {
-    if (sqlite3_open_v2(name.c_str(), &m_db, flags, nullptr) == SQLITE_OK) return true;
+    if (sqlite3_open_v2(name.c_str(), &m_db, flags, nullptr) == SQLITE_OK) {
+      sqlite3_busy_timeout(m_db, 10000);  // before the first read: a writer may hold the WAL index
+      return true;
+    }
     sqlite3_close(m_db);
     m_db = nullptr;
     return false;
   };
+  int failure = SQLITE_OK;
   auto readable = [&] {
     try {
       Stmt s(m_db, "SELECT count(*) FROM sqlite_master");
       s.step();
       return true;
     } catch (const std::exception&) {
+      failure = sqlite3_errcode(m_db);
       return false;
     }
   };
   if (!open(file.string(), SQLITE_OPEN_READONLY) || !readable()) {
+    // A store busy with a writer is not a reason to read around the writer: an immutable read
+    // ignores the WAL and would show a stale (or torn) store. Say so instead.
+    if (failure == SQLITE_BUSY || failure == SQLITE_LOCKED) {
+      const std::string msg = sqlite3_errmsg(m_db);
+      sqlite3_close(m_db);
+      m_db = nullptr;
+      throw UserError("cannot read run store " + file.string() + ": " + msg);
+    }
     // A WAL store in a folder we cannot write (no -shm to create): read it as an immutable file.
     if (m_db) sqlite3_close(m_db);
     m_db = nullptr;
