@@ -32,6 +32,7 @@
 #include "data/prepare.h"
 #include "store/run_compare.h"
 #include "store/run_store.h"
+#include "store/store_check.h"
 #include <nlohmann/json.hpp>
 #include <iomanip>
 
@@ -98,9 +99,11 @@ verbs:
       Write a randomly initialized model (for experiments, tests and benchmarks). --tokenizer copies
       DIR's tokenizer files (and its bos/eos/pad ids) instead of attaching the byte tokenizer.
   runs list [--json] | show ID | compare ID ID... [--diff-only] | delete ID | export ID --out DIR
-       | rename ID NAME | tag ID TAGS        (all take [--db FILE])
+       | rename ID NAME | tag ID TAGS | check [--salvage OUT]        (all take [--db FILE])
       The run store: every `run` and `demo` records its runs (params, metrics, evaluation, lineage,
       analysis) in a SQLite file, by default ~/.local/share/upcycle-workbench/runs.db.
+      check: integrity and foreign keys (exit 3 when damaged); --salvage copies every row still
+      readable into a new store OUT.
   run EXPERIMENT.yaml [--out DIR] [--device D] [--db FILE]
       Run a whole experiment (base, data, dense SFT with checkpoints, each method, post-training,
       evaluation) and print per-domain accuracy and loss for every run.
@@ -550,9 +553,33 @@ int64_t runId(const std::string& s) {
   return v;
 }
 
+// `runs check`: never opens the store through RunStore (which would mark runs or migrate), never writes it.
+int cmdRunsCheck(const Args& a, const std::filesystem::path& db) {
+  UPCYCLE_CHECK(a.positional().size() == 1, "usage: upcycle runs check [--db FILE] [--salvage OUT]");
+  const auto c = upcycle::checkStore(db);
+  std::printf("%s: %s\n", db.string().c_str(), c.ok ? "ok" : "DAMAGED");
+  for (size_t i = 0; i < c.problems.size() && i < 20; ++i) std::printf("  %s\n", c.problems[i].c_str());
+  if (c.problems.size() > 20) std::printf("  ... and %zu more\n", c.problems.size() - 20);
+  for (const auto& [t, n] : c.tableRows) std::printf("  %-16s %10lld rows\n", t.c_str(), static_cast<long long>(n));
+  if (a.has("salvage")) {
+    const std::filesystem::path out = a.get("salvage");
+    const auto r = upcycle::salvageStore(db, out);
+    std::printf("salvaged into %s%s:\n", out.string().c_str(),
+                r.pageScan ? (" (leaf pages scanned at " + std::to_string(r.pageSize) + " bytes a page)").c_str() : "");
+    if (!r.sqliteError.empty()) std::printf("  SQLite could not read the schema: %s\n", r.sqliteError.c_str());
+    for (const auto& t : r.tables)
+      std::printf("  %-16s %10lld rows (%lld from the page scan, %lld damaged places skipped)\n", t.table.c_str(),
+                  static_cast<long long>(t.rows), static_cast<long long>(t.fromPages), static_cast<long long>(t.readErrors));
+    if (r.placeholderRuns)
+      std::printf("  %lld runs whose own row was lost are kept as \"salvaged run N\" for their rows\n",
+                  static_cast<long long>(r.placeholderRuns));
+  }
+  return c.ok ? 0 : 3;
+}
+
 int cmdRuns(const Args& a) {
-  a.allowOnly({"db", "json", "diff-only", "out", "threads"});
-  UPCYCLE_CHECK(!a.positional().empty(), "usage: upcycle runs list|show|compare|delete|export|rename|tag ...");
+  a.allowOnly({"db", "json", "diff-only", "out", "threads", "salvage"});
+  UPCYCLE_CHECK(!a.positional().empty(), "usage: upcycle runs list|show|compare|delete|export|rename|tag|check ...");
   const std::string sub = a.positional()[0];
   const auto& pos = a.positional();
   // Reading verbs open the store read-only: they never create a folder or a file, nor upgrade one.
@@ -562,6 +589,7 @@ int cmdRuns(const Args& a) {
     std::printf("no runs (no run store at %s yet)\n", db.string().c_str());
     return 0;
   }
+  if (sub == "check") return cmdRunsCheck(a, db);
   std::optional<upcycle::RunStore> opened;
   if (reads) opened.emplace(db, upcycle::RunStore::ReadOnly{});
   else opened.emplace(db);
@@ -674,7 +702,7 @@ int cmdRuns(const Args& a) {
     std::printf("exported run %s (%s) to %s\n", pos[1].c_str(), model.c_str(), out.string().c_str());
     return 0;
   }
-  throw upcycle::UserError("unknown runs command \"" + sub + "\" (list, show, compare, delete, export, rename, tag)");
+  throw upcycle::UserError("unknown runs command \"" + sub + "\" (list, show, compare, delete, export, rename, tag, check)");
 }
 
 // Runs argv as a child process, its stdout discarded; returns its wall time and peak resident memory (KiB).
