@@ -220,7 +220,16 @@ RunStore::RunStore(const fs::path& file, ReadOnly) : m_path(file) {
 }
 
 RunStore::~RunStore() {
-  if (m_db) sqlite3_close(m_db);
+  if (!m_db) return;
+  // The file was renamed over (a backup restored, a copy moved in) or deleted while this connection
+  // was open. Its -wal and -shm still sit beside the path, and SQLite leaves the WAL there on close:
+  // the next connection to the file now at the path would replay this store's frames into it, mixing
+  // pages of two databases (what the workspace of issue 19 looked like). Emptying the WAL first (its
+  // frames go into the old file, which is where they belong) leaves nothing to replay.
+  int moved = 0;
+  if (sqlite3_file_control(m_db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved)
+    sqlite3_exec(m_db, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
+  sqlite3_close(m_db);
 }
 
 void RunStore::exec(const std::string& sql) const {
@@ -488,6 +497,11 @@ void RunStore::deleteRun(int64_t id) {
 std::string RunStore::integrityCheck() const {
   Stmt s(m_db, "PRAGMA integrity_check");
   return s.step() ? s.text(0) : "no answer";
+}
+
+int64_t RunStore::dataVersion() const {
+  Stmt s(m_db, "PRAGMA data_version");
+  return s.step() ? s.i64(0) : 0;
 }
 
 fs::path RunStore::defaultPath() {

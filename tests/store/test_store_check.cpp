@@ -271,3 +271,33 @@ TEST(StoreCheck, PageOneOverwrittenIsNotADatabaseYetEveryRowComesBack) {
   EXPECT_EQ(s.metrics(7).size(), static_cast<size_t>(kMetrics));
 }
 
+// A store file replaced (renamed over) while a connection is open: SQLite leaves the old store's WAL
+// at the path when that connection closes, and the next connection replays it into the new file.
+// RunStore empties its WAL before closing a moved file; the new file must read as itself.
+TEST(StoreReplaced, ClosingAConnectionToAReplacedFileLeavesTheNewFileAlone) {
+  TempDir dir;
+  auto fill = [](RunStore& s, const std::string& prefix, int n) {
+    for (int i = 0; i < n; ++i) {
+      const int64_t id = s.beginRun(prefix + std::to_string(i), "e", "sparse", 1, "cpu", {});
+      std::vector<MetricPoint> pts;
+      for (int k = 0; k < 200; ++k) pts.push_back({"post", "loss", k, i * 1000.0 + k});
+      s.addMetrics(id, pts);
+    }
+  };
+  auto open = std::make_unique<RunStore>(dir / "runs.db");
+  fill(*open, "old-", 20);  // stays in the WAL: this connection is open, nothing checkpointed yet
+  ASSERT_GT(fs::file_size(dir / "runs.db-wal"), 0u);
+  {
+    RunStore other(dir / "other.db");
+    fill(other, "new-", 3);
+  }
+  fs::rename(dir / "other.db", dir / "runs.db");
+  open.reset();
+  const auto c = checkStore(dir / "runs.db");
+  EXPECT_TRUE(c.ok) << (c.problems.empty() ? "" : c.problems[0]);
+  RunStore s(dir / "runs.db", RunStore::ReadOnly{});
+  const auto runs = s.listRuns();
+  ASSERT_EQ(runs.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(runs[static_cast<size_t>(i)].name, "new-" + std::to_string(i));
+  EXPECT_EQ(s.metrics(3).size(), 200u);
+}
