@@ -695,9 +695,9 @@ int cmdRuns(const Args& a) {
     for (const auto& f : std::filesystem::directory_iterator(model)) {
       const std::string name = f.path().filename().string();
       if (name == "optimizer.pt" || name == "trainer_state.json" || !f.is_regular_file()) continue;
-      const std::filesystem::path tmp = out / (name + ".tmp");
-      std::filesystem::copy_file(f.path(), tmp, std::filesystem::copy_options::overwrite_existing);
-      std::filesystem::rename(tmp, out / name);
+      // Copied to a temporary name, renamed when whole: a full disk or a read-only folder leaves
+      // neither a partial file under the final name nor the temporary.
+      upcycle::copyFileAtomically(f.path(), out / name);
     }
     std::printf("exported run %s (%s) to %s\n", pos[1].c_str(), model.c_str(), out.string().c_str());
     return 0;

@@ -54,11 +54,17 @@ INSERT INTO latest_metrics(run, stage, key, step, value)
 UPDATE schema_info SET version = 2;
 )SQL";
 
+// "run store FILE: " for error messages (a full disk or a read-only folder must name the file).
+std::string where(sqlite3* db) {
+  const char* f = sqlite3_db_filename(db, "main");
+  return std::string("run store ") + (f && *f ? f : "(memory)") + ": ";
+}
+
 class Stmt {
  public:
   Stmt(sqlite3* db, const std::string& sql) : m_db(db) {
     if (sqlite3_prepare_v2(db, sql.c_str(), -1, &m_s, nullptr) != SQLITE_OK)
-      throw UserError(std::string("run store: ") + sqlite3_errmsg(db) + " in: " + sql);
+      throw UserError(where(db) + sqlite3_errmsg(db) + " in: " + sql);
   }
   ~Stmt() { sqlite3_finalize(m_s); }
   Stmt& bind(int i, int64_t v) { return check(sqlite3_bind_int64(m_s, i, v)); }
@@ -69,7 +75,7 @@ class Stmt {
     const int rc = sqlite3_step(m_s);
     if (rc == SQLITE_ROW) return true;
     if (rc == SQLITE_DONE) return false;
-    throw UserError(std::string("run store: ") + sqlite3_errmsg(m_db));
+    throw UserError(where(m_db) + sqlite3_errmsg(m_db));
   }
   void run() {
     step();
@@ -87,7 +93,7 @@ class Stmt {
 
  private:
   Stmt& check(int rc) {
-    if (rc != SQLITE_OK) throw UserError(std::string("run store: ") + sqlite3_errmsg(m_db));
+    if (rc != SQLITE_OK) throw UserError(where(m_db) + sqlite3_errmsg(m_db));
     return *this;
   }
   sqlite3* m_db;
@@ -112,7 +118,7 @@ class Transaction {
     if (sqlite3_exec(m_db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "unknown error";
       sqlite3_free(err);
-      throw UserError("run store: " + msg);
+      throw UserError(where(m_db) + msg);
     }
   }
   sqlite3* m_db;
