@@ -141,18 +141,23 @@ RunStore::RunStore(const fs::path& file) : m_path(file) {
     exec("PRAGMA foreign_keys=ON");
     exec("PRAGMA synchronous=NORMAL");
     migrate();
-    // Runs whose process died are interrupted, not running.
-    std::vector<int64_t> dead;
-    {
+    // Runs whose process died are interrupted, not running. The look and the change happen in one
+    // write transaction, and only a row still 'running' changes: read outside it, a run whose process
+    // finished it and then died (between our read and our write) was marked interrupted over its
+    // 'finished' (the soak test caught one in 19,657 runs).
+    auto deadRuns = [&] {
+      std::vector<int64_t> dead;
       Stmt s(m_db, "SELECT id, pid FROM runs WHERE status = 'running'");
       while (s.step()) {
         const pid_t pid = static_cast<pid_t>(s.i64(1));
         if (pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH)) dead.push_back(s.i64(0));
       }
-    }
-    if (!dead.empty()) {
+      return dead;
+    };
+    if (!deadRuns().empty()) {  // the common case, nothing to mark, takes no write lock
       Transaction t(m_db);
-      Stmt u(m_db, "UPDATE runs SET status = 'interrupted', finished = datetime('now') WHERE id = ?");
+      const std::vector<int64_t> dead = deadRuns();
+      Stmt u(m_db, "UPDATE runs SET status = 'interrupted', finished = datetime('now') WHERE id = ? AND status = 'running'");
       for (int64_t id : dead) u.bind(1, id).run();
       t.commit();
       m_interrupted = static_cast<int64_t>(dead.size());

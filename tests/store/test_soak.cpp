@@ -56,11 +56,13 @@ void start(Worker& w, const fs::path& db) {
   w.pid = pid;
 }
 
-// What the logs say was committed, per run id.
+// What the logs say was committed, per run, by its soak.key: run ids are not identities here, since
+// SQLite gives the next run the id of a deleted run that had the highest one (INTEGER PRIMARY KEY
+// without AUTOINCREMENT). Each writer touches only runs it began, so its lines map ids to keys.
 struct Expected {
-  std::string key;
-  int64_t metrics = 0, pendingMetrics = 0;  // rows committed; rows of an interrupted batch
-  std::set<int64_t> steps, pendingSteps;
+  int64_t id = 0;                           // the id its writer logged
+  int64_t metrics = 0;                      // rows committed
+  std::set<int64_t> steps, pendingSteps;    // committed steps; those of an interrupted batch
   int64_t logs = 0, pendingLogs = 0;
   bool finished = false, maybeFinished = false, deleted = false, maybeDeleted = false;
   std::string name, tags;
@@ -68,15 +70,26 @@ struct Expected {
 };
 
 struct LogModel {
-  std::map<int64_t, Expected> runs;
-  std::set<std::string> maybeBegun;  // keys whose begin a kill interrupted
-  int64_t committed = 0;             // transactions logged as committed
+  std::map<std::string, Expected> runs;  // by key
+  std::set<std::string> maybeBegun;      // keys whose begin a kill interrupted
+  int64_t committed = 0;                 // transactions logged as committed
 };
 
 void applyLog(const fs::path& log, LogModel& m) {
   std::ifstream in(log);
-  std::map<char, std::string> pending;  // thread -> its intent without a done yet
-  auto settlePending = [&] {            // a generation ended with a kill: intents may or may not be in
+  std::map<int64_t, std::string> keyOfId;  // this writer's runs
+  std::map<char, std::string> pending;     // thread -> its intent without a done yet
+  auto run = [&](std::istringstream& s) -> Expected* {
+    int64_t id = 0;
+    s >> id;
+    auto it = keyOfId.find(id);
+    if (it == keyOfId.end()) {
+      ADD_FAILURE() << log << ": a write to run " << id << " that this writer did not begin";
+      return nullptr;
+    }
+    return &m.runs[it->second];
+  };
+  auto settlePending = [&] {  // a generation ended with a kill: these intents may or may not be in
     for (const auto& [t, line] : pending) {
       std::istringstream s(line);
       char th, op;
@@ -87,28 +100,26 @@ void applyLog(const fs::path& log, LogModel& m) {
         m.maybeBegun.insert(key);
         continue;
       }
-      int64_t id = 0;
-      s >> id;
-      Expected& e = m.runs[id];
+      Expected* e = run(s);
+      if (!e) continue;
       if (op == 'M') {
         int64_t first = 0, n = 0;
         s >> first >> n;
-        e.pendingMetrics = n;
-        for (int64_t i = 0; i < n; ++i) e.pendingSteps.insert(first + i);
+        for (int64_t i = 0; i < n; ++i) e->pendingSteps.insert(first + i);
       } else if (op == 'L') {
-        e.pendingLogs = 1;
+        e->pendingLogs = 1;
       } else if (op == 'F') {
-        e.maybeFinished = true;
+        e->maybeFinished = true;
       } else if (op == 'D') {
-        e.maybeDeleted = true;
+        e->maybeDeleted = true;
       } else if (op == 'R') {
         std::string n;
         s >> n;
-        e.maybeNames.insert(n);
+        e->maybeNames.insert(n);
       } else if (op == 'T') {
         std::string n;
         s >> n;
-        e.maybeTags.insert(n);
+        e->maybeTags.insert(n);
       }
     }
     pending.clear();
@@ -120,49 +131,57 @@ void applyLog(const fs::path& log, LogModel& m) {
       settlePending();
       continue;
     }
-    ASSERT_GE(line.size(), 3u) << line;
+    if (line.size() < 3) {
+      ADD_FAILURE() << log << ": " << line;
+      continue;
+    }
     const char th = line[0], op = line[2];
     if (std::isupper(static_cast<unsigned char>(op))) {
-      ASSERT_EQ(pending.count(th), 0u) << "two intents in a row on one thread: " << line;
+      if (pending.count(th)) ADD_FAILURE() << log << ": two intents in a row on one thread: " << line;
       pending[th] = line;
       continue;
     }
-    ASSERT_EQ(pending.count(th), 1u) << "a done without its intent: " << line;
+    if (!pending.count(th)) {
+      ADD_FAILURE() << log << ": a done without its intent: " << line;
+      continue;
+    }
     std::istringstream intent(pending[th]);
     pending.erase(th);
     char ith, iop;
     intent >> ith >> iop;
-    ASSERT_EQ(std::tolower(iop), op) << line;
+    if (std::tolower(iop) != op) {
+      ADD_FAILURE() << log << ": " << line << " does not finish " << intent.str();
+      continue;
+    }
     ++m.committed;
-    std::istringstream done(line.substr(4));
     if (op == 'b') {
+      std::istringstream done(line.substr(4));
       std::string key;
       int64_t id = 0;
       done >> key >> id;
-      Expected& e = m.runs[id];
-      ASSERT_TRUE(e.key.empty()) << "run id " << id << " begun twice";
-      e.key = key;
+      keyOfId[id] = key;  // a reused id now means this run
+      Expected& e = m.runs[key];
+      e.id = id;
       e.name = "soak-" + key;
       continue;
     }
-    int64_t id = 0;
-    intent >> id;
-    Expected& e = m.runs[id];
+    Expected* e = run(intent);
+    if (!e) continue;
     if (op == 'm') {
       int64_t first = 0, n = 0;
       intent >> first >> n;
-      e.metrics += n;
-      for (int64_t i = 0; i < n; ++i) e.steps.insert(first + i);
+      e->metrics += n;
+      for (int64_t i = 0; i < n; ++i) e->steps.insert(first + i);
     } else if (op == 'l') {
-      ++e.logs;
+      ++e->logs;
     } else if (op == 'f') {
-      e.finished = true;
+      e->finished = true;
     } else if (op == 'd') {
-      e.deleted = true;
+      e->deleted = true;
     } else if (op == 'r') {
-      intent >> e.name;
+      intent >> e->name;
     } else if (op == 't') {
-      intent >> e.tags;
+      intent >> e->tags;
     }
   }
   settlePending();
@@ -259,60 +278,53 @@ TEST(WorkspaceSoak, KilledWritersLoseNoCommittedRowAndTheStoreStaysIntact) {
   EXPECT_EQ(d.rows("PRAGMA integrity_check"), std::vector<std::string>{"ok"});
   EXPECT_TRUE(d.rows("PRAGMA foreign_key_check").empty());
 
-  std::map<int64_t, std::string> keyOf;  // every run in the store, by its soak.key param
-  for (const auto& r : d.rows("SELECT r.id, p.value FROM runs r LEFT JOIN params p ON p.run = r.id AND p.key = 'soak.key'")) {
+  std::map<std::string, int64_t> idOf;  // every run in the store, by its soak.key param
+  for (const auto& r : d.rows("SELECT r.id, coalesce(p.value, '') FROM runs r LEFT JOIN params p ON p.run = r.id AND p.key = 'soak.key'")) {
     const auto bar = r.find('|');
-    keyOf[std::stoll(r.substr(0, bar))] = r.substr(bar + 1);
+    EXPECT_TRUE(idOf.emplace(r.substr(bar + 1), std::stoll(r.substr(0, bar))).second) << "two runs with key " << r;
   }
   int64_t verifiedRows = 0, liveRuns = 0;
-  for (const auto& [id, e] : m.runs) {
-    if (e.key.empty()) {
-      ADD_FAILURE() << "run " << id << " has logged writes but no logged begin";
-      continue;
-    }
-    const std::string ids = std::to_string(id);
-    const bool present = keyOf.count(id) != 0;
+  for (const auto& [key, e] : m.runs) {
+    const auto at = idOf.find(key);
     if (e.deleted) {
-      EXPECT_FALSE(present) << "run " << id << " was deleted (committed) but is still there";
-      EXPECT_EQ(d.count("SELECT count(*) FROM metrics WHERE run = " + ids) + d.count("SELECT count(*) FROM params WHERE run = " + ids) +
-                    d.count("SELECT count(*) FROM logs WHERE run = " + ids) + d.count("SELECT count(*) FROM latest_metrics WHERE run = " + ids),
-                0)
-          << "rows of deleted run " << id << " left behind";
+      EXPECT_EQ(at, idOf.end()) << "run " << key << " was deleted (committed) but is still there";
       continue;
     }
-    if (!present) {
-      EXPECT_TRUE(e.maybeDeleted) << "run " << id << " (" << e.key << ") was committed and is gone";
+    if (at == idOf.end()) {
+      EXPECT_TRUE(e.maybeDeleted) << "run " << key << " (id " << e.id << ") was committed and is gone";
       continue;
     }
     ++liveRuns;
-    EXPECT_EQ(keyOf[id], e.key) << "run " << id;
+    const int64_t id = at->second;
+    EXPECT_EQ(id, e.id) << key;
+    const std::string ids = std::to_string(id);
     // Metrics: exactly the committed steps, plus the interrupted batch whole or not at all.
     std::set<int64_t> steps;
     for (const auto& r : d.rows("SELECT step, value FROM metrics WHERE run = " + ids + " AND stage = 'post' AND key = 'loss'")) {
       const auto bar = r.find('|');
       const int64_t step = std::stoll(r.substr(0, bar));
-      EXPECT_DOUBLE_EQ(std::stod(r.substr(bar + 1)), static_cast<double>(id) * 1e6 + static_cast<double>(step)) << "run " << id;
-      EXPECT_TRUE(steps.insert(step).second) << "step " << step << " of run " << id << " stored twice";
+      EXPECT_DOUBLE_EQ(std::stod(r.substr(bar + 1)), static_cast<double>(id) * 1e6 + static_cast<double>(step)) << "run " << key;
+      EXPECT_TRUE(steps.insert(step).second) << "step " << step << " of run " << key << " stored twice";
     }
     std::set<int64_t> withPending = e.steps;
     withPending.insert(e.pendingSteps.begin(), e.pendingSteps.end());
     EXPECT_TRUE(steps == e.steps || (!e.pendingSteps.empty() && steps == withPending))
-        << "run " << id << ": " << steps.size() << " metric rows, " << e.metrics << " committed, " << e.pendingMetrics << " pending";
+        << "run " << key << ": " << steps.size() << " metric rows, " << e.metrics << " committed, " << e.pendingSteps.size() << " pending";
     const int64_t logs = d.count("SELECT count(*) FROM logs WHERE run = " + ids);
-    EXPECT_TRUE(logs == e.logs || logs == e.logs + e.pendingLogs) << "run " << id << ": " << logs << " logs, " << e.logs << " committed";
+    EXPECT_TRUE(logs == e.logs || logs == e.logs + e.pendingLogs) << "run " << key << ": " << logs << " logs, " << e.logs << " committed";
     const std::string status = d.rows("SELECT status FROM runs WHERE id = " + ids).at(0);
-    if (e.finished) EXPECT_EQ(status, "finished") << "run " << id;
+    if (e.finished) EXPECT_EQ(status, "finished") << "run " << key;
     else if (e.maybeFinished) EXPECT_TRUE(status == "finished" || status == "interrupted") << status;
-    else EXPECT_EQ(status, "interrupted") << "run " << id << ": its writer was killed";
+    else EXPECT_EQ(status, "interrupted") << "run " << key << ": its writer was killed";
     const std::string name = d.rows("SELECT name FROM runs WHERE id = " + ids).at(0);
-    EXPECT_TRUE(name == e.name || e.maybeNames.count(name)) << "run " << id << " is named " << name << ", logged " << e.name;
+    EXPECT_TRUE(name == e.name || e.maybeNames.count(name)) << "run " << key << " is named " << name << ", logged " << e.name;
     const std::string tags = d.rows("SELECT tags FROM runs WHERE id = " + ids).at(0);
-    EXPECT_TRUE(tags == e.tags || e.maybeTags.count(tags)) << "run " << id << " tags " << tags;
+    EXPECT_TRUE(tags == e.tags || e.maybeTags.count(tags)) << "run " << key << " tags " << tags;
     verifiedRows += static_cast<int64_t>(steps.size()) + logs + 1 + d.count("SELECT count(*) FROM params WHERE run = " + ids);
   }
-  // Runs nobody logged as begun: only the begin a kill interrupted, with nothing written after it.
-  for (const auto& [id, key] : keyOf) {
-    if (m.runs.count(id)) continue;
+  // Runs nobody logged as begun: only a begin a kill interrupted, with nothing written after it.
+  for (const auto& [key, id] : idOf) {
+    if (m.runs.count(key)) continue;
     EXPECT_TRUE(m.maybeBegun.count(key)) << "run " << id << " (" << key << ") is in the store but no writer began it";
     EXPECT_EQ(d.count("SELECT count(*) FROM metrics WHERE run = " + std::to_string(id)), 0);
   }
@@ -322,7 +334,7 @@ TEST(WorkspaceSoak, KilledWritersLoseNoCommittedRowAndTheStoreStaysIntact) {
               "%lld runs and %lld rows verified, %lld runs in the store\n",
               static_cast<long long>(seconds), static_cast<long long>(kills), static_cast<long long>(midChecks),
               static_cast<long long>(m.committed), static_cast<long long>(liveRuns), static_cast<long long>(verifiedRows),
-              static_cast<long long>(keyOf.size()));
+              static_cast<long long>(idOf.size()));
 }
 
 // Two copies of SQLite in one process each keep their own POSIX locks, and one copy's close() drops
