@@ -13,6 +13,7 @@
 #include <set>
 
 #include "plots.h"
+#include "seeds_view.h"
 #include "table_models.h"
 #include "workspace.h"
 
@@ -105,6 +106,10 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   // Final metrics.
   m_metrics = new MetricsCompareModel(this);
   m_tabs->addTab(makeTable(m_metrics), tr("Metrics"));
+
+  // One experiment's runs across their seeds (needs no selection: it groups the stored runs itself).
+  m_seeds = new SeedsView(ws);
+  m_tabs->addTab(m_seeds, tr("Across seeds"));
 
   connect(ws, &Workspace::compareRequested, this, &ComparePanel::setRuns);
 

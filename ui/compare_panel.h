@@ -1,7 +1,7 @@
 #pragma once
 // 2-4 runs side by side: their parameters (with a diff-only toggle), overlaid training curves with one
 // colour per run, similarity heatmaps on one shared colour scale, routing bars on one shared axis, and
-// the final metrics. Thread-safety: GUI thread only.
+// the final metrics; and an "Across seeds" tab (seeds_view.h). Thread-safety: GUI thread only.
 #include <QWidget>
 #include <vector>
 
@@ -20,6 +20,7 @@ namespace upcycle::ui {
 
 class MetricsCompareModel;
 class ParamDiffModel;
+class SeedsView;
 class Workspace;
 
 class ComparePanel : public QWidget {
@@ -36,6 +37,7 @@ class ComparePanel : public QWidget {
   PlotFrame* similarityFrame() const { return m_simFrame; }
   PlotFrame* routingFrame() const { return m_routeFrame; }
   QTabWidget* tabs() const { return m_tabs; }
+  SeedsView* seedsView() const { return m_seeds; }
   const std::vector<QCPColorMap*>& colorMaps() const { return m_maps; }
 
  private:
@@ -54,6 +56,7 @@ class ComparePanel : public QWidget {
   QComboBox *m_curveMetric, *m_curveStage, *m_simKind, *m_simLayer, *m_routeLayer;
   PlotFrame *m_curvesFrame, *m_simFrame, *m_routeFrame;
   std::vector<QCPColorMap*> m_maps;
+  SeedsView* m_seeds = nullptr;
 };
 
 }  // namespace upcycle::ui

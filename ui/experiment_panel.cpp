@@ -229,6 +229,9 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   auto* f = new QFormLayout(g);
   f->addRow(tr("Name"), line(QStringLiteral("name"), tr("Names the experiment in the run store")));
   f->addRow(tr("Seed"), ispin(QStringLiteral("seed"), 0, 2147483647, tr("Every random draw of the pipeline derives from this seed (runs may override it)")));
+  f->addRow(tr("Seeds"), line(QStringLiteral("seeds"), tr("Several seeds, e.g. 0, 1, 2 or 0-4: the whole pipeline once per seed (into "
+                                                           "OUT/seed-S), each run's mean and 95% confidence interval in Compare → "
+                                                           "Across seeds. Empty: just the seed above.")));
   f->addRow(tr("Device"), combo(QStringLiteral("device"), {QStringLiteral("auto"), QStringLiteral("cpu"), QStringLiteral("cuda")},
                                 tr("auto: CUDA when LibTorch sees a GPU, else the CPU")));
   f->addRow(tr("Threads"), ispin(QStringLiteral("threads"), 0, 1024, tr("Intra-op CPU threads (0 = one per core)")));
@@ -447,6 +450,11 @@ void ExperimentPanel::fillForms() {
   const Experiment& e = m_exp;
   text("name", qs(e.name));
   num("seed", static_cast<int64_t>(e.seed));
+  {
+    QStringList seeds;
+    for (uint64_t v : e.seeds) seeds << QString::number(v);
+    text("seeds", seeds.join(QStringLiteral(", ")));
+  }
   pick("device", qs(e.device));
   num("threads", e.threads);
   num("nproc", e.nproc);
@@ -586,6 +594,15 @@ void ExperimentPanel::commit() {
   Experiment& e = m_exp;
   e.name = text("name").toStdString();
   e.seed = static_cast<uint64_t>(num("seed"));
+  m_seedsError.clear();
+  e.seeds.clear();
+  if (!text("seeds").isEmpty()) {
+    try {
+      e.seeds = parseSeedList(text("seeds").toStdString(), "Seeds");
+    } catch (const std::exception& ex) {
+      m_seedsError = qs(ex.what());
+    }
+  }
   e.device = pick("device");
   e.threads = static_cast<int>(num("threads"));
   e.nproc = static_cast<int>(num("nproc"));
@@ -675,6 +692,7 @@ void ExperimentPanel::validate() {
     for (size_t i = 0; i < m_exp.runs.size(); ++i)
       if (!names.insert(m_exp.runs[i].name).second)
         throw std::runtime_error("runs[" + std::to_string(i) + "].name \"" + m_exp.runs[i].name + "\" is used twice");
+    if (!m_seedsError.isEmpty()) throw std::runtime_error(m_seedsError.toStdString());
     validateExperiment(m_exp);
   } catch (const std::exception& ex) {
     m_error = qs(ex.what());

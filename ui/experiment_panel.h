@@ -66,6 +66,7 @@ class ExperimentPanel : public QWidget {
   int m_run = -1;
   bool m_filling = false;
   QString m_error, m_file;
+  QString m_seedsError;     // the Seeds field does not parse (validate() reports it)
   QMap<QString, QWidget*> m_fields;
   QListWidget* m_runs;
   QComboBox* m_preset;

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include "api/pipeline.h"
 #include "api/analysis.h"
@@ -31,6 +32,7 @@
 #include "data/demo_data.h"
 #include "data/prepare.h"
 #include "store/run_compare.h"
+#include "store/run_summary.h"
 #include "store/run_store.h"
 #include "store/store_check.h"
 #include <nlohmann/json.hpp>
@@ -100,18 +102,23 @@ verbs:
       DIR's tokenizer files (and its bos/eos/pad ids) instead of attaching the byte tokenizer.
   runs list [--json] | show ID | compare ID ID... [--diff-only] | delete ID | export ID --out DIR
        | rename ID NAME | tag ID TAGS | check [--salvage OUT]        (all take [--db FILE])
+       | summary --experiment NAME [--baseline RUN] [--metric M] [--json]
       The run store: every `run` and `demo` records its runs (params, metrics, evaluation, lineage,
-      analysis) in a SQLite file, by default ~/.local/share/upcycle-workbench/runs.db.
-      check: integrity and foreign keys (exit 3 when damaged); --salvage copies every row still
-      readable into a new store OUT.
-  run EXPERIMENT.yaml [--out DIR] [--device D] [--db FILE]
+      analysis) in a SQLite file, by default ~/.local/share/upcycle-workbench/runs.db. `summary`:
+      per run name across seeds, n, mean, sd and the 95% Student-t interval of the mean; with
+      --baseline, the paired difference per seed (its t interval, seeds won). M: accuracy (the
+      default, %), eval_loss (each optionally :DOMAIN), train_loss, diversity. check: integrity and
+      foreign keys (exit 3 when damaged); --salvage copies every row still readable into a new store OUT.
+  run EXPERIMENT.yaml [--out DIR] [--device D] [--db FILE] [--seeds 0,1,2 | 0-4] [--repeats N]
       Run a whole experiment (base, data, dense SFT with checkpoints, each method, post-training,
-      evaluation) and print per-domain accuracy and loss for every run.
-  demo [--quick] [--out DIR] [--db FILE]
+      evaluation) and print per-domain accuracy and loss for every run. --seeds (or the file's
+      `seeds:`) repeats the whole pipeline per seed into OUT/seed-S and prints means with 95% CIs;
+      --repeats N = seeds seed .. seed+N-1.
+  demo [--quick] [--out DIR] [--db FILE] [--seeds LIST] [--repeats N]
       The built-in demo experiment (resources/experiments/demo.yaml; --quick: demo-quick.yaml):
       pretrain a tiny base, instruction-tune it keeping 8 checkpoints, then dense SFT continued,
       sparse upcycling, Drop-Upcycling r=0.5 and UpIT (8 experts from 4 checkpoints + GA), each with
-      the same post-training budget.
+      the same post-training budget; 3 seeds (the base pretrained once), means with 95% CIs.
   analyze --model MOE [--data FILE] [--base DENSE] [--max-records N] [--dtype auto|float32|bf16] [--json]
       Expert similarity per layer (cosine of the flattened FFN weights; of their deltas from --base;
       output CKA on the probe data) and routing on the probe data: shares per expert and domain,
@@ -479,6 +486,11 @@ class PipelinePrinter : public upcycle::PipelineObserver {
                   r.eval.overall.loss, 100.0 * r.eval.overall.accuracy, r.seconds);
     m_progress.onLog(buf);
   }
+  // Each seed's table as soon as it is done: the first results come after one repeat, not all.
+  void onRepeatFinished(const upcycle::ExperimentReport& r) override {
+    const uint64_t seed = r.runs.empty() ? 0 : r.runs.front().seed;
+    m_progress.onLog("== seed " + std::to_string(seed) + " done:\n" + upcycle::experimentTable(r));
+  }
   void finish() { m_progress.finish(); }
 
  private:
@@ -487,12 +499,23 @@ class PipelinePrinter : public upcycle::PipelineObserver {
 
 int runAndReport(upcycle::Experiment e, const Args& a) {
   if (a.has("out")) e.out = a.get("out");
+  UPCYCLE_CHECK(!(a.has("seeds") && a.has("repeats")), "give --seeds or --repeats, not both");
+  if (a.has("seeds")) e.seeds = upcycle::parseSeedList(a.get("seeds"), "--seeds");
+  if (a.has("repeats")) {
+    const int64_t n = a.getInt("repeats", 1);
+    UPCYCLE_CHECK(n >= 1 && n <= 1000, "--repeats must be in [1, 1000], got ", n);
+    e.seeds.clear();
+    for (int64_t i = 0; i < n; ++i) e.seeds.push_back(e.seed + static_cast<uint64_t>(i));
+  }
   if (a.has("device")) e.device = a.get("device");
   if (a.has("nproc")) e.nproc = static_cast<int>(a.getInt("nproc", 1));
   if (a.has("precision")) e.precision = a.get("precision");
   // A data-parallel worker (rank > 0) neither records nor writes: rank 0 does.
   const bool writer = upcycle::distFromEnvironment().rank == 0;
-  std::printf("experiment %s -> %s (%zu runs)\n", e.name.c_str(), e.out.string().c_str(), e.runs.size());
+  upcycle::validateExperiment(e);
+  const size_t repeats = upcycle::repeatSeeds(e).size();
+  std::printf("experiment %s -> %s (%zu runs%s)\n", e.name.c_str(), e.out.string().c_str(), e.runs.size(),
+              repeats > 1 ? (" x " + std::to_string(repeats) + " seeds").c_str() : "");
   PipelinePrinter printer(::isatty(1));
   const auto t0 = std::chrono::steady_clock::now();
   const std::filesystem::path db = a.has("db") ? std::filesystem::path(a.get("db")) : upcycle::RunStore::defaultPath();
@@ -515,13 +538,13 @@ int runAndReport(upcycle::Experiment e, const Args& a) {
 }
 
 int cmdRun(const Args& a) {
-  a.allowOnly({"out", "device", "threads", "db", "nproc", "dist-store", "dist-timeout", "precision"});
+  a.allowOnly({"out", "device", "threads", "db", "nproc", "dist-store", "dist-timeout", "precision", "seeds", "repeats"});
   UPCYCLE_CHECK(a.positional().size() == 1, "usage: upcycle run EXPERIMENT.yaml [--out DIR]");
   return runAndReport(upcycle::loadExperiment(a.positional()[0]), a);
 }
 
 int cmdDemo(const Args& a) {
-  a.allowOnly({"out", "quick", "threads", "db", "device", "nproc", "dist-store", "dist-timeout", "precision"});
+  a.allowOnly({"out", "quick", "threads", "db", "device", "nproc", "dist-store", "dist-timeout", "precision", "seeds", "repeats"});
   const auto file = upcycle::findResource(a.has("quick") ? "experiments/demo-quick.yaml" : "experiments/demo.yaml");
   return runAndReport(upcycle::loadExperiment(file), a);
 }
@@ -578,12 +601,12 @@ int cmdRunsCheck(const Args& a, const std::filesystem::path& db) {
 }
 
 int cmdRuns(const Args& a) {
-  a.allowOnly({"db", "json", "diff-only", "out", "threads", "salvage"});
-  UPCYCLE_CHECK(!a.positional().empty(), "usage: upcycle runs list|show|compare|delete|export|rename|tag|check ...");
+  a.allowOnly({"db", "json", "diff-only", "out", "threads", "experiment", "baseline", "metric", "salvage"});
+  UPCYCLE_CHECK(!a.positional().empty(), "usage: upcycle runs list|show|compare|summary|delete|export|rename|tag|check ...");
   const std::string sub = a.positional()[0];
   const auto& pos = a.positional();
   // Reading verbs open the store read-only: they never create a folder or a file, nor upgrade one.
-  const bool reads = sub == "list" || sub == "show" || sub == "compare" || sub == "export";
+  const bool reads = sub == "list" || sub == "show" || sub == "compare" || sub == "export" || sub == "summary";
   const std::filesystem::path db = a.has("db") ? std::filesystem::path(a.get("db")) : upcycle::RunStore::defaultPath();
   if (sub == "list" && !std::filesystem::exists(db)) {
     std::printf("no runs (no run store at %s yet)\n", db.string().c_str());
@@ -668,6 +691,12 @@ int cmdRuns(const Args& a) {
     }
     return 0;
   }
+  if (sub == "summary") {
+    UPCYCLE_CHECK(pos.size() == 1, "usage: upcycle runs summary --experiment NAME [--baseline RUN] [--metric M] [--json]");
+    const auto s = upcycle::summarizeExperiment(store, a.require("experiment"), a.get("metric", "accuracy"), a.get("baseline", ""));
+    std::cout << (a.has("json") ? upcycle::summaryJson(s) + "\n" : upcycle::summaryText(s));
+    return 0;
+  }
   if (sub == "delete") {
     UPCYCLE_CHECK(pos.size() == 2, "usage: upcycle runs delete ID");
     store.deleteRun(runId(pos[1]));
@@ -702,7 +731,7 @@ int cmdRuns(const Args& a) {
     std::printf("exported run %s (%s) to %s\n", pos[1].c_str(), model.c_str(), out.string().c_str());
     return 0;
   }
-  throw upcycle::UserError("unknown runs command \"" + sub + "\" (list, show, compare, delete, export, rename, tag, check)");
+  throw upcycle::UserError("unknown runs command \"" + sub + "\" (list, show, compare, summary, delete, export, rename, tag, check)");
 }
 
 // Runs argv as a child process, its stdout discarded; returns its wall time and peak resident memory (KiB).

@@ -21,6 +21,7 @@ using LineageInfo = Lineage;
 
 struct RunSummary {
   std::string name, method;
+  uint64_t seed = 0;                      // the repeat's seed (the experiment's `seeds`)
   std::filesystem::path model;            // the post-trained model (HF folder)
   EvalReport eval;                        // on the evaluation records
   int64_t steps = 0;                      // post-training steps
@@ -35,9 +36,10 @@ struct RunSummary {
 };
 
 struct ExperimentReport {
-  std::filesystem::path out, baseModel;
-  std::vector<std::filesystem::path> sftCheckpoints;
-  std::vector<RunSummary> runs;
+  std::filesystem::path out, baseModel;                // of the last repeat
+  std::vector<std::filesystem::path> sftCheckpoints;  // of the last repeat
+  std::vector<uint64_t> seeds;                        // the repeats run (all of them unless cancelled)
+  std::vector<RunSummary> runs;                       // every (run, seed), repeat by repeat
   bool cancelled = false;
 };
 
@@ -45,6 +47,8 @@ class PipelineObserver : public TrainObserver {
  public:
   virtual void onStage(const std::string& /*stage*/, const std::string& /*detail*/) {}
   virtual void onRunFinished(const RunSummary& /*run*/) {}
+  // With several seeds: one seed's repeat is done (its runs only), before the next starts.
+  virtual void onRepeatFinished(const ExperimentReport& /*repeat*/) {}
 };
 
 class RunStore;
@@ -55,7 +59,8 @@ class RunStore;
 ExperimentReport runExperiment(const Experiment& e, PipelineObserver* observer = nullptr,
                                const std::atomic<bool>* cancel = nullptr, RunStore* store = nullptr);
 
-// Per-domain exact-match accuracy and loss of every run, as a text table.
+// Per-domain exact-match accuracy and loss of every run, as a text table; with several seeds, the mean
+// and 95% t interval across seeds of each run (run_summary.h).
 std::string experimentTable(const ExperimentReport& r);
 
 // A file shipped in resources/ (e.g. "experiments/demo.yaml"): looked up in $UPCYCLE_RESOURCES, next to

@@ -13,8 +13,13 @@ struct DemoSample {
   std::string domain, instruction, input, output;
 };
 
-// arithmetic, sorting, reversing, counting, brackets, cipher, units
+// arithmetic, sorting, reversing, counting, brackets, cipher (procedural: answers computed from the
+// input) and facts (recall: "capital of" one of 200 made-up places, a table fixed for every seed;
+// taught in a seed-drawn order so that 200 samples of the domain teach every fact once, and absent
+// from the pretraining corpus). docs/RESULTS.md says why the demo is designed this way.
 const std::vector<std::string>& demoDomains();
+// The facts domain's table: (place, capital).
+const std::vector<std::pair<std::string, std::string>>& demoFacts();
 
 // `perDomain` samples of every domain, interleaved (domain order repeats).
 std::vector<DemoSample> generateDemoInstructions(uint64_t seed, int64_t perDomain);

@@ -82,6 +82,12 @@ void readTraining(Section s, StageTraining& t) {
   s.finish();
 }
 
+void readStageSeed(Section& s, StageSeed& seed) {
+  if (!s.has("seed")) return;
+  s.read("seed", seed.value);
+  seed.set = true;
+}
+
 }  // namespace
 
 namespace {
@@ -131,6 +137,17 @@ Experiment parseExperimentUnguarded(const std::string& text, const std::string& 
   Section top(root, "", ctx);
   top.read("name", e.name);
   top.read("seed", e.seed);
+  if (top.has("seeds")) {
+    top.read("seeds", e.seeds);
+    UPCYCLE_CHECK(!e.seeds.empty(), ctx, ": seeds must list at least one seed");
+    UPCYCLE_CHECK(!top.has("repeats"), ctx, ": give seeds or repeats, not both");
+  }
+  if (top.has("repeats")) {
+    int64_t n = 0;
+    top.read("repeats", n);
+    UPCYCLE_CHECK(n >= 1 && n <= 1000, ctx, ": repeats must be in [1, 1000], got ", n);
+    for (int64_t i = 0; i < n; ++i) e.seeds.push_back(e.seed + static_cast<uint64_t>(i));
+  }
   top.read("device", e.device);
   top.read("threads", e.threads);
   top.read("nproc", e.nproc);
@@ -142,6 +159,7 @@ Experiment parseExperimentUnguarded(const std::string& text, const std::string& 
     if (base.has("pretrain")) {
       e.pretrain = true;
       Section p = base.child("pretrain");
+      readStageSeed(p, e.baseSeed);
       p.read("steps", e.pretrainSteps);
       p.read("documents", e.pretrainDocuments);
       p.read("hidden", e.hidden);
@@ -158,6 +176,7 @@ Experiment parseExperimentUnguarded(const std::string& text, const std::string& 
   }
   {
     Section d = top.child("data");
+    readStageSeed(d, e.dataSeed);
     if (d.has("generate")) {
       Section g = d.child("generate");
       g.read("per_domain", e.perDomain);
@@ -176,6 +195,7 @@ Experiment parseExperimentUnguarded(const std::string& text, const std::string& 
     if (n.IsScalar() && n.as<std::string>() == "false") e.sft = false;
     else {
       Section s(n, "sft", ctx);
+      readStageSeed(s, e.sftSeed);
       if (s.has("checkpoints")) {
         std::vector<std::string> dirs;
         s.read("checkpoints", dirs);
@@ -184,7 +204,17 @@ Experiment parseExperimentUnguarded(const std::string& text, const std::string& 
       readTraining(s, e.sftTraining);
     }
   }
-  if (top.has("post")) readTraining(top.child("post"), e.post);
+  if (top.has("post")) {
+    Section post = top.child("post");
+    if (post.has("corpus")) {
+      Section c = post.child("corpus");
+      c.read("documents", e.postCorpusDocuments);
+      c.read("block", e.postCorpusBlock);
+      c.finish();
+      UPCYCLE_CHECK(e.postCorpusDocuments >= 1, ctx, ": post.corpus.documents must be at least 1, got ", e.postCorpusDocuments);
+    }
+    readTraining(post, e.post);
+  }
   {
     Section ev = top.child("eval");
     ev.read("accuracy", e.evalAccuracy);
@@ -245,6 +275,7 @@ Experiment parseExperimentUnguarded(const std::string& text, const std::string& 
       g.read("epochs", s.routerEpochs);
       g.read("a", s.clsWeightA);
       g.read("lr", s.routerLr);
+      g.read("assign", s.seedAssign);
       g.finish();
     }
     r.finish();
@@ -259,6 +290,55 @@ Experiment parseExperimentUnguarded(const std::string& text, const std::string& 
 }
 
 }  // namespace
+
+std::vector<uint64_t> parseSeedList(const std::string& text, const std::string& what) {
+  std::vector<uint64_t> out;
+  auto number = [&](const std::string& raw) -> uint64_t {
+    const auto b = raw.find_first_not_of(" \t"), e = raw.find_last_not_of(" \t");
+    const std::string s = b == std::string::npos ? std::string() : raw.substr(b, e - b + 1);
+    size_t pos = 0;
+    unsigned long long v = 0;
+    try {
+      if (!s.empty() && s[0] != '-' && s[0] != '+') v = std::stoull(s, &pos);
+    } catch (...) {
+      pos = 0;
+    }
+    UPCYCLE_CHECK(!s.empty() && pos == s.size(), what, ": \"", s, "\" is not a seed (give e.g. 0,1,2 or 0-4)");
+    return v;
+  };
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto first = item.find_first_not_of(" \t");
+    const auto dash = first == std::string::npos ? std::string::npos : item.find('-', first + 1);
+    if (dash == std::string::npos) {
+      out.push_back(number(item));
+    } else {
+      const uint64_t lo = number(item.substr(0, dash)), hi = number(item.substr(dash + 1));
+      UPCYCLE_CHECK(lo <= hi && hi - lo < 1000, what, ": the range ", item, " must go upwards and hold at most 1000 seeds");
+      for (uint64_t v = lo; v <= hi; ++v) out.push_back(v);
+    }
+    UPCYCLE_CHECK(out.size() <= 1000, what, ": at most 1000 seeds");
+  }
+  UPCYCLE_CHECK(!out.empty(), what, " needs at least one seed (e.g. 0,1,2 or 0-4)");
+  std::set<uint64_t> seen;
+  for (uint64_t v : out) UPCYCLE_CHECK(seen.insert(v).second, what, ": seed ", v, " is listed twice");
+  return out;
+}
+
+std::vector<uint64_t> repeatSeeds(const Experiment& e) {
+  return e.seeds.empty() ? std::vector<uint64_t>{e.seed} : e.seeds;
+}
+
+Experiment experimentForSeed(const Experiment& e, uint64_t s) {
+  Experiment r = e;
+  r.seed = s;
+  r.seeds.clear();
+  if (repeatSeeds(e).size() > 1) r.out = e.out / ("seed-" + std::to_string(s));
+  for (auto& run : r.runs)
+    if (!run.seedSet) run.seed = s;
+  return r;
+}
 
 Experiment loadExperiment(const fs::path& path) {
   UPCYCLE_CHECK(fs::exists(path), "experiment file not found: ", path.string());
@@ -313,6 +393,8 @@ void validateRunSpec(const RunSpec& r, const std::string& f, const std::string& 
       check(r.minSeed >= 1, field("router.min_seed"), "must be at least 1");
       check(r.clsWeightA >= 0 && r.clsWeightA <= 1, field("router.a"), "must be in [0, 1]");
       check(r.routerEpochs > 0 && r.routerLr > 0, field("router"), "epochs and lr must be positive");
+      check(r.seedAssign == "loss" || r.seedAssign == "random", field("router.assign"),
+            "\"" + r.seedAssign + "\" is not one of loss, random");
     }
 
 }
@@ -323,6 +405,15 @@ void validateExperiment(const Experiment& e) {
     UPCYCLE_CHECK(ok, ctx, ": ", field, " ", why);
   };
   check(!e.runs.empty(), "runs", "must list at least one run");
+  {
+    std::set<uint64_t> seen;
+    for (uint64_t s : e.seeds) check(seen.insert(s).second, "seeds", "lists seed " + std::to_string(s) + " twice");
+    check(e.seeds.size() <= 1000, "seeds", "may list at most 1000 seeds");
+  }
+  {
+    std::set<std::string> names;
+    for (const auto& r : e.runs) check(names.insert(r.name).second, "runs", "has two runs named \"" + r.name + "\"");
+  }
   if (e.out.is_relative()) {
     const fs::path n = e.out.lexically_normal();
     check(n.empty() || *n.begin() != "..", "out",
@@ -370,6 +461,12 @@ void validateExperiment(const Experiment& e) {
     check(t->epochs > 0 || t->maxSteps > 0, f + ".epochs", "must be positive");
     check(t->saveEvery >= 0 && t->saveEvery <= 1, f + ".save_every", "must be in [0, 1]");
   }
+  if (e.postCorpusDocuments > 0) {
+    check(e.postCorpusDocuments <= 10000000, "post.corpus.documents",
+          "must be at most 10000000, got " + std::to_string(e.postCorpusDocuments));
+    check(e.postCorpusBlock >= 8 && e.postCorpusBlock <= 65536, "post.corpus.block",
+          "must be in [8, 65536], got " + std::to_string(e.postCorpusBlock));
+  }
   bool needsSft = false;
   for (size_t i = 0; i < e.runs.size(); ++i) {
     validateRunSpec(e.runs[i], "runs[" + std::to_string(i) + "]", ctx);
@@ -407,13 +504,16 @@ std::string experimentYaml(const Experiment& e) {
   y.SetDoublePrecision(15);
   y << YAML::BeginMap;
   y << YAML::Key << "name" << YAML::Value << e.name << YAML::Key << "seed" << YAML::Value << e.seed;
+  if (!e.seeds.empty()) y << YAML::Key << "seeds" << YAML::Value << YAML::Flow << e.seeds;
   y << YAML::Key << "device" << YAML::Value << e.device << YAML::Key << "threads" << YAML::Value << e.threads;
   if (e.nproc != 1) y << YAML::Key << "nproc" << YAML::Value << e.nproc;
   y << YAML::Key << "precision" << YAML::Value << e.precision;
   y << YAML::Key << "out" << YAML::Value << e.out.string();
   y << YAML::Key << "base" << YAML::Value << YAML::BeginMap;
   if (e.pretrain) {
-    y << YAML::Key << "pretrain" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "steps" << YAML::Value
+    y << YAML::Key << "pretrain" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    if (e.baseSeed.set) y << YAML::Key << "seed" << YAML::Value << e.baseSeed.value;
+    y << YAML::Key << "steps" << YAML::Value
       << e.pretrainSteps << YAML::Key << "documents" << YAML::Value << e.pretrainDocuments << YAML::Key << "hidden"
       << YAML::Value << e.hidden << YAML::Key << "ff" << YAML::Value << e.ff << YAML::Key << "layers" << YAML::Value
       << e.layers << YAML::Key << "heads" << YAML::Value << e.heads << YAML::Key << "kv_heads" << YAML::Value << e.kvHeads
@@ -424,6 +524,7 @@ std::string experimentYaml(const Experiment& e) {
   }
   y << YAML::EndMap;
   y << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
+  if (e.dataSeed.set) y << YAML::Key << "seed" << YAML::Value << e.dataSeed.value;
   if (e.generateData)
     y << YAML::Key << "generate" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "per_domain" << YAML::Value
       << e.perDomain << YAML::Key << "eval_per_domain" << YAML::Value << e.evalPerDomain << YAML::EndMap;
@@ -434,12 +535,17 @@ std::string experimentYaml(const Experiment& e) {
   y << YAML::Key << "template" << YAML::Value << e.promptTemplate << YAML::Key << "max_length" << YAML::Value << e.maxLength;
   y << YAML::EndMap;
   auto training = [&](const char* key, const StageTraining& t) {
-    y << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "epochs" << YAML::Value << t.epochs
+    y << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+    if (&t == &e.sftTraining && e.sftSeed.set) y << YAML::Key << "seed" << YAML::Value << e.sftSeed.value;
+    y << YAML::Key << "epochs" << YAML::Value << t.epochs
       << YAML::Key << "max_steps" << YAML::Value << t.maxSteps << YAML::Key << "save_every" << YAML::Value << t.saveEvery
       << YAML::Key << "lr" << YAML::Value << t.lr << YAML::Key << "batch_size" << YAML::Value << t.batchSize << YAML::Key
       << "warmup_steps" << YAML::Value << t.warmupSteps << YAML::Key << "weight_decay" << YAML::Value << t.weightDecay
       << YAML::Key << "aux_loss_coef" << YAML::Value << t.auxLossCoef << YAML::Key << "z_loss_coef" << YAML::Value
       << t.zLossCoef << YAML::Key << "grad_clip" << YAML::Value << t.gradClip;
+    if (&t == &e.post && e.postCorpusDocuments > 0)
+      y << YAML::Key << "corpus" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "documents" << YAML::Value
+        << e.postCorpusDocuments << YAML::Key << "block" << YAML::Value << e.postCorpusBlock << YAML::EndMap;
     if (&t == &e.sftTraining && !e.sftCheckpoints.empty()) {
       y << YAML::Key << "checkpoints" << YAML::Value << YAML::BeginSeq;
       for (const auto& c : e.sftCheckpoints) y << c.string();
@@ -454,8 +560,9 @@ std::string experimentYaml(const Experiment& e) {
     << e.evalAccuracy << YAML::Key << "max_new_tokens" << YAML::Value << e.maxNewTokens << YAML::EndMap;
   y << YAML::Key << "runs" << YAML::Value << YAML::BeginSeq;
   for (const RunSpec& r : e.runs) {
-    y << YAML::BeginMap << YAML::Key << "name" << YAML::Value << r.name << YAML::Key << "method" << YAML::Value << r.method
-      << YAML::Key << "seed" << YAML::Value << r.seed;
+    y << YAML::BeginMap << YAML::Key << "name" << YAML::Value << r.name << YAML::Key << "method" << YAML::Value << r.method;
+    // Only a seed the user pinned: a run without one follows the experiment's (each repeat's) seed.
+    if (r.seedSet) y << YAML::Key << "seed" << YAML::Value << r.seed;
     if (r.method != "dense") {
       y << YAML::Key << "experts" << YAML::Value << r.experts << YAML::Key << "top_k" << YAML::Value << r.topK << YAML::Key
         << "moe_layer_freq" << YAML::Value << r.moeLayerFreq << YAML::Key << "router_init" << YAML::Value << r.routerInit;
@@ -482,7 +589,8 @@ std::string experimentYaml(const Experiment& e) {
       y << YAML::Key << "router" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "preoptimize" << YAML::Value
         << r.preoptimize << YAML::Key << "seed_fraction" << YAML::Value << r.seedFraction << YAML::Key << "min_seed"
         << YAML::Value << r.minSeed << YAML::Key << "epochs" << YAML::Value << r.routerEpochs << YAML::Key << "a"
-        << YAML::Value << r.clsWeightA << YAML::Key << "lr" << YAML::Value << r.routerLr << YAML::EndMap;
+        << YAML::Value << r.clsWeightA << YAML::Key << "lr" << YAML::Value << r.routerLr << YAML::Key << "assign"
+        << YAML::Value << r.seedAssign << YAML::EndMap;
     }
     y << YAML::EndMap;
   }

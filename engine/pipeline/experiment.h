@@ -4,12 +4,16 @@
 //
 //   name: demo
 //   seed: 0                     # every random draw of the run derives from it
+//   seeds: [0, 1, 2]            # or repeats: 3 (= seed, seed+1, seed+2): the whole pipeline once per
+//                               # seed, into out/seed-S, each (run, seed) one stored run
 //   device: auto                # auto | cpu | cuda
 //   threads: 0                  # intra-op threads (0 = all cores)
 //   nproc: 1                    # data-parallel processes on this machine (c10d; see api/distributed.h)
 //   precision: auto             # auto | fp32 | bf16 mixed precision (api/runtime.h)
 //   out: out/demo
-//   base: {pretrain: {steps: 600, documents: 6000, hidden: 128, ff: 344, layers: 4, heads: 4,
+//   base: {pretrain: {seed: 0,   # optional on base.pretrain, data and sft: pin the stage to one seed
+//                               # across repeats (computed once and shared when its inputs are too)
+//          steps: 600, documents: 6000, hidden: 128, ff: 344, layers: 4, heads: 4,
 //          kv_heads: 2, block: 128, lr: 3.0e-3, batch_size: 16}}     # or {path: /models/llama}
 //   data: {generate: {per_domain: 300, eval_per_domain: 40}, template: compact}
 //         # or {train: FILE, eval: FILE, template: alpaca, max_length: 512}
@@ -23,7 +27,8 @@
 //     - {name: drop, method: drop, experts: 8, top_k: 2, ratio: 0.5}
 //     - {name: upit, method: upit, experts: 8, top_k: 2, checkpoints: 4,
 //        ga: {parent_rule: distance, alpha: [0, 1], dare_p: 0.3, merge: linear},
-//        router: {seed_fraction: 0.01, min_seed: 32, epochs: 4, a: 0.5, lr: 1.0e-3}}
+//        router: {seed_fraction: 0.01, min_seed: 32, epochs: 4, a: 0.5, lr: 1.0e-3,
+//                 assign: loss}}   # or random (the ablation)
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -52,8 +57,8 @@ struct RunSpec {
   int64_t moeLayerFreq = 1;
   int64_t expertFf = 0;           // drop only: fine-grained experts (0 = the dense d_ff)
   std::string routerInit = "uniform_std002";
-  uint64_t seed = 0;              // default: the experiment's seed
-  bool seedSet = false;
+  uint64_t seed = 0;              // default: the experiment's seed (the repeat's, with seeds:)
+  bool seedSet = false;           // the file pins this run's seed: the same in every repeat
   // drop / noise
   double ratio = 0.5;
   bool sharedIndices = false;
@@ -79,11 +84,24 @@ struct RunSpec {
   double routerEpochs = 4;
   double clsWeightA = 0.5;        // a in a * L_lm + (1 - a) * L_cls
   double routerLr = 1e-3;
+  // Which expert each seed sample trains the router towards: "loss" (the expert with the lowest loss on
+  // it, the paper's rule) or "random" (uniformly at random: the paper's ablation).
+  std::string seedAssign = "loss";
+};
+
+// A stage's own seed, when the file pins it (the same across repeats); otherwise the repeat's seed.
+struct StageSeed {
+  bool set = false;
+  uint64_t value = 0;
+  uint64_t orRepeat(uint64_t repeat) const { return set ? value : repeat; }
 };
 
 struct Experiment {
   std::string name = "experiment";
   uint64_t seed = 0;
+  // seeds: [..] (or repeats: N = seed .. seed+N-1): the pipeline once per seed. Empty: just `seed`.
+  std::vector<uint64_t> seeds;
+  StageSeed dataSeed, baseSeed, sftSeed;  // data.seed, base.pretrain.seed, sft.seed
   std::string device = "auto";
   int threads = 0;
   int nproc = 1;  // > 1: rank 0 of nproc data-parallel processes (the others run `upcycle run`)
@@ -108,11 +126,24 @@ struct Experiment {
   // running the SFT stage; the GUI's Checkpoints panel writes them.
   std::vector<std::filesystem::path> sftCheckpoints;
   StageTraining post{1.0, 0, 0, 1e-3, 32};
+  // post: {corpus: {documents: N, block: B}}: post-train every run on N documents of the built-in
+  // corpus packed in blocks of B tokens (continued pretraining, as in Drop-Upcycling) instead of the
+  // instruction data, and evaluate the loss on N / 10 held-out documents. 0: the instruction data.
+  int64_t postCorpusDocuments = 0, postCorpusBlock = 128;
   bool evalAccuracy = true;
   int64_t maxNewTokens = 16;
   std::vector<RunSpec> runs;
   std::filesystem::path sourceFile;  // where it was read from (for messages)
 };
+
+// "0,1,2", "0-4" or a mix ("0-2, 7"): the seeds of --seeds and the workbench's Seeds field; errors
+// name `what`.
+std::vector<uint64_t> parseSeedList(const std::string& text, const std::string& what);
+// The seeds the experiment repeats over: `seeds`, or {seed} when it is empty.
+std::vector<uint64_t> repeatSeeds(const Experiment& e);
+// One repeat: `seed` set to s, `seeds` cleared, every run without its own seed on s, and `out` in
+// out/seed-S when the experiment has more than one seed. Pinned stage seeds are kept.
+Experiment experimentForSeed(const Experiment& e, uint64_t s);
 
 // Reads and validates; throws UserError naming the file and the key ("runs[2].ratio: ...").
 Experiment loadExperiment(const std::filesystem::path& path);

@@ -1,4 +1,5 @@
 #include <chrono>
+#include <map>
 #include <optional>
 #include <cmath>
 #include <iomanip>
@@ -22,6 +23,7 @@
 #include "upcycle/upit.h"
 #include "analysis/analysis.h"
 #include "store/run_store.h"
+#include "store/run_summary.h"
 
 namespace upcycle {
 
@@ -157,7 +159,13 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
       std::vector<TokenRecord> seeds;
       for (int64_t i = 0; i < k; ++i) seeds.push_back(c.train[pick[i].item<int64_t>()]);
       moe->to(resolveDevice(c.device));
-      const auto bucket = assignSeeds(*moe, pool, seeds, c.batchSize);
+      std::vector<int64_t> bucket;
+      if (r.seedAssign == "random") {  // the ablation: each seed sample to an expert drawn uniformly
+        const auto draw = torch::randint(r.experts, {k}, gen, torch::kLong);
+        for (int64_t i = 0; i < k; ++i) bucket.push_back(draw[i].item<int64_t>());
+      } else {
+        bucket = assignSeeds(*moe, pool, seeds, c.batchSize);
+      }
       summary.seedBuckets.assign(r.experts, 0);
       for (size_t i = 0; i < seeds.size(); ++i) {
         seeds[i].tag = bucket[i];
@@ -165,7 +173,8 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
       }
       std::string counts;
       for (int64_t b : summary.seedBuckets) counts += (counts.empty() ? "" : " ") + std::to_string(b);
-      stage("upit", "seed data (" + std::to_string(k) + " samples) per expert: " + counts);
+      stage("upit", "seed data (" + std::to_string(k) + " samples" + (r.seedAssign == "random" ? ", assigned at random" : "") +
+                        ") per expert: " + counts);
       if (std::count(summary.seedBuckets.begin(), summary.seedBuckets.end(), 0) > 0 && c.observer)
         c.observer->onLog("warning: some experts won no seed sample (empty buckets)");
       TrainOptions o;
@@ -191,8 +200,16 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
 
 namespace {
 class Recorder;
+// What a repeat computed that a later repeat may take instead of recomputing: the stages whose seed the
+// experiment pins (and whose inputs are pinned too) give the same result in every repeat.
+struct SharedStages {
+  fs::path trainFile, evalFile;  // generated data, data.seed pinned
+  fs::path base;                 // pretrained base, base.pretrain.seed pinned
+  std::vector<fs::path> sft;     // SFT checkpoints, sft.seed pinned on pinned data and base
+};
 ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs, const std::atomic<bool>* cancel,
-                                     Recorder& recorder);
+                                     Recorder& recorder, SharedStages& shared,
+                                     const std::vector<std::pair<std::string, std::string>>& repeatParams);
 }  // namespace
 
 namespace {
@@ -245,6 +262,9 @@ class Recorder : public PipelineObserver {
   void onRunFinished(const RunSummary& r) override {
     if (m_user) m_user->onRunFinished(r);
   }
+  void onRepeatFinished(const ExperimentReport& r) override {
+    if (m_user) m_user->onRepeatFinished(r);
+  }
 
  private:
   PipelineObserver* m_user;
@@ -267,6 +287,8 @@ std::vector<std::pair<std::string, std::string>> runParams(const Experiment& e, 
     if (k.rfind("runs[", 0) != 0) out.emplace_back(k, v);
     else if (index >= 0 && k.rfind(mine, 0) == 0) out.emplace_back("run" + k.substr(mine.size()), v);
   }
+  // The file names a run's seed only when it pins one; the store keeps the seed the run used.
+  if (index >= 0 && !e.runs[index].seedSet) out.emplace_back("run.seed", std::to_string(e.runs[index].seed));
   return out;
 }
 
@@ -338,11 +360,41 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* userObs, c
   if (!isDistWriter()) store = nullptr;  // rank 0 alone records
   Recorder recorder(userObs, store);
   PipelineObserver* obs = &recorder;
-  recorder.begin(e.name + ":base", e.name, "base", e.seed, e.device, runParams(e, -1));
+  const std::vector<uint64_t> seeds = repeatSeeds(e);
+  ExperimentReport total;
+  total.out = e.out;
+  SharedStages shared;
   try {
-    ExperimentReport rep = runExperimentStages(e, obs, cancel, recorder);
-    recorder.end(rep.cancelled ? "cancelled" : "finished");
-    return rep;
+    for (size_t i = 0; i < seeds.size(); ++i) {
+      if (cancel && cancel->load()) {
+        total.cancelled = true;
+        break;
+      }
+      const Experiment one = experimentForSeed(e, seeds[i]);
+      std::vector<std::pair<std::string, std::string>> repeat;
+      if (seeds.size() > 1) {
+        std::string list;
+        for (uint64_t s : seeds) list += (list.empty() ? "" : ",") + std::to_string(s);
+        repeat = {{"repeat.index", std::to_string(i)}, {"repeat.count", std::to_string(seeds.size())}, {"repeat.seeds", list}};
+        obs->onStage("seed", "seed " + std::to_string(seeds[i]) + " (" + std::to_string(i + 1) + " of " +
+                                 std::to_string(seeds.size()) + ") into " + one.out.string());
+      }
+      auto params = runParams(one, -1);
+      params.insert(params.end(), repeat.begin(), repeat.end());
+      recorder.begin(e.name + ":base", e.name, "base", one.seed, e.device, params);
+      ExperimentReport rep = runExperimentStages(one, obs, cancel, recorder, shared, repeat);
+      recorder.end(rep.cancelled ? "cancelled" : "finished");
+      if (seeds.size() > 1 && !rep.cancelled) obs->onRepeatFinished(rep);
+      total.baseModel = rep.baseModel;
+      total.sftCheckpoints = rep.sftCheckpoints;
+      for (auto& r : rep.runs) total.runs.push_back(std::move(r));
+      if (rep.cancelled) {
+        total.cancelled = true;
+        break;
+      }
+      total.seeds.push_back(seeds[i]);
+    }
+    return total;
   } catch (const std::exception& ex) {
     recorder.end("failed");
     if (dist) dist->fail(ex.what());
@@ -355,8 +407,14 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* userObs, c
 
 namespace {
 ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs, const std::atomic<bool>* cancel,
-                                     Recorder& recorder) {
+                                     Recorder& recorder, SharedStages& shared,
+                                     const std::vector<std::pair<std::string, std::string>>& repeatParams) {
   validateExperiment(e);
+  // Each stage's seed: the repeat's, unless the file pins the stage.
+  const uint64_t dataSeed = e.dataSeed.orRepeat(e.seed), baseSeed = e.baseSeed.orRepeat(e.seed),
+                 sftSeed = e.sftSeed.orRepeat(e.seed);
+  const bool dataPinned = e.generateData ? e.dataSeed.set : (e.dataSeed.set || !e.evalData.empty());
+  const bool basePinned = !e.pretrain || e.baseSeed.set;
   if (e.threads > 0) configureRuntime(e.threads);
   ExperimentReport report;
   report.out = e.out;
@@ -377,20 +435,31 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
 
   // Data.
   fs::path trainFile = e.trainData, evalFile = e.evalData;
-  if (e.generateData) {
+  if (e.generateData && dataPinned && !shared.trainFile.empty()) {
+    trainFile = shared.trainFile;
+    evalFile = shared.evalFile;
+    stage("data", "the data of pinned seed " + std::to_string(dataSeed) + " in " + trainFile.parent_path().string());
+  } else if (e.generateData) {
     trainFile = e.out / "data/train.jsonl";
     evalFile = e.out / "data/eval.jsonl";
     writerWrites("writing the data", [&] {
       fs::create_directories(e.out / "data");
-      writeFileAtomically(trainFile, demoInstructionsJsonl(generateDemoInstructions(e.seed + 1, e.perDomain)));
-      writeFileAtomically(evalFile, demoInstructionsJsonl(generateDemoInstructions(e.seed + 7919, e.evalPerDomain)));
+      writeFileAtomically(trainFile, demoInstructionsJsonl(generateDemoInstructions(dataSeed + 1, e.perDomain)));
+      writeFileAtomically(evalFile, demoInstructionsJsonl(generateDemoInstructions(dataSeed + 7919, e.evalPerDomain)));
     });
     stage("data", std::to_string(e.perDomain * 7) + " training and " + std::to_string(e.evalPerDomain * 7) +
                         " evaluation records in " + (e.out / "data").string());
+    if (dataPinned) {
+      shared.trainFile = trainFile;
+      shared.evalFile = evalFile;
+    }
   }
 
   // Base.
-  if (e.pretrain) {
+  if (e.pretrain && basePinned && !shared.base.empty()) {
+    c.base = shared.base;
+    stage("pretrain", "the base of pinned seed " + std::to_string(baseSeed) + ": " + c.base.string());
+  } else if (e.pretrain) {
     stage("pretrain", "a tiny byte-level Llama on the built-in corpus");
     PretrainOptions p;
     p.out = e.out / "base";
@@ -402,13 +471,14 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
     p.model.numKvHeads = e.kvHeads;
     p.model.promptTemplate = e.promptTemplate;
     p.blockSize = e.block;
-    p.train = stageOptions(StageTraining{1.0, e.pretrainSteps, 0, e.pretrainLr, e.pretrainBatch}, e, e.seed, {}, "pretrain");
+    p.train = stageOptions(StageTraining{1.0, e.pretrainSteps, 0, e.pretrainLr, e.pretrainBatch}, e, baseSeed, {}, "pretrain");
     TrainResult r = pretrainTinyBase(p, obs, cancel);
     if (r.cancelled || r.checkpoints.empty()) {
       report.cancelled = true;
       return report;
     }
     c.base = r.checkpoints.back();
+    if (basePinned) shared.base = c.base;
   } else {
     c.base = e.basePath;
   }
@@ -419,7 +489,7 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
   d.promptTemplate = e.promptTemplate;
   d.maxLength = e.maxLength;
   d.valFraction = evalFile.empty() ? 0.1 : 0.0;
-  d.splitSeed = e.seed;
+  d.splitSeed = dataSeed;
   PreparedData train = prepareData(c.base, d);
   c.train = std::move(train.train);
   if (evalFile.empty()) {
@@ -438,9 +508,14 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
     c.checkpoints = e.sftCheckpoints;
     report.sftCheckpoints = c.checkpoints;
     c.start = c.checkpoints.back();
+  } else if (e.sft && e.sftSeed.set && dataPinned && basePinned && !shared.sft.empty()) {
+    c.checkpoints = shared.sft;
+    report.sftCheckpoints = c.checkpoints;
+    c.start = c.checkpoints.back();
+    stage("sft", "the checkpoints of pinned seed " + std::to_string(sftSeed) + " in " + c.start.parent_path().string());
   } else if (e.sft) {
     stage("sft", "dense instruction tuning, a checkpoint every " + std::to_string(e.sftTraining.saveEvery).substr(0, 4) + " epoch");
-    TrainOptions o = stageOptions(e.sftTraining, e, e.seed, e.out / "sft", "sft");
+    TrainOptions o = stageOptions(e.sftTraining, e, sftSeed, e.out / "sft", "sft");
     o.tokenizerFrom = c.base;
     TrainResult r = withTorchErrors("sft", [&] {
       DecoderLM m = loadModel(c.base);
@@ -453,6 +528,32 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
     for (const auto& ck : listTrainerCheckpoints(e.out / "sft")) c.checkpoints.push_back(ck.path);
     report.sftCheckpoints = c.checkpoints;
     c.start = c.checkpoints.back();
+    if (e.sftSeed.set && dataPinned && basePinned) shared.sft = c.checkpoints;
+  }
+
+  // Post-training data: the instruction data, or (post.corpus) packed blocks of the built-in corpus with
+  // a held-out part for the evaluation loss, drawn from the data seed.
+  const std::vector<TokenRecord>* postTrain = &c.train;
+  const std::vector<TokenRecord>* postEval = &evalRecords;
+  std::vector<TokenRecord> corpusTrain, corpusEval;
+  if (e.postCorpusDocuments > 0) {
+    const fs::path trainCorpus = e.out / "data/post-corpus.jsonl", evalCorpus = e.out / "data/post-corpus-eval.jsonl";
+    const int64_t evalDocs = std::max<int64_t>(8, e.postCorpusDocuments / 10);
+    writerWrites("writing the post-training corpus", [&] {
+      fs::create_directories(e.out / "data");
+      writeFileAtomically(trainCorpus, demoCorpusJsonl(generateDemoCorpus(dataSeed + 104729, e.postCorpusDocuments)));
+      writeFileAtomically(evalCorpus, demoCorpusJsonl(generateDemoCorpus(dataSeed + 1299709, evalDocs)));
+    });
+    DataOptions cd;
+    cd.path = trainCorpus;
+    cd.packBlock = e.postCorpusBlock;
+    corpusTrain = prepareData(c.base, cd).train;
+    cd.path = evalCorpus;
+    corpusEval = prepareData(c.base, cd).train;
+    postTrain = &corpusTrain;
+    postEval = &corpusEval;
+    stage("data", "post-training on " + std::to_string(corpusTrain.size()) + " corpus blocks of " +
+                      std::to_string(e.postCorpusBlock) + " tokens (" + std::to_string(corpusEval.size()) + " held out)");
   }
 
   // The runs, each post-trained with the same budget. The shared stages' record ends here.
@@ -467,12 +568,16 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
     RunSummary s;
     s.name = r.name;
     s.method = r.method;
-    recorder.begin(r.name, e.name, r.method, r.seed, e.device, runParams(e, static_cast<int64_t>(runIndex)));
+    s.seed = e.seed;
+    // Stored under the repeat's seed (the run's own, when pinned, is in its params as run.seed).
+    auto params = runParams(e, static_cast<int64_t>(runIndex));
+    params.insert(params.end(), repeatParams.begin(), repeatParams.end());
+    recorder.begin(r.name, e.name, r.method, e.seed, e.device, params);
     stage("run", r.name + " (" + r.method + ")");
     TrainResult post = withTorchErrors(r.name.c_str(), [&] {
       torch::Generator gen = at::detail::createCPUGenerator(r.seed);
       DecoderLM model = buildRunModel(r, c, gen, s);
-      std::vector<TokenRecord> probe(evalRecords.begin(), evalRecords.begin() + std::min<size_t>(evalRecords.size(), 256));
+      std::vector<TokenRecord> probe(postEval->begin(), postEval->begin() + std::min<size_t>(postEval->size(), 256));
       DecoderLM reference{nullptr};
       if (model->config().isMoe()) {
         reference = loadModel(c.start, {resolveDevice(e.device), torch::kFloat});
@@ -481,14 +586,14 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
       }
       TrainOptions o = stageOptions(e.post, e, r.seed, e.out / "runs" / r.name, "post:" + r.name);
       o.tokenizerFrom = c.base;
-      TrainResult tr = trainDecoder(model, c.train, o, obs, cancel);
+      TrainResult tr = trainDecoder(model, *postTrain, o, obs, cancel);
       if (!tr.cancelled) {
         EvalOptions eo;
-        eo.accuracy = e.evalAccuracy;
+        eo.accuracy = e.evalAccuracy && e.postCorpusDocuments == 0;  // corpus blocks have no answers
         eo.maxNewTokens = e.maxNewTokens;
         eo.batchSize = e.post.batchSize;
         eo.precision = e.precision;
-        s.eval = evaluateRecords(*model, evalRecords, eo, tok.get());
+        s.eval = evaluateRecords(*model, *postEval, eo, tok.get());
         if (reference) s.analysis = analyzeDecoder(*model, reference->config().isMoe() ? nullptr : reference.get(), probe);
       }
       return tr;
@@ -516,9 +621,66 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
 
 }  // namespace
 
+namespace {
+// Several seeds: per run name and domain, the mean across seeds and the half-width of its 95% t interval.
+std::string seedsTable(const ExperimentReport& r, const std::set<uint64_t>& seeds) {
+  std::vector<std::string> names;
+  std::map<std::string, std::vector<const RunSummary*>> byName;
+  std::set<std::string> domains;
+  for (const auto& run : r.runs) {
+    if (!byName.count(run.name)) names.push_back(run.name);
+    byName[run.name].push_back(&run);
+    for (const auto& [d, f] : run.eval.domains) domains.insert(d);
+  }
+  const bool acc = r.runs[0].eval.overall.answered > 0;
+  std::ostringstream os;
+  os << (acc ? "Exact-match accuracy (%)" : "Evaluation loss") << " per domain: mean +- half-width of the 95% t interval over "
+     << seeds.size() << " seeds (";
+  for (auto it = seeds.begin(); it != seeds.end(); ++it) os << (it == seeds.begin() ? "" : ", ") << *it;
+  os << "), after the same post-training budget:\n\n";
+  os << std::left << std::setw(12) << "domain";
+  for (const auto& n : names) os << std::setw(20) << n;
+  os << "\n";
+  auto cell = [&](const std::vector<const RunSummary*>& runs, const std::string& domain) -> std::string {
+    std::vector<double> v;
+    for (const RunSummary* run : runs) {
+      const EvalFigures* f = domain.empty() ? &run->eval.overall
+                                            : (run->eval.domains.count(domain) ? &run->eval.domains.at(domain) : nullptr);
+      if (f) v.push_back(acc ? 100.0 * f->accuracy : f->loss);
+    }
+    if (v.empty()) return "-";
+    const SampleStats st = sampleStats(v);
+    std::ostringstream c;
+    c << std::fixed << std::setprecision(acc ? 1 : 3) << st.mean;
+    if (st.n >= 2) c << " +- " << (st.hi - st.mean);
+    return c.str();
+  };
+  for (const auto& d : domains) {
+    os << std::left << std::setw(12) << d;
+    for (const auto& n : names) os << std::setw(20) << cell(byName[n], d);
+    os << "\n";
+  }
+  os << std::left << std::setw(12) << "overall";
+  for (const auto& n : names) os << std::setw(20) << cell(byName[n], "");
+  os << "\n" << std::setw(12) << "time";
+  for (const auto& n : names) {
+    double secs = 0;
+    for (const RunSummary* run : byName[n]) secs += run->seconds;
+    std::ostringstream t;
+    t << std::fixed << std::setprecision(0) << secs / byName[n].size() << " s/seed";
+    os << std::setw(20) << t.str();
+  }
+  os << "\n";
+  return os.str();
+}
+}  // namespace
+
 std::string experimentTable(const ExperimentReport& r) {
   std::ostringstream os;
   if (r.runs.empty()) return "no finished runs\n";
+  std::set<uint64_t> seeds;
+  for (const auto& run : r.runs) seeds.insert(run.seed);
+  if (seeds.size() > 1) return seedsTable(r, seeds);
   std::set<std::string> domains;
   for (const auto& run : r.runs)
     for (const auto& [d, f] : run.eval.domains) domains.insert(d);

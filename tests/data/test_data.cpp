@@ -178,7 +178,8 @@ TEST(DemoData, SevenDomainsWithCorrectAnswers) {
       std::string digits;
       for (char c : x.input) if (c != ' ') digits += c;
       std::sort(digits.begin(), digits.end());
-      const std::string expected = {digits[0], ' ', digits[1], ' ', digits[2], ' ', digits[3]};
+      ASSERT_EQ(digits.size(), 5u);
+      const std::string expected = {digits[0], ' ', digits[1], ' ', digits[2], ' ', digits[3], ' ', digits[4]};
       EXPECT_EQ(x.output, expected);
     } else if (x.domain == "reversing") {
       EXPECT_EQ(x.output, std::string(x.input.rbegin(), x.input.rend()));
@@ -193,17 +194,43 @@ TEST(DemoData, SevenDomainsWithCorrectAnswers) {
     } else if (x.domain == "cipher") {
       ASSERT_EQ(x.output.size(), x.input.size());
       for (size_t i = 0; i < x.input.size(); ++i) EXPECT_EQ((x.output[i] - 'a' + 26 - 1) % 26, x.input[i] - 'a');
-    } else if (x.domain == "units") {
-      const int n = std::stoi(x.input);
-      const std::string unit = x.input.substr(x.input.find(' ') + 1);
-      const int f = unit == "km" ? 1000 : unit == "m" ? 100 : 60;  // h -> min and min -> s are both 60
-      EXPECT_EQ(x.output, std::to_string(n * f)) << x.input;
+    } else if (x.domain == "facts") {
+      // The answer is the table's: look the place up by a linear search of its rows.
+      std::string found;
+      for (const auto& [place, capital] : demoFacts())
+        if (place == x.input) found = capital;
+      EXPECT_EQ(x.output, found) << x.input;
+      EXPECT_EQ(x.instruction, "capital of");
     } else {
       ADD_FAILURE() << "unknown domain " << x.domain;
     }
   }
   EXPECT_GT(yes["yes"], 5);  // both classes present
   EXPECT_GT(yes["no"], 5);
+}
+
+TEST(DemoData, FactsAreOneFixedTableTaughtInFullEveryTwoHundredSamples) {
+  // 200 distinct places; 200 samples per domain teach each exactly once, whatever the seed; the
+  // evaluation draw (another seed) asks about places of the same table; the corpus never states a fact.
+  const auto& table = demoFacts();
+  ASSERT_EQ(table.size(), 200u);
+  std::set<std::string> places;
+  for (const auto& [p, c] : table) places.insert(p);
+  EXPECT_EQ(places.size(), 200u);
+  for (uint64_t seed : {1u, 8u}) {
+    std::map<std::string, int> taught;
+    for (const auto& x : generateDemoInstructions(seed, 200))
+      if (x.domain == "facts") taught[x.input]++;
+    EXPECT_EQ(taught.size(), 200u) << "seed " << seed;
+    for (const auto& [p, n] : taught) EXPECT_EQ(n, 1) << p;
+  }
+  std::vector<std::string> first, second;
+  for (const auto& x : generateDemoInstructions(1, 5))
+    if (x.domain == "facts") first.push_back(x.input);
+  for (const auto& x : generateDemoInstructions(2, 5))
+    if (x.domain == "facts") second.push_back(x.input);
+  EXPECT_NE(first, second) << "the order of teaching follows the seed";
+  for (const auto& doc : generateDemoCorpus(3, 200)) EXPECT_EQ(doc.find("capital of"), std::string::npos) << doc;
 }
 
 TEST(DemoData, DeterministicFromTheSeed) {

@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
   w.showPanel(QStringLiteral("experimentDock"));
   shoot(w, out, QStringLiteral("method-ga"));
 
-  const QString sft = QFileInfo(wsDir + QStringLiteral("/out/") + (quick ? "demo-quick" : "demo") + QStringLiteral("/sft")).absoluteFilePath();
+  const QString sft = QFileInfo(wsDir + QStringLiteral("/out/") + (quick ? "demo-quick" : "demo") + QStringLiteral("/seed-0/sft")).absoluteFilePath();
   w.checkpointsPanel()->addPath(sft);
   QDir base(QFileInfo(sft).dir().filePath(QStringLiteral("base")));
   const QStringList bases = base.entryList({QStringLiteral("checkpoint-*")}, QDir::Dirs, QDir::Name);

@@ -7,7 +7,9 @@
 #include <QDoubleSpinBox>
 #include <QFile>
 #include <QLabel>
+#include <QLineEdit>
 #include <QSpinBox>
+#include <QTableWidget>
 #include <cmath>
 
 #include "checkpoints_panel.h"
@@ -19,6 +21,7 @@
 #include "qcp.h"
 #include "routing_panel.h"
 #include "runs_panel.h"
+#include "seeds_view.h"
 #include "similarity_panel.h"
 #include "table_models.h"
 #include "ui_test_util.h"
@@ -176,6 +179,90 @@ TEST(ComparePanel, CurvesHeatmapsAndBarsShareScalesAndMatchTheStore) {
   EXPECT_TRUE(panel.runs().empty()) << "compare needs 2 to 4 runs";
 }
 
+TEST(SeedsView, TableBarsBandsAndPairedDifferencesByHand) {
+  // Two run names over seeds 0, 1, 2 with hand-written accuracies and loss curves.
+  TempDir dir;
+  {
+    RunStore s(dir / "runs.db");
+    const double dense[3] = {0.50, 0.40, 0.45}, moe[3] = {0.56, 0.41, 0.44};
+    for (uint64_t seed = 0; seed < 3; ++seed)
+      for (const auto& [name, acc] : {std::pair<std::string, double>{"dense", dense[seed]}, {"moe", moe[seed]}}) {
+        const int64_t id = s.beginRun(name, "seedy", name == "dense" ? "dense" : "sparse", seed, "cpu", {});
+        s.addEval(id, {{"", 1.0, 2.7, acc, 10, 10}});
+        // loss at steps 1, 2: (3 + seed, 2 + seed) for dense, (4 + seed, 1 + seed) for moe.
+        const double off = static_cast<double>(seed) + (name == "moe" ? 1.0 : 0.0);
+        s.addMetrics(id, {{"post:" + name, "loss", 1, 3 + off}, {"post:" + name, "loss", 2, name == "moe" ? 1 + seed : 2.0 + seed}});
+        s.finishRun(id, "finished");
+      }
+    const int64_t other = s.beginRun("x", "single", "dense", 0, "cpu", {});
+    s.addEval(other, {{"", 1.0, 2.7, 0.3, 10, 10}});
+    s.finishRun(other, "finished");
+  }
+  Workspace ws(QString::fromStdString((dir / "runs.db").string()));
+  SeedsView view(&ws);
+  ASSERT_TRUE(view.summary().has_value()) << view.message().toStdString();
+  EXPECT_EQ(view.summary()->experiment, "seedy") << "the experiment with several seeds is shown first";
+  view.setBaseline(QStringLiteral("dense"));
+  ASSERT_TRUE(view.summary().has_value());
+  QTableWidget* t = view.table();
+  ASSERT_EQ(t->rowCount(), 2);
+  // dense: mean 45.0, sd 5.0, CI 45 -+ 4.3026527 * 5 / sqrt(3) = [32.6, 57.4].
+  EXPECT_EQ(t->item(0, 2)->text(), "45.0");
+  EXPECT_EQ(t->item(0, 3)->text(), "5.0");
+  EXPECT_EQ(t->item(0, 4)->text(), "[32.6, 57.4]");
+  EXPECT_EQ(t->item(0, 5)->text(), "(baseline)");
+  // moe - dense: +6, +1, -1: mean +2.0, CI 2 -+ 4.3026527 * sqrt(13) / sqrt(3) = [-6.96, 10.96], wins 2/3.
+  EXPECT_EQ(t->item(1, 5)->text(), "+2.0 [-7.0, 11.0]");
+  EXPECT_EQ(t->item(1, 6)->text(), "2/3");
+
+  // Bars: one per run at the mean, whiskers to the CI.
+  QCustomPlot* bars = view.barsFrame()->plot();
+  std::vector<double> means, ups;
+  for (int i = 0; i < bars->plottableCount(); ++i) {
+    if (auto* b = qobject_cast<QCPBars*>(bars->plottable(i))) means.push_back(b->data()->begin()->value);
+    if (auto* e = qobject_cast<QCPErrorBars*>(bars->plottable(i))) ups.push_back(e->data()->at(0).errorPlus);
+  }
+  ASSERT_EQ(means.size(), 2u);
+  EXPECT_NEAR(means[0], 45.0, 1e-9);
+  EXPECT_NEAR(means[1], (56.0 + 41.0 + 44.0) / 3, 1e-9);
+  ASSERT_EQ(ups.size(), 2u);
+  EXPECT_NEAR(ups[0], 4.3026527299 * 5 / std::sqrt(3.0), 1e-6);
+
+  // Curves: the moe mean line at step 2 is (1 + 2 + 3) / 3 = 2, its band (sd 1) 2 -+ 4.3026527 / sqrt(3).
+  QCustomPlot* curves = view.curvesFrame()->plot();
+  bool checked = false;
+  for (int i = 0; i < curves->graphCount(); ++i) {
+    QCPGraph* g = curves->graph(i);
+    if (!g->name().startsWith(QLatin1String("moe"))) continue;
+    EXPECT_EQ(g->name(), QStringLiteral("moe (n=3)"));
+    EXPECT_NEAR(g->data()->at(1)->value, 2.0, 1e-12);
+    QCPGraph* upper = curves->graph(i - 1);
+    EXPECT_NEAR(upper->data()->at(1)->value, 2.0 + 4.3026527299 / std::sqrt(3.0), 1e-6);
+    checked = true;
+  }
+  EXPECT_TRUE(checked);
+  // The legend sits outside the axis rect.
+  curves->resize(700, 400);
+  curves->replot();
+  EXPECT_FALSE(curves->axisRect()->rect().intersects(curves->legend->outerRect()));
+
+  // Paired chart: the moe point at +2 with its interval; CSV rows agree.
+  const CsvTable paired = view.pairedFrame()->csv();
+  ASSERT_EQ(paired.size(), 2u);
+  EXPECT_EQ(paired[1][0], "moe");
+  EXPECT_NEAR(paired[1][3].toDouble(), 2.0, 1e-9);
+  EXPECT_EQ(paired[1][6], "2");
+
+  // Eval loss: lower is better (all equal here: no wins), the domain box lists only "overall".
+  view.setMetric(QStringLiteral("eval_loss"));
+  ASSERT_TRUE(view.summary().has_value());
+  EXPECT_FALSE(view.summary()->higherIsBetter);
+  EXPECT_EQ(view.table()->item(1, 6)->text(), "0/3");
+  // One seed: the other experiment says why there is no interval.
+  ASSERT_TRUE(view.setExperiment(QStringLiteral("single")));
+  EXPECT_TRUE(view.message().contains(QStringLiteral("One seed"))) << view.message().toStdString();
+}
+
 TEST(RunsPanel, RenameTagDeleteWriteTheStore) {
   Fixture f;
   RunsPanel panel(f.ws.get());
@@ -226,6 +313,18 @@ TEST(ExperimentPanel, FormsRoundTripYamlAndNameBadFields) {
   EXPECT_EQ(panel.experiment().precision, "auto");
   qobject_cast<QComboBox*>(panel.field("precision"))->setCurrentText(QStringLiteral("bf16"));
   EXPECT_EQ(panel.experiment().precision, "bf16");
+  // Seeds: a list or a range; a bad entry is named; saved and read back.
+  auto* seeds = qobject_cast<QLineEdit*>(panel.field("seeds"));
+  ASSERT_NE(seeds, nullptr);
+  seeds->setText(QStringLiteral("0-2, 7"));
+  Q_EMIT seeds->editingFinished();
+  EXPECT_EQ(panel.experiment().seeds, (std::vector<uint64_t>{0, 1, 2, 7}));
+  seeds->setText(QStringLiteral("0, x"));
+  Q_EMIT seeds->editingFinished();
+  EXPECT_TRUE(panel.validationError().contains(QStringLiteral("\"x\" is not a seed"))) << panel.validationError().toStdString();
+  seeds->setText(QStringLiteral("3,4"));
+  Q_EMIT seeds->editingFinished();
+  EXPECT_TRUE(panel.validationError().isEmpty()) << panel.validationError().toStdString();
   // A bad combination is named by its field, as the CLI names it.
   qobject_cast<QSpinBox*>(panel.field("runs.top_k"))->setValue(7);
   EXPECT_TRUE(panel.validationError().contains(QStringLiteral("runs[1].top_k"))) << panel.validationError().toStdString();
@@ -243,6 +342,8 @@ TEST(ExperimentPanel, FormsRoundTripYamlAndNameBadFields) {
   EXPECT_EQ(again.pretrainSteps, 7);
   EXPECT_EQ(again.nproc, 3);
   EXPECT_EQ(again.precision, "bf16");
+  EXPECT_EQ(again.seeds, (std::vector<uint64_t>{3, 4}));
+  EXPECT_FALSE(again.runs[0].seedSet) << "runs without their own seed are saved without one";
   // Presets: the papers' defaults on the selected run.
   panel.selectRun(0);
   panel.applyPreset(1);

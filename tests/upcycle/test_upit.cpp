@@ -222,6 +222,53 @@ TEST(Experiment, BadSettingsAreRefusedByField) {
   test::expectErrorContaining([] { parseExperiment("name: [unclosed", "e.yaml"); }, {"e.yaml", "not valid YAML"});
 }
 
+TEST(Experiment, SeedsRepeatsAndPinnedStages) {
+  // seeds: a list; repeats: N = seed .. seed + N - 1; a stage's own seed pins it across repeats.
+  Experiment e = parseExperiment("name: s\nseed: 10\nrepeats: 3\nbase: {pretrain: {seed: 4, steps: 5}}\n"
+                                 "data: {seed: 2}\nsft: {seed: 1, epochs: 1}\nruns:\n  - {method: sparse}\n"
+                                 "  - {name: pinned, method: dense, seed: 77}\n",
+                                 "s.yaml");
+  EXPECT_EQ(repeatSeeds(e), (std::vector<uint64_t>{10, 11, 12}));
+  EXPECT_TRUE(e.baseSeed.set && e.dataSeed.set && e.sftSeed.set);
+  EXPECT_EQ(e.baseSeed.orRepeat(11), 4u);
+  EXPECT_EQ(e.dataSeed.value, 2u);
+  EXPECT_EQ(e.sftSeed.value, 1u);
+  const Experiment one = experimentForSeed(e, 11);
+  EXPECT_EQ(one.seed, 11u);
+  EXPECT_TRUE(one.seeds.empty());
+  EXPECT_EQ(one.out, e.out / "seed-11");
+  EXPECT_EQ(one.runs[0].seed, 11u) << "a run without its own seed follows the repeat";
+  EXPECT_EQ(one.runs[1].seed, 77u) << "a pinned run keeps its seed";
+  // The written file says what was read: the seeds, the pins, and a run's seed only where it was set.
+  const std::string yaml = experimentYaml(e);
+  EXPECT_NE(yaml.find("seeds: [10, 11, 12]"), std::string::npos) << yaml;
+  Experiment again = parseExperiment(yaml, "written");
+  EXPECT_EQ(again.seeds, e.seeds);
+  EXPECT_EQ(again.baseSeed.value, 4u);
+  EXPECT_EQ(again.dataSeed.value, 2u);
+  EXPECT_TRUE(again.sftSeed.set);
+  EXPECT_FALSE(again.runs[0].seedSet) << "saving must not pin every run to the experiment's seed";
+  EXPECT_TRUE(again.runs[1].seedSet);
+  EXPECT_EQ(again.runs[1].seed, 77u);
+  // One seed: the output folder is the experiment's own.
+  Experiment single = parseExperiment(exp("  - {method: sparse}\n"), "e.yaml");
+  EXPECT_EQ(repeatSeeds(single), (std::vector<uint64_t>{0}));
+  EXPECT_EQ(experimentForSeed(single, 0).out, single.out);
+  EXPECT_EQ(parseExperiment("name: s\nseeds: [5, 1]\nbase: {pretrain: {steps: 5}}\nruns: [{method: dense}]\n", "s").seeds,
+            (std::vector<uint64_t>{5, 1}));
+
+  test::expectErrorContaining([] { parseExperiment(exp("  - {method: sparse}\n") + "seeds: [1, 1]\n", "e.yaml"); },
+                              {"e.yaml", "seeds", "seed 1 twice"});
+  test::expectErrorContaining([] { parseExperiment(exp("  - {method: sparse}\n") + "seeds: []\n", "e.yaml"); },
+                              {"seeds must list at least one seed"});
+  test::expectErrorContaining([] { parseExperiment(exp("  - {method: sparse}\n") + "repeats: 0\n", "e.yaml"); },
+                              {"repeats must be in [1, 1000], got 0"});
+  test::expectErrorContaining([] { parseExperiment(exp("  - {method: sparse}\n") + "repeats: 2\nseeds: [3]\n", "e.yaml"); },
+                              {"seeds or repeats, not both"});
+  test::expectErrorContaining([] { parseExperiment(exp("  - {method: sparse}\n  - {method: sparse}\n"), "e.yaml"); },
+                              {"two runs named \"sparse\""});
+}
+
 TEST(Btx, SourcesWithOtherArchitecturesAreRefused) {
   DecoderLM a = loadModel(test::fixtures() / "models/llama_gqa");
   DecoderLM q = loadModel(test::fixtures() / "models/qwen2_bias_tied");
