@@ -6,7 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset release
-cmake --build --preset release
+# Only what the demo runs: the command line and, when Qt is there, the workbench. The tests (a third
+# of the objects) are scripts/test.sh's to build.
+targets=(upcycle)
+if grep -q '^UPCYCLE_BUILD_GUI:BOOL=ON' build/release/CMakeCache.txt; then targets+=(upcycle-studio); fi
+cmake --build --preset release --target "${targets[@]}"
 quick=() ; headless=0
 for a in "$@"; do
   case "$a" in

@@ -13,6 +13,7 @@
 #include <QSplitter>
 #include <QTableView>
 #include <QVBoxLayout>
+#include "splitters.h"
 #include "qcp.h"
 
 #include <cmath>
@@ -59,7 +60,7 @@ CheckpointsPanel::CheckpointsPanel(QWidget* parent) : QWidget(parent) {
   m_summary = new QLabel;
   layout->addWidget(m_summary);
 
-  auto* split = new QSplitter(Qt::Vertical);
+  auto* split = makeSplitter(Qt::Vertical, QStringLiteral("checkpointsSplit"), {1, 1});
   m_model = new CheckpointTableModel(this);
   auto* proxy = new QSortFilterProxyModel(this);
   proxy->setSourceModel(m_model);
@@ -78,7 +79,7 @@ CheckpointsPanel::CheckpointsPanel(QWidget* parent) : QWidget(parent) {
   QCustomPlot* p = m_lossFrame->plot();
   p->xAxis->setLabel(tr("step"));
   p->yAxis->setLabel(tr("training loss"));
-  styleLegend(p);
+  placeLegendOutside(p, true);
   m_lossFrame->setCsvSource([this] {
     CsvTable t{{QStringLiteral("step"), QStringLiteral("loss"), QStringLiteral("checkpoint")}};
     std::set<int64_t> marked;
@@ -117,6 +118,13 @@ CheckpointsPanel::CheckpointsPanel(QWidget* parent) : QWidget(parent) {
   connect(use, &QPushButton::clicked, this, [this] {
     QStringList chosen;
     for (const QString& c : m_model->chosen()) chosen << c;
+    // Without a base, the earliest checked checkpoint is one: a dense model of the same architecture,
+    // from the user's own folder (a tiny pretrained base would not match the checkpoints at all).
+    if (base().isEmpty() && !chosen.isEmpty()) {
+      setBase(chosen.front());
+      m_summary->setText(tr("No base model was set: the earliest checked checkpoint is the base now. Set the model "
+                            "before fine-tuning as Base model to use that instead."));
+    }
     Q_EMIT checkpointsChosen(base(), chosen);
   });
   connect(m_model, &QAbstractItemModel::modelReset, this, [this] {
@@ -125,6 +133,7 @@ CheckpointsPanel::CheckpointsPanel(QWidget* parent) : QWidget(parent) {
   });
   connect(m_model, &QAbstractItemModel::dataChanged, this, [this] {
     m_summary->setText(tr("%1 checkpoints listed, %2 checked as experts.").arg(m_model->rowCount()).arg(m_model->chosen().size()));
+    drawLoss();  // the markers follow the check boxes
   });
   drawLoss();
 }
@@ -194,17 +203,26 @@ void CheckpointsPanel::drawLoss() {
   g->setName(tr("training loss"));
   g->setData(x, y);
   g->setPen(QPen(seriesColor(0), 1.5));
-  QVector<double> cx, cy;
+  // Checked checkpoints as filled diamonds, unchecked ones hollow: the curve shows the choice.
+  QVector<double> cx, cy, ux, uy;
   for (const auto& e : m_model->entries())
     if (e.step >= 0 && !std::isnan(e.loss)) {
-      cx << static_cast<double>(e.step);
-      cy << e.loss;
+      const bool checked = e.use && e.valid && !e.mismatch;
+      (checked ? cx : ux) << static_cast<double>(e.step);
+      (checked ? cy : uy) << e.loss;
     }
   QCPGraph* marks = p->addGraph();
-  marks->setName(tr("checkpoints"));
+  marks->setName(tr("checked checkpoints"));
   marks->setData(cx, cy);
   marks->setLineStyle(QCPGraph::lsNone);
-  marks->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDiamond, seriesColor(5), seriesColor(5), 10));
+  marks->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDiamond, seriesColor(5), seriesColor(5), 11));
+  QCPGraph* open = p->addGraph();
+  open->setName(tr("unchecked"));
+  open->setData(ux, uy);
+  open->setLineStyle(QCPGraph::lsNone);
+  open->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDiamond, QPen(QColor(110, 110, 110), 1.5), Qt::white, 11));
+  open->removeFromLegend();
+  if (!ux.isEmpty()) open->addToLegend();
   p->rescaleAxes();
   p->xAxis->scaleRange(1.04, p->xAxis->range().center());  // markers at the ends stay visible
   p->yAxis->scaleRange(1.08, p->yAxis->range().center());

@@ -10,8 +10,10 @@
 #include <QVBoxLayout>
 #include "qcp.h"
 
+#include <algorithm>
 #include <set>
 
+#include "curves_view.h"
 #include "plots.h"
 #include "seeds_view.h"
 #include "table_models.h"
@@ -33,8 +35,6 @@ QTableView* makeTable(QAbstractItemModel* model) {
 
 QString runLabel(const RunDetail& r) { return QStringLiteral("#%1 %2").arg(r.run.id).arg(QString::fromStdString(r.run.name)); }
 
-// The stage family of a metric's stage: "post:sparse" -> "post".
-QString stageFamily(const std::string& stage) { return QString::fromStdString(stage.substr(0, stage.find(':'))); }
 
 }  // namespace
 
@@ -60,7 +60,7 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   // A plot page: a row of controls (labels and combo boxes; a combo redraws the page when it changes)
   // above the frame.
   auto plotPage = [this](const QString& title, std::initializer_list<QWidget*> controls, PlotFrame* frame,
-                         void (ComparePanel::*redraw)()) {
+                         void (ComparePanel::*redraw)(), QLabel* note) {
     auto* page = new QWidget;
     auto* v = new QVBoxLayout(page);
     auto* bar = new QHBoxLayout;
@@ -72,21 +72,18 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
     bar->addStretch(1);
     v->addLayout(bar);
     v->addWidget(frame, 1);
+    if (note) {
+      note->setWordWrap(true);
+      v->addWidget(note);
+    }
     m_tabs->addTab(page, title);
   };
 
-  m_curveStage = new QComboBox;
-  m_curveStage->addItem(tr("post-training"), QStringLiteral("post"));
-  m_curveStage->addItem(tr("router pre-optimization"), QStringLiteral("router-preopt"));
-  m_curveStage->addItem(tr("dense SFT"), QStringLiteral("sft"));
-  m_curveStage->addItem(tr("pretraining"), QStringLiteral("pretrain"));
-  m_curveMetric = new QComboBox;
-  for (const char* k : {"loss", "lm_loss", "aux_loss", "lr", "grad_norm", "tokens_per_s"}) m_curveMetric->addItem(QString::fromLatin1(k), QString::fromLatin1(k));
-  m_curvesFrame = new PlotFrame(tr("Training curves"));
-  styleLegend(m_curvesFrame->plot());
-  m_curvesFrame->plot()->xAxis->setLabel(tr("step"));
-  plotPage(tr("Curves"), {new QLabel(tr("Stage")), m_curveStage, new QLabel(tr("Metric")), m_curveMetric}, m_curvesFrame,
-           &ComparePanel::drawCurves);
+  // Curves: a view of its own (W&B-style overlay of any number of runs), so other views (across
+  // seeds, ...) can sit beside it as tabs.
+  m_curves = new CurvesView(ws);
+  m_curves->setObjectName(QStringLiteral("curvesView"));
+  m_tabs->addTab(m_curves, tr("Curves"));
 
   m_simKind = new QComboBox;
   m_simKind->addItem(tr("raw weights"), QStringLiteral("weight_similarity"));
@@ -96,33 +93,39 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   m_simLayer = new QComboBox;
   m_simFrame = new PlotFrame(tr("Expert similarity (one colour scale)"));
   m_simFrame->plot()->setInteractions(QCP::Interactions());
-  plotPage(tr("Similarity"), {m_simKind, new QLabel(tr("Layer")), m_simLayer}, m_simFrame, &ComparePanel::drawSimilarity);
+  m_simNote = new QLabel;
+  m_simNote->setObjectName(QStringLiteral("similarityNote"));
+  plotPage(tr("Similarity"), {m_simKind, new QLabel(tr("Layer")), m_simLayer}, m_simFrame, &ComparePanel::drawSimilarity, m_simNote);
 
   m_routeLayer = new QComboBox;
   m_routeFrame = new PlotFrame(tr("Expert shares (dashed: uniform 1/E)"));
   m_routeFrame->plot()->setInteractions(QCP::Interactions());
-  plotPage(tr("Routing"), {new QLabel(tr("Layer")), m_routeLayer}, m_routeFrame, &ComparePanel::drawRouting);
+  m_routeNote = new QLabel;
+  m_routeNote->setObjectName(QStringLiteral("routingNote"));
+  plotPage(tr("Routing"), {new QLabel(tr("Layer")), m_routeLayer}, m_routeFrame, &ComparePanel::drawRouting, m_routeNote);
 
   // Final metrics.
   m_metrics = new MetricsCompareModel(this);
-  m_tabs->addTab(makeTable(m_metrics), tr("Metrics"));
+  QTableView* metrics = makeTable(m_metrics);
+  // The metric names take the spare width; the runs' columns stay as wide as their numbers.
+  metrics->horizontalHeader()->setStretchLastSection(false);
+  metrics->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+  m_tabs->addTab(metrics, tr("Metrics"));
 
   // One experiment's runs across their seeds (needs no selection: it groups the stored runs itself).
   m_seeds = new SeedsView(ws);
   m_tabs->addTab(m_seeds, tr("Across seeds"));
 
   connect(ws, &Workspace::compareRequested, this, &ComparePanel::setRuns);
-
-  m_curvesFrame->setCsvSource([this] {
-    CsvTable t{{QStringLiteral("run"), QStringLiteral("stage"), QStringLiteral("step"), m_curveMetric->currentData().toString()}};
-    for (const RunDetail& r : m_runs) {
-      if (!m_ws->store()) break;
-      for (const MetricPoint& p : m_ws->store()->metrics(r.run.id))
-        if (stageFamily(p.stage) == m_curveStage->currentData().toString() && QString::fromStdString(p.key) == m_curveMetric->currentData().toString())
-          t.push_back({runLabel(r), QString::fromStdString(p.stage), QString::number(p.step), QString::number(p.value, 'g', 10)});
-    }
-    return t;
+  // Ticking runs in the Runs table overlays their curves at once; 2 to 4 ticked runs fill every tab.
+  connect(ws, &Workspace::checkedRunsChanged, this, [this](const QList<qint64>& ids) {
+    if (ids.isEmpty()) return;
+    m_curves->setRuns(ids);
+    QList<qint64> shown;
+    for (const RunDetail& r : m_runs) shown << r.run.id;
+    if (ids.size() >= 2 && ids.size() <= 4 && ids != shown) setRuns(ids);
   });
+
   m_simFrame->setCsvSource([this] {
     CsvTable t{{QStringLiteral("run"), QStringLiteral("row"), QStringLiteral("col"), QStringLiteral("value")}};
     for (size_t i = 0; i < m_runs.size() && m_ws->store(); ++i)
@@ -144,10 +147,8 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
 }
 
 void ComparePanel::setDiffOnly(bool on) { m_diffOnly->setChecked(on); }
-void ComparePanel::setCurveMetric(const QString& key) {
-  const int i = m_curveMetric->findData(key);
-  if (i >= 0) m_curveMetric->setCurrentIndex(i);
-}
+void ComparePanel::setCurveMetric(const QString& key) { m_curves->setMetric(key); }
+PlotFrame* ComparePanel::curvesFrame() const { return m_curves->frame(); }
 
 void ComparePanel::setRuns(const QList<qint64>& ids) {
   m_runs.clear();
@@ -165,7 +166,7 @@ void ComparePanel::setRuns(const QList<qint64>& ids) {
     QStringList names;
     for (size_t i = 0; i < m_runs.size(); ++i)
       names << QStringLiteral("<span style='color:%1'>&#9632;</span> %2")
-                   .arg(seriesColor(static_cast<int>(i)).name(), runLabel(m_runs[i]).toHtmlEscaped());
+                   .arg(runColor(m_runs[i].run.id).name(), runLabel(m_runs[i]).toHtmlEscaped());
     m_header->setText(tr("Comparing %1").arg(names.join(QStringLiteral(", "))));
   }
   m_params->setRuns(m_runs);
@@ -180,40 +181,29 @@ void ComparePanel::setRuns(const QList<qint64>& ids) {
     for (int64_t l : layers) c->addItem(QString::number(l), static_cast<qlonglong>(l));
     c->blockSignals(false);
   }
-  drawCurves();
+  QStringList labels;
+  QList<qint64> ids2;
+  for (const RunDetail& r : m_runs) {
+    labels << runLabel(r);
+    ids2 << r.run.id;
+  }
+  for (PlotFrame* f : {m_simFrame, m_routeFrame}) f->setRunNames(labels);
+  if (!m_runs.empty()) m_curves->setRuns(ids2);
   drawSimilarity();
   drawRouting();
 }
 
-void ComparePanel::drawCurves() {
-  QCustomPlot* p = m_curvesFrame->plot();
-  p->clearGraphs();
-  const QString family = m_curveStage->currentData().toString();
-  const QString key = m_curveMetric->currentData().toString();
-  for (size_t i = 0; i < m_runs.size() && m_ws->store(); ++i) {
-    QVector<double> x, y;
-    for (const MetricPoint& pt : m_ws->store()->metrics(m_runs[i].run.id))
-      if (stageFamily(pt.stage) == family && QString::fromStdString(pt.key) == key) {
-        x << static_cast<double>(pt.step);
-        y << pt.value;
-      }
-    if (x.isEmpty()) continue;
-    QCPGraph* g = p->addGraph();
-    g->setName(runLabel(m_runs[i]));
-    g->setData(x, y);
-    g->setPen(QPen(seriesColor(static_cast<int>(i)), 1.8));
-  }
-  p->yAxis->setLabel(key);
-  p->legend->setVisible(p->graphCount() > 0);
-  p->rescaleAxes();
-  p->replot();
+QString ComparePanel::whyAbsent(const RunDetail& r, const QString& what) const {
+  if (r.run.method == "dense" || r.run.method == "base")
+    return tr("%1 is a dense model: it has no experts, so no %2").arg(runLabel(r), what);
+  return tr("%1 has no %2 for this layer in the store").arg(runLabel(r), what);
 }
 
 QCPAxisRect* ComparePanel::addRunColumn(QCustomPlot* p, int col, size_t run) const {
   auto* rect = new QCPAxisRect(p);
   p->plotLayout()->addElement(1, col, rect);
   auto* title = new QCPTextElement(p, runLabel(m_runs[run]));
-  title->setTextColor(seriesColor(static_cast<int>(run)));
+  title->setTextColor(runColor(m_runs[run].run.id));
   p->plotLayout()->addElement(0, col, title);
   return rect;
 }
@@ -229,6 +219,12 @@ void ComparePanel::drawSimilarity() {
   for (size_t i = 0; i < m_runs.size() && m_ws->store(); ++i)
     for (const BlobRow& b : m_ws->store()->blobs(m_runs[i].run.id, kind))
       if (b.layer == layer) shown.emplace_back(i, b);
+  // Say why a run is missing (a dense run has no experts) instead of dropping it silently.
+  QStringList absent;
+  for (size_t i = 0; i < m_runs.size(); ++i)
+    if (std::none_of(shown.begin(), shown.end(), [i](const auto& s) { return s.first == i; }))
+      absent << whyAbsent(m_runs[i], tr("%1 matrices").arg(m_simKind->currentText()));
+  m_simNote->setText(absent.isEmpty() ? QString() : tr("Not shown: %1.").arg(absent.join(QStringLiteral("; "))));
   if (shown.empty()) {
     p->plotLayout()->addElement(0, 0, new QCPTextElement(p, tr("No %1 matrices for these runs.").arg(m_simKind->currentText())));
     p->replot();
@@ -274,6 +270,11 @@ void ComparePanel::drawRouting() {
         shown.emplace_back(i, b);
         for (double v : b.values) top = std::max(top, v);
       }
+  QStringList absent;
+  for (size_t i = 0; i < m_runs.size(); ++i)
+    if (std::none_of(shown.begin(), shown.end(), [i](const auto& s) { return s.first == i; }))
+      absent << whyAbsent(m_runs[i], tr("routing data"));
+  m_routeNote->setText(absent.isEmpty() ? QString() : tr("Not shown: %1.").arg(absent.join(QStringLiteral("; "))));
   if (shown.empty()) {
     p->plotLayout()->addElement(0, 0, new QCPTextElement(p, tr("No routing data for these runs.")));
     p->replot();
@@ -291,7 +292,7 @@ void ComparePanel::drawRouting() {
       values << b.values[e];
     }
     bars->setData(keys, values);
-    bars->setBrush(seriesColor(static_cast<int>(i)));
+    bars->setBrush(runColor(m_runs[i].run.id));
     bars->setPen(Qt::NoPen);
     auto* uniform = new QCPItemStraightLine(p);
     uniform->setClipAxisRect(rect);

@@ -1,7 +1,10 @@
 #pragma once
-// 2-4 runs side by side: their parameters (with a diff-only toggle), overlaid training curves with one
-// colour per run, similarity heatmaps on one shared colour scale, routing bars on one shared axis, and
-// the final metrics; and an "Across seeds" tab (seeds_view.h). Thread-safety: GUI thread only.
+// Runs side by side, one tab per view: their parameters (with a diff-only toggle), the training curves
+// of every ticked run overlaid (CurvesView: smoothing, log scale, x by step/tokens/time, crosshair),
+// similarity heatmaps of 2-4 runs on one shared colour scale, routing bars on one shared axis, and the
+// final metrics. Every run keeps its colour (runColor). A run a view cannot show (a dense run has no
+// experts) is named under it with the reason. More views are added as tabs (tabs()), e.g. Across seeds (seeds_view.h).
+// Thread-safety: GUI thread only.
 #include <QWidget>
 #include <vector>
 
@@ -18,6 +21,7 @@ class QCustomPlot;
 
 namespace upcycle::ui {
 
+class CurvesView;
 class MetricsCompareModel;
 class ParamDiffModel;
 class SeedsView;
@@ -33,7 +37,10 @@ class ComparePanel : public QWidget {
   MetricsCompareModel* metricsModel() const { return m_metrics; }
   void setDiffOnly(bool on);
   void setCurveMetric(const QString& key);  // "loss", "aux_loss", "lr", "tokens_per_s", ...
-  PlotFrame* curvesFrame() const { return m_curvesFrame; }
+  PlotFrame* curvesFrame() const;
+  CurvesView* curves() const { return m_curves; }
+  QLabel* similarityNote() const { return m_simNote; }
+  QLabel* routingNote() const { return m_routeNote; }
   PlotFrame* similarityFrame() const { return m_simFrame; }
   PlotFrame* routingFrame() const { return m_routeFrame; }
   QTabWidget* tabs() const { return m_tabs; }
@@ -41,8 +48,8 @@ class ComparePanel : public QWidget {
   const std::vector<QCPColorMap*>& colorMaps() const { return m_maps; }
 
  private:
-  void drawCurves();
   void drawSimilarity();
+  QString whyAbsent(const RunDetail& r, const QString& what) const;
   void drawRouting();
   // A column of the side-by-side plots: the run's name in its colour above a new axis rect.
   QCPAxisRect* addRunColumn(QCustomPlot* p, int col, size_t run) const;
@@ -53,8 +60,10 @@ class ComparePanel : public QWidget {
   ParamDiffModel* m_params;
   MetricsCompareModel* m_metrics;
   QCheckBox* m_diffOnly;
-  QComboBox *m_curveMetric, *m_curveStage, *m_simKind, *m_simLayer, *m_routeLayer;
-  PlotFrame *m_curvesFrame, *m_simFrame, *m_routeFrame;
+  QComboBox *m_simKind, *m_simLayer, *m_routeLayer;
+  CurvesView* m_curves;
+  QLabel *m_simNote, *m_routeNote;
+  PlotFrame *m_simFrame, *m_routeFrame;
   std::vector<QCPColorMap*> m_maps;
   SeedsView* m_seeds = nullptr;
 };

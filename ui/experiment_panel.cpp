@@ -2,7 +2,9 @@
 
 #include <QCheckBox>
 #include <QComboBox>
+#include <QDir>
 #include <QDoubleSpinBox>
+#include <QFileInfo>
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QGroupBox>
@@ -12,15 +14,20 @@
 #include <QListWidget>
 #include <QMessageBox>
 #include <QPushButton>
+#include <QRegularExpression>
+#include <QResizeEvent>
 #include <QScrollArea>
 #include <QSpinBox>
 #include <QSplitter>
+#include <QStandardPaths>
 #include <QVBoxLayout>
 
 #include <algorithm>
 #include <set>
 
+#include "splitters.h"
 #include "api/inspect.h"
+#include "api/pipeline.h"
 #include "plot_frame.h"
 #include "table_models.h"
 
@@ -44,6 +51,14 @@ QScrollArea* scrolled(QWidget* inner) {
   s->setWidgetResizable(true);
   s->setFrameShape(QFrame::NoFrame);
   return s;
+}
+
+// A form whose labels move above their fields when the column is too narrow for both.
+QFormLayout* makeForm(QWidget* host) {
+  auto* f = new QFormLayout(host);
+  f->setRowWrapPolicy(QFormLayout::WrapLongRows);
+  f->setFieldGrowthPolicy(QFormLayout::AllNonFixedFieldsGrow);
+  return f;
 }
 
 }  // namespace
@@ -127,17 +142,25 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
   bar->addWidget(m_preset, 1);
   layout->addLayout(bar);
 
-  auto* split = new QSplitter(Qt::Horizontal);
+  // Two columns (the experiment | the runs and the selected run's method) that stack when the panel
+  // is narrow (resizeEvent); no part can be dragged to nothing.
+  m_split = makeSplitter(Qt::Horizontal, QStringLiteral("experimentSplit"), {1, 1});
   auto* expHost = new QWidget;
   buildExperimentForm(expHost);
-  split->addWidget(scrolled(expHost));
+  QScrollArea* expScroll = scrolled(expHost);
+  expScroll->setMinimumSize(260, 140);
+  m_split->addWidget(expScroll);
 
+  auto* right = makeSplitter(Qt::Vertical, QStringLiteral("runSpecSplit"), {150, 450});
   auto* runsHost = new QWidget;
   auto* rl = new QVBoxLayout(runsHost);
   rl->setContentsMargins(0, 0, 0, 0);
-  rl->addWidget(new QLabel(tr("<b>Runs</b> (each is post-trained with the same budget)")));
+  auto* runsTitle = new QLabel(tr("<b>Runs</b> (each is post-trained with the same budget)"));
+  runsTitle->setWordWrap(true);
+  rl->addWidget(runsTitle);
   m_runs = new QListWidget;
   m_runs->setObjectName(QStringLiteral("runList"));
+  m_runs->setMinimumHeight(60);
   rl->addWidget(m_runs, 1);
   auto* rb = new QHBoxLayout;
   auto* add = new QPushButton(tr("Add"));
@@ -145,15 +168,29 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
   auto* remove = new QPushButton(tr("Remove"));
   for (auto* b : {add, dup, remove}) rb->addWidget(b);
   rl->addLayout(rb);
-  split->addWidget(runsHost);
+  right->addWidget(runsHost);
 
   auto* runHost = new QWidget;
   buildRunForm(runHost);
-  split->addWidget(scrolled(runHost));
-  split->setStretchFactor(0, 3);
-  split->setStretchFactor(1, 1);
-  split->setStretchFactor(2, 3);
-  layout->addWidget(split, 1);
+  QScrollArea* runScroll = scrolled(runHost);
+  runScroll->setMinimumSize(260, 140);
+  right->addWidget(runScroll);
+  right->setStretchFactor(0, 1);
+  right->setStretchFactor(1, 3);
+  m_split->addWidget(right);
+  m_split->setStretchFactor(0, 1);
+  m_split->setStretchFactor(1, 1);
+  // Narrow, the columns stack into one page that scrolls as a whole (resizeEvent); wide, the page
+  // fits and each form scrolls on its own.
+  m_page = new QScrollArea;
+  m_page->setObjectName(QStringLiteral("experimentPage"));
+  m_page->setWidgetResizable(true);
+  m_page->setFrameShape(QFrame::NoFrame);
+  m_page->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+  m_page->setWidget(m_split);
+  m_expScroll = expScroll;
+  m_runScroll = runScroll;
+  layout->addWidget(m_page, 1);
   m_status = new QLabel;
   m_status->setObjectName(QStringLiteral("validation"));
   m_status->setWordWrap(true);
@@ -167,8 +204,11 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
     if (!err.isEmpty()) QMessageBox::warning(this, tr("Cannot open the experiment"), err);
   });
   connect(save, &QPushButton::clicked, this, [this] {
-    const QString path = QFileDialog::getSaveFileName(this, tr("Save experiment"), m_file.isEmpty() ? qs(m_exp.name) + ".yaml" : m_file,
-                                                      tr("Experiments (*.yaml)"));
+    if (!m_error.isEmpty()) {
+      QMessageBox::warning(this, tr("Cannot save the experiment"), tr("The experiment is not valid: %1").arg(m_error));
+      return;
+    }
+    const QString path = QFileDialog::getSaveFileName(this, tr("Save experiment"), suggestedSavePath(), tr("Experiments (*.yaml)"));
     if (path.isEmpty()) return;
     const QString err = saveFile(path);
     if (!err.isEmpty()) QMessageBox::warning(this, tr("Cannot save the experiment"), err);
@@ -181,6 +221,7 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
     if (m_filling) return;
     m_run = row;
     fillRunForm();
+    validate();  // the outline follows the run shown
   });
   connect(add, &QPushButton::clicked, this, [this] {
     RunSpec r;
@@ -191,6 +232,7 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
     refillRunList();
     fillRunForm();
     validate();
+    setModified(true);
   });
   connect(dup, &QPushButton::clicked, this, [this] {
     if (m_run < 0) return;
@@ -201,6 +243,7 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
     refillRunList();
     fillRunForm();
     validate();
+    setModified(true);
   });
   connect(remove, &QPushButton::clicked, this, [this] {
     if (m_run < 0) return;
@@ -209,9 +252,14 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
     refillRunList();
     fillRunForm();
     validate();
+    setModified(true);
   });
 
-  // A small default: the quick demo's shape, editable.
+  newExperiment();
+}
+
+void ExperimentPanel::newExperiment() {
+  // A small default: the quick demo's shape, editable. Every run takes the experiment's seed.
   Experiment e;
   e.name = "experiment";
   e.out = "out/experiment";
@@ -221,12 +269,56 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
   sparse.method = "sparse";
   e.runs.push_back(sparse);
   setExperiment(e);
+  m_file.clear();
+  setModified(false);
+  Q_EMIT fileChanged(m_file);
+  Q_EMIT experimentChanged();
+}
+
+void ExperimentPanel::resizeEvent(QResizeEvent* event) {
+  QWidget::resizeEvent(event);
+  // Side by side needs two forms' width; below that the columns stack.
+  const Qt::Orientation o = event->size().width() >= 760 ? Qt::Horizontal : Qt::Vertical;
+  if (m_split->orientation() != o) m_split->setOrientation(o);
+  fitForms();
+}
+
+void ExperimentPanel::fitForms() {
+  // Stacked, each form is as tall as its content and the page scrolls; side by side, the forms share
+  // the panel's height and scroll inside.
+  if (!m_expScroll || !m_runScroll) return;
+  const bool stacked = m_split->orientation() == Qt::Vertical;
+  for (QScrollArea* s : {m_expScroll, m_runScroll})
+    s->setMinimumHeight(stacked ? s->widget()->sizeHint().height() + 4 : 140);
+}
+
+void ExperimentPanel::setModified(bool modified) {
+  if (modified == m_modified) return;
+  m_modified = modified;
+  Q_EMIT modifiedChanged(modified);
+}
+
+bool ExperimentPanel::isBundledFile() const {
+  if (m_file.isEmpty()) return false;
+  const QString bundled = QFileInfo(QString::fromStdString(findResource("experiments").string())).canonicalFilePath();
+  const QString file = QFileInfo(m_file).canonicalFilePath();
+  return !bundled.isEmpty() && file.startsWith(bundled + QLatin1Char('/'));
+}
+
+QString ExperimentPanel::suggestedSavePath() const {
+  if (!m_file.isEmpty() && !isBundledFile()) return m_file;
+  QString dir = QStandardPaths::writableLocation(QStandardPaths::DocumentsLocation);
+  if (dir.isEmpty() || !QFileInfo(dir).isDir()) dir = QDir::homePath();
+  QString name = qs(m_exp.name).trimmed();
+  name.replace(QRegularExpression(QStringLiteral("[^A-Za-z0-9._-]+")), QStringLiteral("-"));
+  if (name.isEmpty()) name = QStringLiteral("experiment");
+  return QDir(dir).filePath(name + QStringLiteral(".yaml"));
 }
 
 void ExperimentPanel::buildExperimentForm(QWidget* host) {
   auto* v = new QVBoxLayout(host);
   auto* g = new QGroupBox(tr("Experiment"));
-  auto* f = new QFormLayout(g);
+  auto* f = makeForm(g);
   f->addRow(tr("Name"), line(QStringLiteral("name"), tr("Names the experiment in the run store")));
   f->addRow(tr("Seed"), ispin(QStringLiteral("seed"), 0, 2147483647, tr("Every random draw of the pipeline derives from this seed (runs may override it)")));
   f->addRow(tr("Seeds"), line(QStringLiteral("seeds"), tr("Several seeds, e.g. 0, 1, 2 or 0-4: the whole pipeline once per seed (into "
@@ -247,7 +339,7 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   v->addWidget(g);
 
   g = new QGroupBox(tr("Dense base"));
-  f = new QFormLayout(g);
+  f = makeForm(g);
   f->addRow(tr("Base"), combo(QStringLiteral("base.mode"), {tr("pretrain a tiny byte-level Llama"), tr("an existing model folder")},
                               tr("The dense decoder every method starts from")));
   f->addRow(tr("Model folder"), line(QStringLiteral("base.path"), tr("A Hugging Face folder: config.json plus *.safetensors (Llama, Mistral, Qwen2 or Qwen3), "
@@ -273,7 +365,7 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   v->addWidget(g);
 
   g = new QGroupBox(tr("Data"));
-  f = new QFormLayout(g);
+  f = makeForm(g);
   f->addRow(tr("Source"), combo(QStringLiteral("data.mode"), {tr("built-in generator (7 domains)"), tr("JSONL files")},
                                 tr("The built-in generator writes exact-answer tasks in 7 domains; or use your own instruction data")));
   f->addRow(tr("Per domain"), ispin(QStringLiteral("data.per_domain"), 1, 10000000, tr("Training records per domain")));
@@ -288,7 +380,7 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   v->addWidget(g);
 
   g = new QGroupBox(tr("Dense instruction tuning (SFT)"));
-  f = new QFormLayout(g);
+  f = makeForm(g);
   f->addRow(check(QStringLiteral("sft.enabled"), tr("Run the SFT stage"), tr("UpIT needs it: its experts are the SFT checkpoints")));
   f->addRow(tr("Epochs"), dspin(QStringLiteral("sft.epochs"), 0.01, 1000, 2, 0.25, tr("SFT epochs (SPEC default 2)")));
   f->addRow(tr("Save every"), dspin(QStringLiteral("sft.save_every"), 0, 1, 3, 0.05, tr("A checkpoint every this fraction of an epoch (UpIT default 0.25: 8 checkpoints in 2 epochs)")));
@@ -299,7 +391,7 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   v->addWidget(g);
 
   g = new QGroupBox(tr("Post-training (the same for every run)"));
-  f = new QFormLayout(g);
+  f = makeForm(g);
   f->addRow(tr("Epochs"), dspin(QStringLiteral("post.epochs"), 0.01, 1000, 2, 0.25, tr("Post-training epochs of every run")));
   f->addRow(tr("Learning rate"), dspin(QStringLiteral("post.lr"), 1e-7, 1, 6, 1e-4, tr("Peak learning rate")));
   f->addRow(tr("Batch size"), ispin(QStringLiteral("post.batch_size"), 1, 65536, tr("Records per optimizer step")));
@@ -308,7 +400,7 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   v->addWidget(g);
 
   g = new QGroupBox(tr("Evaluation"));
-  f = new QFormLayout(g);
+  f = makeForm(g);
   f->addRow(check(QStringLiteral("eval.accuracy"), tr("Exact-match accuracy by greedy decoding"), tr("Off: loss and perplexity only")));
   f->addRow(tr("Max new tokens"), ispin(QStringLiteral("eval.max_new_tokens"), 1, 4096, tr("Greedy decoding budget per answer")));
   v->addWidget(g);
@@ -318,7 +410,7 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
 void ExperimentPanel::buildRunForm(QWidget* host) {
   auto* v = new QVBoxLayout(host);
   auto* g = new QGroupBox(tr("Run"));
-  auto* f = new QFormLayout(g);
+  auto* f = makeForm(g);
   f->addRow(tr("Name"), line(QStringLiteral("runs.name"), tr("Unique within the experiment")));
   f->addRow(tr("Method"), combo(QStringLiteral("runs.method"),
                                 {QStringLiteral("sparse"), QStringLiteral("drop"), QStringLiteral("upit"), QStringLiteral("dense"),
@@ -336,7 +428,7 @@ void ExperimentPanel::buildRunForm(QWidget* host) {
   v->addWidget(g);
 
   m_moeGroup = new QGroupBox(tr("Mixture of experts"));
-  f = new QFormLayout(m_moeGroup);
+  f = makeForm(m_moeGroup);
   f->addRow(tr("Experts (E)"), ispin(QStringLiteral("runs.experts"), 1, 1024, tr("Experts per MoE layer")));
   f->addRow(tr("Top-k"), ispin(QStringLiteral("runs.top_k"), 1, 1024, tr("Experts each token is routed to (1 <= k <= E)")));
   f->addRow(tr("MoE layer every"), ispin(QStringLiteral("runs.moe_layer_freq"), 1, 64, tr("1: every layer is MoE; 2: every other layer")));
@@ -350,7 +442,7 @@ void ExperimentPanel::buildRunForm(QWidget* host) {
   v->addWidget(m_moeGroup);
 
   m_dropGroup = new QGroupBox(tr("Drop-Upcycling"));
-  f = new QFormLayout(m_dropGroup);
+  f = makeForm(m_dropGroup);
   f->addRow(tr("Ratio r"), dspin(QStringLiteral("runs.ratio"), 0, 1, 3, 0.05,
                                  tr("Fraction of each expert's FFN neurons re-initialized from the weights' own statistics (paper: 0.5)")));
   f->addRow(check(QStringLiteral("runs.shared_indices"), tr("Same neurons in every expert"), tr("Off (default): each expert draws its own indices")));
@@ -358,18 +450,18 @@ void ExperimentPanel::buildRunForm(QWidget* host) {
   v->addWidget(m_dropGroup);
 
   m_noiseGroup = new QGroupBox(tr("Noise upcycling"));
-  f = new QFormLayout(m_noiseGroup);
+  f = makeForm(m_noiseGroup);
   f->addRow(tr("Noise std"), dspin(QStringLiteral("runs.noise_std"), 0, 10, 4, 0.005, tr("Std of the Gaussian noise added to the copies")));
   f->addRow(tr("Noise fraction"), dspin(QStringLiteral("runs.noise_fraction"), 0, 1, 3, 0.05, tr("Fraction of the entries that get noise")));
   v->addWidget(m_noiseGroup);
 
   m_btxGroup = new QGroupBox(tr("Branch-Train-MiX"));
-  f = new QFormLayout(m_btxGroup);
+  f = makeForm(m_btxGroup);
   f->addRow(tr("Sources"), line(QStringLiteral("runs.sources"), tr("Dense model folders, comma separated; experts must be a multiple of their number")));
   v->addWidget(m_btxGroup);
 
   m_upitGroup = new QGroupBox(tr("UpIT experts"));
-  f = new QFormLayout(m_upitGroup);
+  f = makeForm(m_upitGroup);
   f->addRow(tr("Checkpoints (M)"), ispin(QStringLiteral("runs.checkpoints"), 1, 1024, tr("SFT checkpoints that become experts; the GA grows the other E - M")));
   f->addRow(tr("Select"), combo(QStringLiteral("runs.select"), {QStringLiteral("even"), QStringLiteral("latest"), QStringLiteral("list")},
                                 tr("even: evenly spaced including the last (default)\nlatest: the last M\nlist: the positions below")));
@@ -380,7 +472,7 @@ void ExperimentPanel::buildRunForm(QWidget* host) {
   v->addWidget(m_upitGroup);
 
   m_gaGroup = new QGroupBox(tr("Genetic expansion (merge + DARE mutation)"));
-  f = new QFormLayout(m_gaGroup);
+  f = makeForm(m_gaGroup);
   f->addRow(tr("Parent rule"), combo(QStringLiteral("ga.parent_rule"), {QStringLiteral("distance"), QStringLiteral("random"), QStringLiteral("tournament")},
                                      tr("distance: the pair of pool experts farthest apart (default)\nrandom: a random pair\ntournament: best of random draws")));
   f->addRow(tr("Distance"), combo(QStringLiteral("ga.distance"), {QStringLiteral("cosine_delta"), QStringLiteral("cosine"), QStringLiteral("l2")},
@@ -402,7 +494,7 @@ void ExperimentPanel::buildRunForm(QWidget* host) {
   v->addWidget(m_gaGroup);
 
   m_routerGroup = new QGroupBox(tr("Router pre-optimization"));
-  f = new QFormLayout(m_routerGroup);
+  f = makeForm(m_routerGroup);
   f->addRow(check(QStringLiteral("router.preoptimize"), tr("Pre-optimize the routers"), tr("Train only the routers on a seed set first")));
   f->addRow(tr("Seed fraction"), dspin(QStringLiteral("router.seed_fraction"), 0.0001, 1, 4, 0.005,
                                        tr("Share of the training data in the seed set (default 1%)")));
@@ -582,6 +674,7 @@ void ExperimentPanel::updateMethodGroups() {
   m_upitGroup->setVisible(m == "upit");
   m_gaGroup->setVisible(m == "upit");
   m_routerGroup->setVisible(m == "upit");
+  fitForms();  // the run form's height changed with the method's groups
 }
 
 void ExperimentPanel::commit() {
@@ -682,11 +775,42 @@ void ExperimentPanel::commit() {
   updateSourceFields();
   updateMethodGroups();
   validate();
+  setModified(true);
   Q_EMIT experimentChanged();
+}
+
+QString describeExperimentError(const Experiment& e, const QString& message, QString* field, int* run) {
+  QString m = message.trimmed();
+  // The engine prefixes the file (or "experiment"): the form is the context here.
+  const QString ctx = e.sourceFile.empty() ? QStringLiteral("experiment") : QString::fromStdString(e.sourceFile.string());
+  if (m.startsWith(ctx + QStringLiteral(": "))) m = m.mid(ctx.size() + 2);
+  // "runs[2].top_k ..." -> run "drop": top_k ...
+  QString path;
+  if (run) *run = -1;
+  static const QRegularExpression runRe(QStringLiteral("^runs\\[(\\d+)\\]\\.?([A-Za-z0-9_.]*)"));
+  static const QRegularExpression keyRe(QStringLiteral("^([a-z_]+(?:\\.[a-z_]+)*)"));
+  if (const auto rm = runRe.match(m); rm.hasMatch()) {
+    const int i = rm.captured(1).toInt();
+    if (run) *run = i;
+    const QString key = rm.captured(2);
+    const QString who = i >= 0 && i < static_cast<int>(e.runs.size()) && !e.runs[i].name.empty()
+                            ? QObject::tr("run \"%1\"").arg(QString::fromStdString(e.runs[i].name))
+                            : QObject::tr("run %1").arg(i + 1);
+    m = who + (key.isEmpty() ? QString() : QStringLiteral(": ") + key) + m.mid(rm.capturedLength());
+    if (!key.isEmpty()) path = key.startsWith(QLatin1String("ga.")) || key.startsWith(QLatin1String("router.")) ? key : QStringLiteral("runs.") + key;
+  } else if (const auto km = keyRe.match(m); km.hasMatch()) {
+    path = km.captured(1);
+    if (path.startsWith(QLatin1String("base.pretrain."))) path = path.mid(5);    // the form's "pretrain.steps"
+    if (path.startsWith(QLatin1String("data.generate."))) path.remove(5, 9);  // the form's "data.per_domain"
+  }
+  if (field) *field = path;
+  return m;
 }
 
 void ExperimentPanel::validate() {
   m_error.clear();
+  QString field;
+  int run = -1;
   try {
     std::set<std::string> names;
     for (size_t i = 0; i < m_exp.runs.size(); ++i)
@@ -695,8 +819,10 @@ void ExperimentPanel::validate() {
     if (!m_seedsError.isEmpty()) throw std::runtime_error(m_seedsError.toStdString());
     validateExperiment(m_exp);
   } catch (const std::exception& ex) {
-    m_error = qs(ex.what());
+    m_error = describeExperimentError(m_exp, qs(ex.what()), &field, &run);
   }
+  // A run's field is outlined only while that run's form is shown (the message names the run).
+  highlightField(m_error.isEmpty() || (run >= 0 && run != m_run) ? QString() : field);
   if (m_error.isEmpty())
     m_status->setText(tr("<span style='color:#26a269'>&#10003; valid</span> - %1 runs; saved files run with <tt>upcycle run FILE</tt>")
                           .arg(m_exp.runs.size()));
@@ -704,11 +830,23 @@ void ExperimentPanel::validate() {
     m_status->setText(QStringLiteral("<span style='color:#c01c28'>&#10007; %1</span>").arg(m_error.toHtmlEscaped()));
 }
 
+void ExperimentPanel::highlightField(const QString& name) {
+  // The field the error names is outlined; the previous one is restored. A run's field belongs to
+  // the run the message names, so that run is selected first.
+  if (QWidget* old = m_fields.value(m_errorField, nullptr)) old->setStyleSheet(QString());
+  m_errorField.clear();
+  QWidget* w = m_fields.value(name, nullptr);
+  if (!w) return;
+  m_errorField = name;
+  w->setStyleSheet(QStringLiteral("border: 2px solid #c01c28;"));
+}
+
 QString ExperimentPanel::loadFile(const QString& path) {
   try {
     Experiment e = loadExperiment(path.toStdString());
     setExperiment(e);
     m_file = path;
+    setModified(false);
     Q_EMIT fileChanged(path);
     Q_EMIT experimentChanged();
     return {};
@@ -718,9 +856,12 @@ QString ExperimentPanel::loadFile(const QString& path) {
 }
 
 QString ExperimentPanel::saveFile(const QString& path) {
+  if (!m_error.isEmpty()) return tr("The experiment is not valid, so it was not saved: %1").arg(m_error);
   QString error;
   if (!writeTextAtomically(path, QString::fromStdString(experimentYaml(m_exp)), &error)) return error;
   m_file = path;
+  m_exp.sourceFile = path.toStdString();
+  setModified(false);
   Q_EMIT fileChanged(path);
   return {};
 }
@@ -750,6 +891,7 @@ void ExperimentPanel::applyPreset(int preset) {
   fillRunForm();
   refillRunList();
   validate();
+  setModified(true);
   Q_EMIT experimentChanged();
 }
 
@@ -758,6 +900,7 @@ void ExperimentPanel::selectRun(int index) {
   m_run = index;
   refillRunList();
   fillRunForm();
+  validate();
 }
 
 void ExperimentPanel::useCheckpoints(const QString& base, const QStringList& checkpoints) {
@@ -789,6 +932,7 @@ void ExperimentPanel::useCheckpoints(const QString& base, const QStringList& che
   refillRunList();
   fillRunForm();
   validate();
+  setModified(true);
   Q_EMIT experimentChanged();
 }
 

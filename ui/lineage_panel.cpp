@@ -9,9 +9,14 @@
 #include <QLabel>
 #include <QSplitter>
 #include <QTableView>
+#include <QRegularExpression>
+#include <QToolButton>
 #include <QVBoxLayout>
+#include <QWheelEvent>
 #include <algorithm>
+#include <tuple>
 
+#include "splitters.h"
 #include "plot_frame.h"
 #include "run_picker.h"
 #include "table_models.h"
@@ -40,6 +45,36 @@ std::map<int64_t, TreeNode> layoutLineage(int64_t experts, const std::vector<Lin
   return nodes;
 }
 
+QStringList checkpointExperts(const std::vector<std::string>& logs) {
+  static const std::string marker = "experts from SFT checkpoints ";
+  for (const std::string& line : logs) {
+    const auto at = line.find(marker);
+    if (at == std::string::npos) continue;
+    QStringList names;
+    for (const QString& n : QString::fromStdString(line.substr(at + marker.size())).split(QLatin1Char(',')))
+      if (!n.trimmed().isEmpty()) names << n.trimmed();
+    return names;
+  }
+  return {};
+}
+
+namespace {
+// Wheel zooms about the mouse; dragging pans.
+class ZoomView : public QGraphicsView {
+ public:
+  ZoomView(QGraphicsScene* scene, LineagePanel* panel) : QGraphicsView(scene), m_panel(panel) {
+    setDragMode(QGraphicsView::ScrollHandDrag);
+    setTransformationAnchor(QGraphicsView::AnchorUnderMouse);
+  }
+
+ protected:
+  void wheelEvent(QWheelEvent* e) override { m_panel->zoomBy(e->angleDelta().y() > 0 ? 1.15 : 1 / 1.15); }
+
+ private:
+  LineagePanel* m_panel;
+};
+}  // namespace
+
 LineagePanel::LineagePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws) {
   auto* layout = new QVBoxLayout(this);
   auto* bar = new QHBoxLayout;
@@ -48,13 +83,21 @@ LineagePanel::LineagePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   bar->addWidget(new QLabel(tr("UpIT run")));
   bar->addWidget(m_picker);
   bar->addStretch(1);
+  for (const auto& [text, tip, factor] : {std::tuple<const char*, const char*, double>{"+", "Zoom in (or the mouse wheel)", 1.25},
+                                          {"-", "Zoom out", 0.8}, {"Fit", "Show the whole tree", 0.0}}) {
+    auto* b = new QToolButton;
+    b->setText(QString::fromLatin1(text));
+    b->setToolTip(tr(tip));
+    connect(b, &QToolButton::clicked, this, [this, f = factor] { f > 0 ? zoomBy(f) : fitTree(); });
+    bar->addWidget(b);
+  }
   layout->addLayout(bar);
   m_note = new QLabel;
   m_note->setWordWrap(true);
   layout->addWidget(m_note);
-  auto* split = new QSplitter(Qt::Vertical);
+  auto* split = makeSplitter(Qt::Vertical, QStringLiteral("lineageSplit"), {3, 1});
   m_scene = new QGraphicsScene(this);
-  m_view = new QGraphicsView(m_scene);
+  m_view = new ZoomView(m_scene, this);
   m_view->setRenderHint(QPainter::Antialiasing);
   m_view->setBackgroundBrush(Qt::white);
   m_frame = new PlotFrame(tr("GA lineage"), m_view);
@@ -89,10 +132,13 @@ void LineagePanel::reloadRun() {
   const qint64 id = m_picker->runId();
   std::vector<LineageRow> lineage;
   int64_t experts = 0;
+  QStringList roots;
   if (id > 0 && m_ws->store()) {
     try {
       RunDetail d = m_ws->store()->run(id);
       lineage = d.lineage;
+      roots = checkpointExperts(d.logs);
+      if (const RunRow* r = m_ws->findRun(id)) m_frame->setRunNames({QStringLiteral("#%1 %2").arg(id).arg(QString::fromStdString(r->name))});
       for (const auto& [k, v] : d.params)
         if (k == "run.experts") experts = std::stoll(v);
     } catch (const std::exception& e) {
@@ -107,33 +153,82 @@ void LineagePanel::reloadRun() {
     m_note->setText(tr("%1 experts from SFT checkpoints (top row), %2 grown by merging two parents and a DARE mutation.")
                         .arg(experts - static_cast<int64_t>(lineage.size()))
                         .arg(lineage.size()));
-  drawTree(experts, lineage);
+  drawTree(experts, lineage, roots);
 }
 
-void LineagePanel::drawTree(int64_t experts, const std::vector<LineageRow>& lineage) {
+void LineagePanel::zoomBy(double factor) {
+  const double now = m_view->transform().m11();
+  const double next = std::clamp(now * factor, 0.2, 5.0);
+  m_view->scale(next / now, next / now);
+}
+
+void LineagePanel::fitTree() {
+  // The whole tree when it fits at a readable size; otherwise readable, and the view scrolls.
+  const QRectF r = m_scene->sceneRect();
+  const QSize v = m_view->viewport()->size();
+  double s = r.isEmpty() || v.isEmpty() ? 1.0 : std::min(v.width() / r.width(), v.height() / r.height());
+  s = std::clamp(s, 0.8, 1.5);
+  m_view->setTransform(QTransform::fromScale(s, s));
+  m_view->centerOn(r.center().x(), r.top());
+}
+
+void LineagePanel::drawTree(int64_t experts, const std::vector<LineageRow>& lineage, const QStringList& roots) {
   m_scene->clear();
   const auto nodes = layoutLineage(experts, lineage);
-  constexpr double kDx = 110, kDy = 120, kR = 24;
+  const QFont font = m_view->font();  // labels at the normal size, never smaller
+  const QFontMetricsF fm(font);
+  const double kR = std::max(26.0, fm.horizontalAdvance(QStringLiteral("E00")) * 0.75);
+  const double kDx = std::max(130.0, fm.horizontalAdvance(QStringLiteral("checkpoint-0000")) + 24);
+  const double kDy = std::max(150.0, fm.height() * 7);
   auto centre = [&](int64_t e) {
     const TreeNode& n = nodes.at(e);
     return QPointF(n.x * kDx + kR, n.depth * kDy + kR);
   };
-  QFont small = m_view->font();
-  small.setPointSizeF(small.pointSizeF() * 0.85);
+  std::vector<QRectF> taken;  // node circles and their captions, and labels placed so far
+  for (const auto& [e, n] : nodes) {
+    const QPointF c = centre(e);
+    taken.push_back(QRectF(c.x() - kR, c.y() - kR, 2 * kR, 2 * kR + fm.height() + 4));
+  }
+  auto freeAt = [&](const QRectF& r) {
+    for (const QRectF& t : taken)
+      if (t.intersects(r)) return false;
+    return true;
+  };
   for (const LineageRow& l : lineage) {
     if (!nodes.count(l.parentA) || !nodes.count(l.parentB) || !nodes.count(l.child)) continue;
-    const QPointF c = centre(l.child);
+    const QPointF c = centre(l.child) - QPointF(0, kR);
     int which = 0;
     for (int64_t parent : {l.parentA, l.parentB}) {
-      const QPointF p = centre(parent);
+      const QPointF p = centre(parent) + QPointF(0, kR + fm.height() + 4);
       const double w = which == 0 ? l.alpha : 1.0 - l.alpha;
-      auto* edge = m_scene->addLine(QLineF(p + QPointF(0, kR), c - QPointF(0, kR)),
-                                    QPen(seriesColor(which == 0 ? 0 : 1), 1.0 + 4.0 * w));
-      edge->setZValue(-1);
-      auto* label = m_scene->addSimpleText(QStringLiteral("%1").arg(w, 0, 'f', 2), small);
-      const QPointF mid = (p + c) / 2.0 + QPointF(which == 0 ? -30 : 6, 0);
-      label->setPos(mid);
-      label->setBrush(seriesColor(which == 0 ? 0 : 1).darker(130));
+      const QColor colour = seriesColor(which == 0 ? 0 : 1);
+      auto* edge = m_scene->addLine(QLineF(p, c), QPen(colour, 1.0 + 4.0 * w));
+      edge->setZValue(-2);
+      // The label on its edge, at the first spot along it that no node or other label takes.
+      const QString text = QStringLiteral("%1").arg(w, 0, 'f', 2);
+      const QSizeF size(fm.horizontalAdvance(text) + 6, fm.height() + 2);
+      QRectF place;
+      for (double t : {0.35, 0.5, 0.22, 0.65, 0.78, 0.12, 0.88}) {
+        const QPointF at = c + (p - c) * t;
+        const QRectF r(at - QPointF(size.width() / 2, size.height() / 2), size);
+        if (freeAt(r)) {
+          place = r;
+          break;
+        }
+      }
+      if (place.isNull()) {  // every spot taken: beside the edge's middle, pushed down until free
+        QRectF r(((p + c) / 2.0) - QPointF(size.width() / 2, size.height() / 2), size);
+        while (!freeAt(r)) r.translate(0, size.height());
+        place = r;
+      }
+      taken.push_back(place);
+      auto* box = m_scene->addRect(place, QPen(colour.lighter(130), 1), QColor(255, 255, 255, 235));
+      box->setZValue(-1);
+      auto* label = m_scene->addSimpleText(text, font);
+      label->setData(0, QStringLiteral("edgeLabel"));
+      label->setPos(place.topLeft() + QPointF(3, 1));
+      label->setBrush(colour.darker(140));
+      label->setToolTip(which == 0 ? tr("alpha: the weight of parent A") : tr("1 - alpha: the weight of parent B"));
       ++which;
     }
   }
@@ -142,6 +237,11 @@ void LineagePanel::drawTree(int64_t experts, const std::vector<LineageRow>& line
   for (const auto& [e, n] : nodes) {
     const QPointF c = centre(e);
     const bool grown = n.depth > 0;
+    // A top-row expert's checkpoint, by name and step ("checkpoint-66" -> "step 66").
+    const QString root = !grown && e < roots.size() ? roots[static_cast<int>(e)] : QString();
+    QString step = root;
+    if (const auto m = QRegularExpression(QStringLiteral("checkpoint-(\\d+)$")).match(root); m.hasMatch())
+      step = tr("step %1").arg(m.captured(1));
     auto* circle = m_scene->addEllipse(QRectF(c.x() - kR, c.y() - kR, 2 * kR, 2 * kR), QPen(QColor(60, 60, 60), 1.5),
                                        grown ? QColor(255, 236, 179) : QColor(204, 229, 255));
     circle->setToolTip(grown ? tr("E%1 = merge(alpha E%2, (1 - alpha) E%3), alpha %4, DARE p %5")
@@ -150,19 +250,20 @@ void LineagePanel::drawTree(int64_t experts, const std::vector<LineageRow>& line
                                    .arg(byChild[e]->parentB)
                                    .arg(byChild[e]->alpha, 0, 'f', 3)
                                    .arg(byChild[e]->dareP, 0, 'f', 2)
-                             : tr("E%1: from an SFT checkpoint").arg(e));
-    auto* text = m_scene->addSimpleText(QStringLiteral("E%1").arg(e));
+                             : root.isEmpty() ? tr("E%1: from an SFT checkpoint").arg(e)
+                                              : tr("E%1: from the SFT checkpoint %2").arg(e).arg(root));
+    QFont bold = font;
+    bold.setBold(true);
+    auto* text = m_scene->addSimpleText(QStringLiteral("E%1").arg(e), bold);
     text->setPos(c - QPointF(text->boundingRect().width() / 2, text->boundingRect().height() / 2));
-    if (grown) {
-      auto* sub = m_scene->addSimpleText(QStringLiteral("p=%1").arg(byChild[e]->dareP, 0, 'f', 2), small);
-      sub->setPos(c + QPointF(-sub->boundingRect().width() / 2, kR + 2));
-    } else {
-      auto* sub = m_scene->addSimpleText(tr("checkpoint"), small);
-      sub->setPos(c + QPointF(-sub->boundingRect().width() / 2, kR + 2));
-    }
+    auto* sub = m_scene->addSimpleText(grown ? QStringLiteral("p=%1").arg(byChild[e]->dareP, 0, 'f', 2)
+                                             : (step.isEmpty() ? tr("checkpoint") : step),
+                                       font);
+    sub->setData(0, QStringLiteral("nodeCaption"));
+    sub->setPos(c + QPointF(-sub->boundingRect().width() / 2, kR + 2));
   }
   m_scene->setSceneRect(m_scene->itemsBoundingRect().adjusted(-20, -20, 20, 20));
-  m_view->fitInView(m_scene->sceneRect(), Qt::KeepAspectRatio);
+  fitTree();
 }
 
 }  // namespace upcycle::ui

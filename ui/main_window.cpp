@@ -12,10 +12,12 @@
 #include <QPushButton>
 #include <QScreen>
 #include <QShowEvent>
+#include <QSplitter>
 #include <QTimer>
 #include <QSettings>
 #include <QStatusBar>
 #include <QVBoxLayout>
+#include <QDir>
 #include "qcp.h"
 
 #include "api/pipeline.h"
@@ -26,14 +28,19 @@
 #include "experiment_panel.h"
 #include "lineage_panel.h"
 #include "routing_panel.h"
+#include "run_detail.h"
 #include "run_panel.h"
 #include "runs_panel.h"
 #include "similarity_panel.h"
+#include "splitters.h"
+#include "stage_model.h"
 #include "store_watcher.h"
 #include "store/run_store.h"
 #include "workspace.h"
 
 namespace upcycle::ui {
+
+QString menuText(const QString& title) { return QString(title).replace(QLatin1Char('&'), QStringLiteral("&&")); }
 
 MainWindow::MainWindow(const QString& dbPath, QWidget* parent) : QMainWindow(parent) {
   setObjectName(QStringLiteral("MainWindow"));
@@ -57,7 +64,7 @@ MainWindow::MainWindow(const QString& dbPath, QWidget* parent) : QMainWindow(par
 
   // Left: configuration. Right: watching and inspecting. Bottom: the store.
   QDockWidget* start = addPanel(m_startPage, QStringLiteral("startDock"), tr("Start"), Qt::RightDockWidgetArea);
-  QDockWidget* exp = addPanel(m_experiment, QStringLiteral("experimentDock"), tr("Method & GA"), Qt::LeftDockWidgetArea);
+  QDockWidget* exp = addPanel(m_experiment, QStringLiteral("experimentDock"), tr("Method and GA"), Qt::LeftDockWidgetArea);
   QDockWidget* cks = addPanel(m_checkpoints, QStringLiteral("checkpointsDock"), tr("Checkpoints"), Qt::LeftDockWidgetArea);
   QDockWidget* run = addPanel(m_run, QStringLiteral("runDock"), tr("Run"), Qt::RightDockWidgetArea);
   QDockWidget* sim = addPanel(m_similarity, QStringLiteral("similarityDock"), tr("Expert similarity"), Qt::RightDockWidgetArea);
@@ -84,10 +91,30 @@ MainWindow::MainWindow(const QString& dbPath, QWidget* parent) : QMainWindow(par
     showPanel(QStringLiteral("experimentDock"));
     statusBar()->showMessage(tr("%1 checkpoints set as the UpIT experts' source").arg(cks.size()), 5000);
   });
-  connect(m_experiment, &ExperimentPanel::fileChanged, this, [this](const QString& f) {
-    setWindowTitle(QStringLiteral("Upcycle Studio - %1").arg(QFileInfo(f).fileName()));
+  // The title names the file, with [*] marking unsaved edits (Qt shows it as "*").
+  auto title = [this] {
+    const QString f = m_experiment->currentFile();
+    setWindowTitle(QStringLiteral("Upcycle Studio - %1[*]").arg(f.isEmpty() ? tr("untitled") : QFileInfo(f).fileName()));
+    setWindowModified(m_experiment->isModified());
+  };
+  connect(m_experiment, &ExperimentPanel::fileChanged, this, [this, title](const QString& f) {
+    title();
+    if (!f.isEmpty() && !m_experiment->isBundledFile()) {
+      addRecentFile(f);
+      QSettings().setValue(QStringLiteral("experiment/last"), f);
+    }
   });
+  connect(m_experiment, &ExperimentPanel::modifiedChanged, this, title);
+  connect(m_ws, &Workspace::runsChanged, this, &MainWindow::updateDemoButtons);
   connect(m_ws, &Workspace::compareRequested, this, [this] { showPanel(QStringLiteral("compareDock")); });
+  connect(m_ws, &Workspace::checkedRunsChanged, this, [this](const QList<qint64>& ids) {
+    if (!ids.isEmpty()) showPanel(QStringLiteral("compareDock"));
+  });
+  connect(m_ws, &Workspace::detailsRequested, this, [this](qint64 id) {
+    auto* d = new RunDetailDialog(m_ws, id, this);
+    d->setAttribute(Qt::WA_DeleteOnClose);
+    d->show();
+  });
   connect(m_ws, &Workspace::currentRunChanged, this, [this](qint64 id) {
     m_similarity->showRun(id);
     m_routing->showRun(id);
@@ -98,6 +125,12 @@ MainWindow::MainWindow(const QString& dbPath, QWidget* parent) : QMainWindow(par
   if (!m_ws->error().isEmpty()) statusBar()->showMessage(tr("Cannot open the run store: %1").arg(m_ws->error()));
   if (m_ws->runs().empty()) showPanel(QStringLiteral("startDock"));
   m_fitToScreen = !restoreLayout();
+  // Reopen the experiment of the last session, when the file is still there.
+  const QString last = QSettings().value(QStringLiteral("experiment/last")).toString();
+  if (!last.isEmpty() && QFileInfo::exists(last) && m_experiment->loadFile(last).isEmpty())
+    statusBar()->showMessage(tr("Reopened %1").arg(last), 5000);
+  title();
+  updateDemoButtons();
 }
 
 MainWindow::~MainWindow() = default;
@@ -108,6 +141,8 @@ QDockWidget* MainWindow::addPanel(QWidget* panel, const QString& name, const QSt
   d->setWidget(panel);
   d->setFeatures(QDockWidget::DockWidgetMovable | QDockWidget::DockWidgetFloatable | QDockWidget::DockWidgetClosable);
   addDockWidget(area, d);
+  // The View menu shows the title as typed: "&" would be a mnemonic ("Method _GA").
+  d->toggleViewAction()->setText(menuText(title));
   m_docks << d;
   return d;
 }
@@ -140,9 +175,11 @@ void MainWindow::buildStartPage() {
   demo->setObjectName(QStringLiteral("demoButton"));
   demo->setMinimumHeight(48);
   demo->setToolTip(tr("Pretrains a tiny Llama, instruction-tunes it with checkpoints, and builds dense, sparse, Drop-Upcycling "
-                      "and UpIT models from it; about 5 minutes on 2 CPU cores"));
-  auto* quick = new QPushButton(tr("Quick demo (about 10 seconds)"));
+                      "and UpIT models from it"));
+  auto* quick = new QPushButton(tr("Quick demo"));
   quick->setObjectName(QStringLiteral("quickDemoButton"));
+  m_demoButton = demo;
+  m_quickButton = quick;
   auto* open = new QPushButton(tr("Open an experiment file…"));
   for (auto* b : {demo, quick, open}) {
     b->setMaximumWidth(420);
@@ -158,6 +195,7 @@ void MainWindow::buildStartPage() {
   connect(demo, &QPushButton::clicked, this, [this] { runDemo(false); });
   connect(quick, &QPushButton::clicked, this, [this] { runDemo(true); });
   connect(open, &QPushButton::clicked, this, [this] {
+    if (!maybeSaveChanges()) return;
     const QString path = QFileDialog::getOpenFileName(this, tr("Open experiment"), QString(), tr("Experiments (*.yaml *.yml)"));
     if (path.isEmpty()) return;
     const QString err = openExperiment(path);
@@ -167,18 +205,19 @@ void MainWindow::buildStartPage() {
 
 void MainWindow::buildMenus() {
   QMenu* file = menuBar()->addMenu(tr("&File"));
+  file->addAction(tr("&New experiment"), QKeySequence::New, this, &MainWindow::newExperiment);
   file->addAction(tr("&Open experiment…"), QKeySequence::Open, this, [this] {
+    if (!maybeSaveChanges()) return;
     const QString path = QFileDialog::getOpenFileName(this, tr("Open experiment"), QString(), tr("Experiments (*.yaml *.yml)"));
     if (path.isEmpty()) return;
     const QString err = openExperiment(path);
     if (!err.isEmpty()) QMessageBox::warning(this, tr("Cannot open the experiment"), err);
   });
-  file->addAction(tr("&Save experiment as…"), QKeySequence::SaveAs, this, [this] {
-    const QString path = QFileDialog::getSaveFileName(this, tr("Save experiment"), m_experiment->currentFile(), tr("Experiments (*.yaml)"));
-    if (path.isEmpty()) return;
-    const QString err = m_experiment->saveFile(path);
-    if (!err.isEmpty()) QMessageBox::warning(this, tr("Cannot save the experiment"), err);
-  });
+  m_recentMenu = file->addMenu(tr("Open &recent"));
+  m_recentMenu->setObjectName(QStringLiteral("recentMenu"));
+  rebuildRecentMenu();
+  file->addAction(tr("&Save experiment"), QKeySequence::Save, this, &MainWindow::save);
+  file->addAction(tr("Save experiment &as…"), QKeySequence::SaveAs, this, &MainWindow::saveAs);
   file->addSeparator();
   file->addAction(tr("&Quit"), QKeySequence::Quit, this, &QWidget::close);
 
@@ -190,16 +229,120 @@ void MainWindow::buildMenus() {
   run->addAction(tr("&Quick demo"), this, [this] { runDemo(true); });
 
   QMenu* view = menuBar()->addMenu(tr("&View"));
+  view->setObjectName(QStringLiteral("viewMenu"));
   for (QDockWidget* d : m_docks) view->addAction(d->toggleViewAction());
   view->addSeparator();
-  view->addAction(tr("&Reset layout"), this, [this] {
-    restoreState(m_defaultState);
-    for (QDockWidget* d : m_docks) d->show();
-  });
+  view->addAction(tr("&Reset layout"), this, &MainWindow::resetLayout);
   view->addAction(tr("Re&load runs"), QKeySequence::Refresh, m_ws, &Workspace::reload);
 
   QMenu* help = menuBar()->addMenu(tr("&Help"));
   help->addAction(tr("&About Upcycle Studio"), this, [this] { QMessageBox::about(this, tr("About Upcycle Studio"), aboutText()); });
+}
+
+QMessageBox::StandardButton MainWindow::ask(const QString& title, const QString& text, QMessageBox::StandardButtons buttons) {
+  if (m_ask) return m_ask(title, text, buttons);
+  return QMessageBox::question(this, title, text, buttons);
+}
+
+bool MainWindow::maybeSaveChanges() {
+  if (!m_experiment->isModified()) return true;
+  const auto answer = ask(tr("Unsaved changes"), tr("The experiment has changes that are not saved. Save them first?"),
+                          QMessageBox::Save | QMessageBox::Discard | QMessageBox::Cancel);
+  if (answer == QMessageBox::Save) return save();
+  return answer == QMessageBox::Discard;
+}
+
+void MainWindow::newExperiment() {
+  if (!maybeSaveChanges()) return;
+  m_experiment->newExperiment();
+  showPanel(QStringLiteral("experimentDock"));
+}
+
+bool MainWindow::save() {
+  if (m_experiment->currentFile().isEmpty() || m_experiment->isBundledFile()) return saveAs();
+  const QString err = m_experiment->saveFile(m_experiment->currentFile());
+  if (!err.isEmpty()) {
+    QMessageBox::warning(this, tr("Cannot save the experiment"), err);
+    return false;
+  }
+  statusBar()->showMessage(tr("Saved %1").arg(m_experiment->currentFile()), 5000);
+  return true;
+}
+
+bool MainWindow::saveAs() {
+  if (!m_experiment->validationError().isEmpty()) {
+    showPanel(QStringLiteral("experimentDock"));
+    QMessageBox::warning(this, tr("Cannot save the experiment"),
+                         tr("The experiment is not valid, so it was not saved: %1").arg(m_experiment->validationError()));
+    return false;
+  }
+  const QString path = QFileDialog::getSaveFileName(this, tr("Save experiment"), m_experiment->suggestedSavePath(), tr("Experiments (*.yaml)"));
+  if (path.isEmpty()) return false;
+  const QString err = m_experiment->saveFile(path);
+  if (!err.isEmpty()) {
+    QMessageBox::warning(this, tr("Cannot save the experiment"), err);
+    return false;
+  }
+  return true;
+}
+
+QStringList MainWindow::recentFiles() const { return QSettings().value(QStringLiteral("experiment/recent")).toStringList(); }
+
+void MainWindow::addRecentFile(const QString& path) {
+  QStringList files = recentFiles();
+  const QString abs = QFileInfo(path).absoluteFilePath();
+  files.removeAll(abs);
+  files.prepend(abs);
+  while (files.size() > 8) files.removeLast();
+  QSettings().setValue(QStringLiteral("experiment/recent"), files);
+  rebuildRecentMenu();
+}
+
+void MainWindow::rebuildRecentMenu() {
+  if (!m_recentMenu) return;
+  m_recentMenu->clear();
+  const QStringList files = recentFiles();
+  for (const QString& f : files) {
+    QAction* a = m_recentMenu->addAction(menuText(f));
+    connect(a, &QAction::triggered, this, [this, f] {
+      if (!maybeSaveChanges()) return;
+      const QString err = openExperiment(f);
+      if (!err.isEmpty()) QMessageBox::warning(this, tr("Cannot open the experiment"), err);
+    });
+  }
+  m_recentMenu->setEnabled(!files.isEmpty());
+}
+
+QList<QSplitter*> MainWindow::splitters() const { return findChildren<QSplitter*>(); }
+
+void MainWindow::fitDocks() {
+  // The dock areas in proportion to the window: the forms get about 40% of the width, the Runs
+  // table a fifth of the height (at least three rows, at most what the plots above can spare).
+  QDockWidget* exp = dock(QStringLiteral("experimentDock"));
+  QDockWidget* start = dock(QStringLiteral("startDock"));
+  QDockWidget* runs = dock(QStringLiteral("runsDock"));
+  resizeDocks({exp, start}, {width() * 2 / 5, width() * 3 / 5}, Qt::Horizontal);
+  const int runsHeight = std::clamp(height() / 5, 150, 260);
+  resizeDocks({start, runs}, {height() - runsHeight, runsHeight}, Qt::Vertical);
+}
+
+void MainWindow::resetLayout() {
+  restoreState(m_defaultState);
+  for (QDockWidget* d : m_docks) d->show();
+  fitDocks();
+  m_docks.front()->raise();  // the Start page and Method and GA on top, as on first start
+  dock(QStringLiteral("experimentDock"))->raise();
+  for (QSplitter* s : splitters()) resetSplitter(s);
+}
+
+void MainWindow::updateDemoButtons() {
+  // A measured time from this machine's last complete demo, never a promise.
+  auto label = [this](QPushButton* b, const QString& text, const char* experiment) {
+    const double s = lastExperimentSeconds(m_ws->runs(), experiment);
+    b->setText(s >= 0 ? tr("%1 (took %2 here last time)").arg(text, formatDuration(s)) : text);
+  };
+  if (m_demoButton) label(m_demoButton, tr("Run the built-in demo"), "demo");
+  if (m_quickButton) label(m_quickButton, tr("Quick demo: every stage at toy size"), "demo-quick");
 }
 
 QString MainWindow::aboutText() const {
@@ -233,6 +376,7 @@ QString MainWindow::openExperiment(const QString& path) {
 
 QString MainWindow::runDemo(bool quick) {
   const std::filesystem::path file = findResource(quick ? "experiments/demo-quick.yaml" : "experiments/demo.yaml");
+  if (!maybeSaveChanges()) return tr("cancelled");
   const QString err = openExperiment(QString::fromStdString(file.string()));
   if (!err.isEmpty()) {
     QMessageBox::warning(this, tr("Cannot load the demo"), err);
@@ -242,10 +386,26 @@ QString MainWindow::runDemo(bool quick) {
   return {};
 }
 
-void MainWindow::startExperiment() {
+bool MainWindow::startExperiment() {
+  const QString error = m_experiment->validationError();
+  if (!error.isEmpty()) {
+    // Said where it can be fixed: the form, with the field outlined; the Run panel's log keeps it too.
+    showPanel(QStringLiteral("experimentDock"));
+    m_run->refuse(error);
+    statusBar()->showMessage(tr("Not started: %1").arg(error), 10000);
+    return false;
+  }
+  const Experiment& e = m_experiment->experiment();
+  const QString out = QDir(m_ws->workDir()).absoluteFilePath(QString::fromStdString(e.out.string()));
+  if (!m_engine->busy() && QDir(out).exists() && !QDir(out).isEmpty(QDir::AllEntries | QDir::NoDotAndDotDot | QDir::Hidden) &&
+      ask(tr("Output folder exists"),
+          tr("%1 already has files from an earlier run. Start anyway and overwrite them? (Its runs in the store are kept.)").arg(out),
+          QMessageBox::Yes | QMessageBox::No) != QMessageBox::Yes)
+    return false;
   const QString source = m_experiment->currentFile().isEmpty() ? QStringLiteral("studio") : m_experiment->currentFile();
-  m_run->start(m_experiment->experiment(), source);  // on refusal the Run panel's log says why
+  const bool started = m_run->start(e, source);  // on refusal the Run panel's log says why
   showPanel(QStringLiteral("runDock"));
+  return started;
 }
 
 bool MainWindow::restoreLayout() {
@@ -253,6 +413,10 @@ bool MainWindow::restoreLayout() {
   const QByteArray geometry = s.value(QStringLiteral("mainWindow/geometry")).toByteArray();
   const QByteArray state = s.value(QStringLiteral("mainWindow/state")).toByteArray();
   if (!state.isEmpty()) restoreState(state);
+  for (QSplitter* sp : splitters()) {
+    const QByteArray st = s.value(QStringLiteral("splitters/") + sp->objectName()).toByteArray();
+    if (!sp->objectName().isEmpty() && !st.isEmpty()) sp->restoreState(st);
+  }
   return !geometry.isEmpty() && restoreGeometry(geometry);
 }
 
@@ -260,6 +424,8 @@ void MainWindow::saveLayout() {
   QSettings s;
   s.setValue(QStringLiteral("mainWindow/geometry"), saveGeometry());
   s.setValue(QStringLiteral("mainWindow/state"), saveState());
+  for (QSplitter* sp : splitters())
+    if (!sp->objectName().isEmpty()) s.setValue(QStringLiteral("splitters/") + sp->objectName(), sp->saveState());
 }
 
 void MainWindow::showEvent(QShowEvent* event) {
@@ -269,16 +435,23 @@ void MainWindow::showEvent(QShowEvent* event) {
   // First start: most of the screen, never more. Done once shown: before that the dock layout's
   // minimum is stale and resize() would clamp to it.
   QTimer::singleShot(0, this, [this] {
+    // 90% of the screen (1728 x 972 on a 1920 x 1080 one), at least 1280 x 800 where it fits.
     const QRect avail = screen() ? screen()->availableGeometry() : QRect(0, 0, 1400, 900);
-    resize(std::min(1400, avail.width()), std::min(900, avail.height()));
+    resize(std::min(avail.width(), std::max(1280, avail.width() * 9 / 10)), std::min(avail.height(), std::max(800, avail.height() * 9 / 10)));
+    fitDocks();
   });
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {
   if (m_engine->busy() &&
-      QMessageBox::question(this, tr("A run is in progress"),
+      ask(tr("A run is in progress"),
                             tr("Cancel the running experiment and quit? Finished runs stay in the store; the current one "
-                               "is recorded as cancelled.")) != QMessageBox::Yes) {
+                               "is recorded as cancelled."),
+          QMessageBox::Yes | QMessageBox::No) != QMessageBox::Yes) {
+    event->ignore();
+    return;
+  }
+  if (!maybeSaveChanges()) {
     event->ignore();
     return;
   }

@@ -3,9 +3,14 @@
 // kept with QSettings); the engine runs on its own thread (EngineController). A Start page offers the
 // built-in demo on first start. Thread-safety: GUI thread only.
 #include <QMainWindow>
+#include <QMessageBox>
 #include <QString>
+#include <functional>
 
 class QDockWidget;
+class QMenu;
+class QPushButton;
+class QSplitter;
 
 namespace upcycle::ui {
 
@@ -43,9 +48,27 @@ class MainWindow : public QMainWindow {
   QString openExperiment(const QString& path);
   // Loads resources/experiments/demo[-quick].yaml and starts it.
   QString runDemo(bool quick);
-  void startExperiment();
+  // Refuses an invalid experiment (shown in Method and GA) and asks before reusing an output folder
+  // that has files. Returns true when the run started.
+  bool startExperiment();
   void showPanel(const QString& dockName);  // raises a dock (for the screenshots and menus)
   QString aboutText() const;
+  // File menu actions. save() writes the current file, or asks for one (a bundled example is never
+  // overwritten); both return false when nothing was saved.
+  bool save();
+  bool saveAs();
+  void newExperiment();
+  QStringList recentFiles() const;
+  // View → Reset layout: the default docks and every splitter's default proportions.
+  void resetLayout();
+  // The questions the window asks (overwrite, unsaved edits): a QMessageBox by default; tests answer
+  // them through this hook.
+  using Asker = std::function<QMessageBox::StandardButton(const QString& title, const QString& text,
+                                                          QMessageBox::StandardButtons buttons)>;
+  void setAsker(Asker asker) { m_ask = std::move(asker); }
+  // The Start page's demo buttons say how long the demo took here last time.
+  void updateDemoButtons();
+  QPushButton* quickDemoButton() const { return m_quickButton; }
 
  protected:
   void closeEvent(QCloseEvent* event) override;
@@ -57,6 +80,12 @@ class MainWindow : public QMainWindow {
   void buildStartPage();
   bool restoreLayout();  // false when there was no saved geometry
   void saveLayout();
+  void fitDocks();  // dock areas in proportion to the window's size
+  bool maybeSaveChanges();  // false: the user cancelled
+  void addRecentFile(const QString& path);
+  void rebuildRecentMenu();
+  QMessageBox::StandardButton ask(const QString& title, const QString& text, QMessageBox::StandardButtons buttons);
+  QList<QSplitter*> splitters() const;
   Workspace* m_ws;
   EngineController* m_engine;
   ExperimentPanel* m_experiment;
@@ -71,6 +100,12 @@ class MainWindow : public QMainWindow {
   QList<QDockWidget*> m_docks;
   QByteArray m_defaultState;
   bool m_fitToScreen = false;  // no saved geometry: size the window to the screen when first shown
+  QMenu* m_recentMenu = nullptr;
+  QPushButton *m_demoButton = nullptr, *m_quickButton = nullptr;
+  Asker m_ask;
 };
+
+// A title as a menu or button shows it: "&" doubled, so it is not taken for a mnemonic.
+QString menuText(const QString& title);
 
 }  // namespace upcycle::ui

@@ -11,6 +11,7 @@
 #include <QMessageBox>
 #include <QPainter>
 #include <QPdfWriter>
+#include <QRegularExpression>
 #include <QSaveFile>
 #include <QToolButton>
 #include <QVBoxLayout>
@@ -47,6 +48,8 @@ QColor seriesColor(int index) {
   return QColor::fromHsv((index * 137) % 360, 170, 200);
 }
 
+QColor runColor(qint64 runId) { return seriesColor(static_cast<int>(std::max<qint64>(0, runId - 1) % 100000)); }
+
 bool writeAtomically(const QString& path, const std::function<bool(const QString&)>& write, QString* error) {
   const QFileInfo info(path);
   const QString tmp = info.dir().filePath(QStringLiteral(".%1.tmp").arg(info.fileName()));
@@ -79,7 +82,7 @@ bool writeTextAtomically(const QString& path, const QString& text, QString* erro
 
 PlotFrame::PlotFrame(const QString& title, QWidget* parent) : QWidget(parent), m_plot(new QCustomPlot) {
   m_plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
-  m_plot->setMinimumSize(240, 160);
+  m_plot->setMinimumSize(220, 110);
   build(title, m_plot);
 }
 
@@ -94,7 +97,9 @@ void PlotFrame::build(const QString& title, QWidget* content) {
   auto* bar = new QHBoxLayout;
   m_title = new QLabel(QStringLiteral("<b>%1</b>").arg(title.toHtmlEscaped()));
   m_title->setObjectName(QStringLiteral("plotTitle"));
-  m_title->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Preferred);  // a long title never widens the dock
+  // A long title wraps instead of widening the dock or being cut.
+  m_title->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Preferred);
+  m_title->setWordWrap(true);
   m_title->setMinimumWidth(40);
   bar->addWidget(m_title, 1);
   for (const QString& kind : {QStringLiteral("PNG"), QStringLiteral("PDF"), QStringLiteral("CSV")}) {
@@ -117,14 +122,59 @@ QString PlotFrame::title() const {
   return t;
 }
 
+// The title and the run names as a text element on top of the plot for the time of one export.
+class PlotFrame::Heading {
+ public:
+  explicit Heading(const PlotFrame& f) : m_plot(f.m_plot) {
+    if (!m_plot) return;
+    QString text = f.title();
+    if (!f.m_runNames.isEmpty()) text += QLatin1Char('\n') + f.m_runNames.join(QStringLiteral(", "));
+    m_plot->plotLayout()->insertRow(0);
+    m_element = new QCPTextElement(m_plot, text, QFont(m_plot->font().family(), m_plot->font().pointSize() + 1, QFont::Bold));
+    m_plot->plotLayout()->addElement(0, 0, m_element);
+    m_plot->replot(QCustomPlot::rpImmediateRefresh);
+  }
+  ~Heading() {
+    if (!m_element) return;
+    m_plot->plotLayout()->remove(m_element);
+    m_plot->plotLayout()->simplify();
+    m_plot->replot();
+  }
+
+ private:
+  QCustomPlot* m_plot;
+  QCPTextElement* m_element = nullptr;
+};
+
+QString PlotFrame::defaultFileName(const QString& suffix) const {
+  QString base = (QStringList{title()} + m_runNames).join(QLatin1Char('-')).toLower();
+  base.replace(QRegularExpression(QStringLiteral("[^a-z0-9]+")), QStringLiteral("-"));
+  base.remove(QRegularExpression(QStringLiteral("^-+|-+$")));
+  if (base.isEmpty()) base = QStringLiteral("figure");
+  return base.left(120) + QLatin1Char('.') + suffix;
+}
+
 bool PlotFrame::exportPng(const QString& path, QString* error) const {
   return writeAtomically(path, [this](const QString& tmp) {
-    if (m_plot) return m_plot->savePng(tmp, 0, 0, 2.0);
-    QImage img(m_view->scene()->sceneRect().size().toSize() * 2, QImage::Format_ARGB32);
+    if (m_plot) {
+      Heading heading(*this);
+      return m_plot->savePng(tmp, 0, 0, 2.0);
+    }
+    // The lineage tree: the heading drawn above the scene.
+    const QRectF scene = m_view->scene()->sceneRect();
+    QString text = title();
+    if (!m_runNames.isEmpty()) text += QLatin1Char('\n') + m_runNames.join(QStringLiteral(", "));
+    QFont font = m_view->font();
+    font.setBold(true);
+    const int head = QFontMetrics(font).height() * (m_runNames.isEmpty() ? 1 : 2) + 12;
+    QImage img(QSize(static_cast<int>(scene.width()), static_cast<int>(scene.height()) + head) * 2, QImage::Format_ARGB32);
     img.fill(Qt::white);
     QPainter p(&img);
+    p.scale(2, 2);
     p.setRenderHint(QPainter::Antialiasing);
-    m_view->scene()->render(&p);
+    p.setFont(font);
+    p.drawText(QRectF(0, 4, scene.width(), head - 4), Qt::AlignHCenter | Qt::AlignTop, text);
+    m_view->scene()->render(&p, QRectF(0, head, scene.width(), scene.height()), scene);
     p.end();
     return img.save(tmp, "PNG");
   }, error);
@@ -132,12 +182,24 @@ bool PlotFrame::exportPng(const QString& path, QString* error) const {
 
 bool PlotFrame::exportPdf(const QString& path, QString* error) const {
   return writeAtomically(path, [this](const QString& tmp) {
-    if (m_plot) return m_plot->savePdf(tmp);
+    if (m_plot) {
+      Heading heading(*this);
+      return m_plot->savePdf(tmp);
+    }
+    const QRectF scene = m_view->scene()->sceneRect();
+    QString text = title();
+    if (!m_runNames.isEmpty()) text += QLatin1Char('\n') + m_runNames.join(QStringLiteral(", "));
+    const double head = 40;
     QPdfWriter pdf(tmp);
-    pdf.setPageSize(QPageSize(m_view->scene()->sceneRect().size(), QPageSize::Point));
+    pdf.setPageSize(QPageSize(QSizeF(scene.width(), scene.height() + head), QPageSize::Point));
     pdf.setPageMargins(QMarginsF(0, 0, 0, 0));
+    pdf.setResolution(72);
     QPainter p(&pdf);
-    m_view->scene()->render(&p);
+    QFont font = m_view->font();
+    font.setBold(true);
+    p.setFont(font);
+    p.drawText(QRectF(0, 2, scene.width(), head - 2), Qt::AlignHCenter | Qt::AlignTop, text);
+    m_view->scene()->render(&p, QRectF(0, head, scene.width(), scene.height()), scene);
     return p.end();
   }, error);
 }
@@ -147,10 +209,8 @@ bool PlotFrame::exportCsv(const QString& path, QString* error) const {
 }
 
 void PlotFrame::askAndExport(const QString& kind) {
-  QString base = title().toLower();
-  base.replace(QRegularExpression(QStringLiteral("[^a-z0-9]+")), QStringLiteral("-"));
   const QString suffix = kind.toLower();
-  const QString path = QFileDialog::getSaveFileName(this, tr("Export %1").arg(kind), base + QLatin1Char('.') + suffix,
+  const QString path = QFileDialog::getSaveFileName(this, tr("Export %1").arg(kind), defaultFileName(suffix),
                                                     tr("%1 files (*.%2)").arg(kind, suffix));
   if (path.isEmpty()) return;
   QString error;

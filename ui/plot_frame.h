@@ -26,6 +26,11 @@ class PlotFrame : public QWidget {
   QGraphicsView* view() const { return m_view; }
   void setTitle(const QString& title);
   QString title() const;
+  // The runs the figure shows: exports carry them under the title, and file names include them.
+  void setRunNames(const QStringList& names) { m_runNames = names; }
+  QStringList runNames() const { return m_runNames; }
+  // "expert-similarity-drop-0-5.png": the title and the runs, so figures of two runs never collide.
+  QString defaultFileName(const QString& suffix) const;
   void setCsvSource(std::function<CsvTable()> source) { m_csv = std::move(source); }
   CsvTable csv() const { return m_csv ? m_csv() : CsvTable{}; }
 
@@ -40,7 +45,10 @@ class PlotFrame : public QWidget {
   QCustomPlot* m_plot = nullptr;
   QGraphicsView* m_view = nullptr;
   QLabel* m_title = nullptr;
+  QStringList m_runNames;
   std::function<CsvTable()> m_csv;
+  // Exports draw the title and the run names above the figure; this adds them for one export.
+  class Heading;
 };
 
 // One CSV field, quoted when needed (RFC 4180).
@@ -48,6 +56,9 @@ QString csvField(const QString& s);
 QString csvText(const CsvTable& table);
 // A distinct colour per series (runs, experts, stages); stable for a given index.
 QColor seriesColor(int index);
+// A run's colour, the same in every panel (the Runs table's swatch, curves, heatmap titles, bars):
+// from the run's store id, so it never changes when other runs come or go.
+QColor runColor(qint64 runId);
 // Writes `write(tempPath)` then renames onto `path`; removes the temporary file on failure. For files
 // a Qt writer must create by name (PNG, PDF).
 bool writeAtomically(const QString& path, const std::function<bool(const QString&)>& write, QString* error);

@@ -40,6 +40,42 @@ std::map<int64_t, BlobRow> byLayer(const std::vector<BlobRow>& blobs, const std:
   return out;
 }
 
+std::vector<double> emaSmooth(const std::vector<double>& y, double w) {
+  std::vector<double> out(y.size());
+  double last = 0;
+  int n = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (!std::isfinite(y[i])) {
+      out[i] = y[i];
+      continue;
+    }
+    last = last * w + (1.0 - w) * y[i];
+    ++n;
+    const double debias = w >= 1.0 ? 1.0 : 1.0 - std::pow(w, n);
+    out[i] = last / debias;
+  }
+  return out;
+}
+
+double nominalTokensPerStep(const std::vector<std::pair<std::string, std::string>>& params, const std::string& stage) {
+  auto num = [&](const std::string& key) {
+    for (const auto& [k, v] : params)
+      if (k == key) {
+        try {
+          return std::stod(v);
+        } catch (const std::exception&) {
+          return 0.0;
+        }
+      }
+    return 0.0;
+  };
+  const std::string family = stage.substr(0, stage.find(':'));
+  if (family == "pretrain") return num("base.pretrain.batch_size") * num("base.pretrain.block");
+  const double length = num("data.max_length") > 0 ? num("data.max_length") : num("base.pretrain.block");
+  const double batch = family == "sft" ? num("sft.batch_size") : num("post.batch_size");
+  return batch * length;
+}
+
 QCPColorGradient similarityGradient() {
   QCPColorGradient g;
   g.setColorStopAt(0.0, QColor(0x44, 0x01, 0x54));
@@ -79,6 +115,39 @@ void styleLegend(QCustomPlot* plot) {
   QFont f = plot->font();
   f.setPointSizeF(f.pointSizeF() * 0.85);
   plot->legend->setFont(f);
+}
+
+}  // namespace upcycle::ui
+
+namespace upcycle::ui {
+
+void placeLegendOutside(QCustomPlot* plot, bool below) {
+  styleLegend(plot);
+  if (plot->legend->layout() != plot->axisRect()->insetLayout()) return;  // already placed
+  plot->axisRect()->insetLayout()->take(plot->legend);
+  auto* side = new QCPLayoutGrid;
+  QCPLayoutGrid* layout = plot->plotLayout();
+  if (below) {
+    // A row under the axis rect: spacer, legend, spacer; the legend's entries in one row.
+    layout->addElement(layout->rowCount(), 0, side);
+    layout->setRowStretchFactor(layout->rowCount() - 1, 0.001);
+    side->setMargins(QMargins(0, 0, 0, 4));
+    side->addElement(0, 0, new QCPLayoutElement(plot));
+    side->addElement(0, 1, plot->legend);
+    side->addElement(0, 2, new QCPLayoutElement(plot));
+    side->setColumnStretchFactor(1, 0.001);
+    plot->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
+    plot->legend->setWrap(0);
+  } else {
+    // A column beside the axis rect: the legend at the top, an empty element below taking the rest.
+    layout->addElement(0, layout->columnCount(), side);
+    layout->setColumnStretchFactor(layout->columnCount() - 1, 0.001);
+    side->setMargins(QMargins(0, 6, 6, 0));
+    side->addElement(0, 0, plot->legend);
+    side->addElement(1, 0, new QCPLayoutElement(plot));
+    side->setRowStretchFactor(0, 0.001);
+  }
+  plot->legend->setLayer(QStringLiteral("legend"));
 }
 
 }  // namespace upcycle::ui

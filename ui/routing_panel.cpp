@@ -5,6 +5,7 @@
 #include <QLabel>
 #include <QSplitter>
 #include <QVBoxLayout>
+#include "splitters.h"
 #include "qcp.h"
 
 #include <cmath>
@@ -34,18 +35,13 @@ RoutingPanel::RoutingPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   m_note->setWordWrap(true);
   layout->addWidget(m_note);
 
-  auto* split = new QSplitter(Qt::Horizontal);
+  auto* split = makeSplitter(Qt::Horizontal, QStringLiteral("routingSplit"), {3, 2});
   m_sharesFrame = new PlotFrame(tr("Expert shares per domain"));
   m_sharesFrame->plot()->yAxis->setLabel(tr("share of (token, slot) assignments"));
   m_sharesFrame->plot()->setInteractions(QCP::Interactions());
   {
     // The expert legend sits right of the bars, never over them.
-    QCustomPlot* sp = m_sharesFrame->plot();
-    styleLegend(sp);
-    sp->axisRect()->insetLayout()->take(sp->legend);
-    sp->plotLayout()->addElement(0, 1, sp->legend);
-    sp->plotLayout()->setColumnStretchFactor(1, 0.001);
-    sp->legend->setLayer(QStringLiteral("legend"));
+    placeLegendOutside(m_sharesFrame->plot());
   }
   m_sharesFrame->setCsvSource([this] {
     CsvTable t;
@@ -65,8 +61,7 @@ RoutingPanel::RoutingPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   s->yAxis->setLabel(tr("entropy (nats)"));
   s->yAxis2->setVisible(true);
   s->yAxis2->setLabel(tr("imbalance (max / mean share)"));
-  styleLegend(s);
-  s->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignRight);
+  placeLegendOutside(s, true);
   m_statsFrame->setCsvSource([this] {
     CsvTable t{{QStringLiteral("layer"), QStringLiteral("router_entropy"), QStringLiteral("share_entropy"), QStringLiteral("imbalance")}};
     for (const auto& [layer, b] : byLayer(m_stats[m_when->currentIndex()]))

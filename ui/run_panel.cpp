@@ -13,9 +13,11 @@
 #include <QStyledItemDelegate>
 #include <QTableView>
 #include <QVBoxLayout>
+#include "splitters.h"
 #include "qcp.h"
 
 #include "engine_worker.h"
+#include "experiment_panel.h"
 #include "plots.h"
 #include "stage_model.h"
 #include "workspace.h"
@@ -60,7 +62,7 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
   auto* bar = new QHBoxLayout;
   m_start = new QPushButton(tr("Start"));
   m_start->setObjectName(QStringLiteral("startButton"));
-  m_start->setToolTip(tr("Run the experiment of the Method & GA panel on the engine thread"));
+  m_start->setToolTip(tr("Run the experiment of the Method and GA panel on the engine thread"));
   m_cancel = new QPushButton(tr("Cancel"));
   m_cancel->setObjectName(QStringLiteral("cancelButton"));
   m_cancel->setToolTip(tr("Stop at the next training step; finished runs stay in the store, the current one is marked cancelled"));
@@ -71,16 +73,22 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
   bar->addWidget(m_state, 1);
   layout->addLayout(bar);
 
-  auto* split = new QSplitter(Qt::Vertical);
-  auto* top = new QSplitter(Qt::Horizontal);
+  auto* split = makeSplitter(Qt::Vertical, QStringLiteral("runSplit"), {300, 560});
+  auto* top = makeSplitter(Qt::Horizontal, QStringLiteral("runTopSplit"), {5, 3});
   m_stages = new StageModel(this);
   m_table = new QTableView;
   m_table->setObjectName(QStringLiteral("stageTable"));
   m_table->setModel(m_stages);
   m_table->setItemDelegate(new ProgressDelegate(m_table));
   m_table->verticalHeader()->hide();
-  m_table->horizontalHeader()->setSectionResizeMode(StageModel::kStage, QHeaderView::Stretch);
+  // Full stage names; the ETA column takes what is left. At least four rows stay visible.
+  m_table->horizontalHeader()->setSectionResizeMode(StageModel::kStage, QHeaderView::ResizeToContents);
+  m_table->horizontalHeader()->setSectionResizeMode(StageModel::kStatus, QHeaderView::ResizeToContents);
   m_table->horizontalHeader()->resizeSection(StageModel::kProgress, 150);
+  m_table->horizontalHeader()->setStretchLastSection(true);
+  m_table->verticalHeader()->setDefaultSectionSize(m_table->fontMetrics().height() + 8);
+  m_table->setMinimumHeight(m_table->horizontalHeader()->sizeHint().height() + 4 * (m_table->fontMetrics().height() + 8) + 4);
+  m_table->setWordWrap(false);
   m_table->setSelectionMode(QAbstractItemView::NoSelection);
   top->addWidget(m_table);
   m_log = new QPlainTextEdit;
@@ -90,8 +98,8 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
   m_log->setLineWrapMode(QPlainTextEdit::NoWrap);
   m_log->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
   top->addWidget(m_log);
-  top->setStretchFactor(0, 1);
-  top->setStretchFactor(1, 1);
+  top->setStretchFactor(0, 5);  // the stage table's columns first, the log beside it
+  top->setStretchFactor(1, 3);
   split->addWidget(top);
 
   auto* plots = new QWidget;
@@ -102,7 +110,7 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
     QCustomPlot* p = m_frames[i]->plot();
     p->xAxis->setLabel(tr("optimizer step (all stages)"));
     p->setNoAntialiasingOnDrag(true);
-    if (i == 0) styleLegend(p);
+    if (i == 0) placeLegendOutside(p);  // one entry per stage: beside the curves, never over them
     if (i == 3) p->yAxis->setNumberFormat(QStringLiteral("gb"));
     m_frames[i]->setCsvSource([this, i] {
       CsvTable t{{QStringLiteral("stage"), QStringLiteral("step"), QString::fromLatin1(kCurveNames[i]).toLower()}};
@@ -115,7 +123,7 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
   split->addWidget(plots);
   split->setStretchFactor(0, 2);
   split->setStretchFactor(1, 3);
-  split->setSizes({300, 560});
+  split->setSizes({300, 560});  // the default proportions (also View → Reset layout's)
   layout->addWidget(split, 1);
 
   m_coalesce.setSingleShot(true);
@@ -153,8 +161,7 @@ bool RunPanel::start(const Experiment& e, const QString& source) {
   try {
     validateExperiment(e);
   } catch (const std::exception& ex) {
-    appendLog(tr("Not started: %1").arg(QString::fromStdString(ex.what())));
-    m_state->setText(tr("Not started: the experiment is invalid (see the log)."));
+    refuse(describeExperimentError(e, QString::fromStdString(ex.what())));
     return false;
   }
   m_history.clear();
@@ -162,15 +169,26 @@ bool RunPanel::start(const Experiment& e, const QString& source) {
   m_stageIndex.clear();
   m_x = 0;
   for (auto* f : m_frames) {
+    // A new run starts from empty axes: a plot that gets no data (the aux loss of dense stages)
+    // must not keep the previous run's range.
     f->plot()->clearGraphs();
+    f->plot()->xAxis->setRange(0, 1);
+    f->plot()->yAxis->setRange(0, 1);
     f->plot()->replot();
   }
   m_log->clear();
   m_stages->plan(e);
   appendLog(tr("Starting %1 (%2)").arg(QString::fromStdString(e.name), source));
+  m_clock.start();
+  m_expectedSeconds = lastExperimentSeconds(m_ws->runs(), e.name);
   m_state->setText(tr("Starting…"));
   m_engine->start(QString::fromStdString(experimentYaml(e)), source, m_ws->dbPath(), m_ws->workDir());
   return true;
+}
+
+void RunPanel::refuse(const QString& why) {
+  appendLog(tr("Not started: %1").arg(why));
+  m_state->setText(tr("Not started: %1 (fix it in Method and GA)").arg(why));
 }
 
 void RunPanel::cancel() {
@@ -219,12 +237,20 @@ void RunPanel::drain() {
   }
   ++m_redraws;
   const StepMetrics& last = steps.back();
-  m_state->setText(tr("%1: step %2 / %3, loss %4, %5 tokens/s")
+  // The whole experiment's ETA: the last complete run of it on this machine, less the time spent.
+  QString total;
+  if (m_expectedSeconds > 0) {
+    const double left = m_expectedSeconds - m_clock.elapsed() / 1000.0;
+    total = left > 0 ? tr("; experiment: about %1 left (last time %2)").arg(formatDuration(left), formatDuration(m_expectedSeconds))
+                     : tr("; experiment: longer than last time (%1)").arg(formatDuration(m_expectedSeconds));
+  }
+  m_state->setText(tr("%1: step %2 / %3, loss %4, %5 tokens/s%6")
                        .arg(QString::fromStdString(last.stage))
                        .arg(last.step)
                        .arg(last.totalSteps)
                        .arg(last.loss, 0, 'f', 4)
-                       .arg(last.tokensPerSec, 0, 'f', 0));
+                       .arg(last.tokensPerSec, 0, 'f', 0)
+                       .arg(total));
 }
 
 void RunPanel::appendLog(const QString& line) {

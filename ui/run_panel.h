@@ -4,6 +4,7 @@
 // worker's buffer: a signal without payload starts a 40 ms single-shot timer, and the timer's slot
 // takes every buffered step at once and redraws (one replot per 40 ms at most, however fast the
 // engine steps). Thread-safety: GUI thread only.
+#include <QElapsedTimer>
 #include <QTimer>
 #include <QWidget>
 #include <map>
@@ -33,6 +34,10 @@ class RunPanel : public QWidget {
   // or the experiment is invalid (the reason goes to the log).
   bool start(const Experiment& e, const QString& source);
   void cancel();
+  // Says in the log and the state line why the experiment was not started.
+  void refuse(const QString& why);
+  QTableView* stageTable() const { return m_table; }
+  QLabel* stateLabel() const { return m_state; }
   StageModel* stages() const { return m_stages; }
   // One frame per curve: loss, aux loss, learning rate, tokens/s.
   PlotFrame* curve(int i) const { return m_frames[i]; }
@@ -64,6 +69,8 @@ class RunPanel : public QWidget {
   std::map<std::string, int> m_stageIndex;          // colour per stage
   std::map<std::pair<int, std::string>, QCPGraph*> m_graphs;
   double m_x = 0;                                   // global step counter across stages
+  QElapsedTimer m_clock;                            // since start()
+  double m_expectedSeconds = -1;                    // the last complete run of this experiment, -1: none
   int m_redraws = 0;
 };
 

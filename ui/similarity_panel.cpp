@@ -8,6 +8,7 @@
 #include <QToolTip>
 #include <algorithm>
 #include <QVBoxLayout>
+#include "splitters.h"
 #include "qcp.h"
 
 #include "plots.h"
@@ -50,10 +51,11 @@ SimilarityPanel::SimilarityPanel(Workspace* ws, QWidget* parent) : QWidget(paren
   bar->addStretch(1);
   layout->addLayout(bar);
   m_note = new QLabel;
+  m_note->setObjectName(QStringLiteral("similarityHeader"));
   m_note->setWordWrap(true);
   layout->addWidget(m_note);
 
-  auto* split = new QSplitter(Qt::Horizontal);
+  auto* split = makeSplitter(Qt::Horizontal, QStringLiteral("similaritySplit"), {3, 2});
   m_heatFrame = new PlotFrame(tr("Expert similarity"));
   QCustomPlot* p = m_heatFrame->plot();
   p->setInteractions(QCP::Interactions());
@@ -87,10 +89,13 @@ SimilarityPanel::SimilarityPanel(Workspace* ws, QWidget* parent) : QWidget(paren
   QCustomPlot* d = m_divFrame->plot();
   d->xAxis->setLabel(tr("layer"));
   d->yAxis->setLabel(tr("1 - mean off-diagonal similarity"));
-  styleLegend(d);
+  placeLegendOutside(d, true);
   m_divFrame->setCsvSource([this] {
-    CsvTable t{{QStringLiteral("layer"), QStringLiteral("diversity_after_post_training"), QStringLiteral("diversity_after_conversion")}};
-    auto post = byLayer(m_blobs[0][0]), conv = byLayer(m_blobs[0][1]);
+    // The kind shown (weights, deltas, CKA), named in the header row.
+    const int kind = m_kind->currentIndex();
+    const QString k = QString::fromStdString(kindName(kind, false));
+    CsvTable t{{QStringLiteral("layer"), QStringLiteral("diversity_after_post_training_") + k, QStringLiteral("diversity_after_conversion_") + k}};
+    auto post = byLayer(m_blobs[kind][0]), conv = byLayer(m_blobs[kind][1]);
     for (const auto& [layer, b] : post) {
       auto it = conv.find(layer);
       t.push_back({QString::number(layer), QString::number(diversityOf(b), 'g', 10),
@@ -140,13 +145,19 @@ void SimilarityPanel::reloadRun() {
   m_layer->setCurrentIndex(i >= 0 ? i : 0);
   m_layer->blockSignals(false);
 
-  // The diversity line (one point per layer), after post-training and after conversion.
+  redraw();
+}
+
+void SimilarityPanel::drawDiversity() {
+  // The diversity line (one point per layer), after post-training and after conversion, of the
+  // matrix kind the header shows: raw weights, deltas or output CKA.
+  const int kind = m_kind->currentIndex();
   QCustomPlot* d = m_divFrame->plot();
   d->clearGraphs();
   const QString names[2] = {tr("after post-training"), tr("after conversion")};
   for (int c = 0; c < 2; ++c) {
     QVector<double> x, y;
-    for (const auto& [layer, b] : byLayer(m_blobs[0][c])) {
+    for (const auto& [layer, b] : byLayer(m_blobs[kind][c])) {
       x << static_cast<double>(layer);
       y << diversityOf(b);
     }
@@ -157,6 +168,8 @@ void SimilarityPanel::reloadRun() {
     g->setPen(QPen(seriesColor(c), 2, c == 1 ? Qt::DashLine : Qt::SolidLine));
     g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, 6));
   }
+  d->yAxis->setLabel(tr("1 - mean off-diagonal (%1)").arg(m_kind->currentText().toLower()));
+  m_divFrame->setTitle(tr("Diversity across layers: %1").arg(m_kind->currentText().toLower()));
   d->rescaleAxes();
   d->yAxis->setRange(std::min(0.0, d->yAxis->range().lower), std::max(0.05, d->yAxis->range().upper * 1.15));
   d->xAxis->setRange(d->xAxis->range().lower - 0.5, d->xAxis->range().upper + 0.5);
@@ -164,10 +177,10 @@ void SimilarityPanel::reloadRun() {
   ticker->setTickStep(1);
   d->xAxis->setTicker(ticker);
   d->replot();
-  redraw();
 }
 
 void SimilarityPanel::redraw() {
+  drawDiversity();
   const int kind = m_kind->currentIndex();
   const bool converted = m_when->currentIndex() == 1;
   const auto layers = byLayer(m_blobs[kind][converted ? 1 : 0]);

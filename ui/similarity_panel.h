@@ -37,6 +37,7 @@ class SimilarityPanel : public QWidget {
  private:
   void reloadRun();
   void redraw();
+  void drawDiversity();
   void onHover(QMouseEvent* ev);
   Workspace* m_ws;
   RunPicker* m_picker;

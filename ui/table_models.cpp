@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "plot_frame.h"
 
 namespace upcycle::ui {
 
@@ -81,7 +82,13 @@ QVariant RunsTableModel::data(const QModelIndex& index, int role) const {
     auto it = r.finalMetrics.find(key);
     return it == r.finalMetrics.end() ? std::numeric_limits<double>::quiet_NaN() : it->second;
   };
+  if (e.groupSize > 0) return groupData(e, index.column(), role);
   if (role == kRunIdRole) return static_cast<qlonglong>(r.id);
+  if (role == Qt::CheckStateRole && index.column() == kId) return m_checked.contains(r.id) ? Qt::Checked : Qt::Unchecked;
+  if (e.member && role == Qt::DisplayRole && index.column() == kName)
+    return QStringLiteral("    ↳ %1 (seed %2)").arg(QString::fromStdString(r.name)).arg(r.seed);
+  if (role == Qt::DecorationRole && index.column() == kName) return runColor(r.id);
+  if (role == Qt::ToolTipRole && index.column() == kId) return tr("Tick to overlay this run's curves in Compare");
   if (role == Qt::ForegroundRole && index.column() == kStatus) {
     if (r.status == "failed") return QBrush(QColor(0xc0, 0x1c, 0x28));
     if (r.status == "interrupted" || r.status == "cancelled") return QBrush(QColor(0xb8, 0x5c, 0x00));
@@ -118,11 +125,83 @@ QVariant RunsTableModel::data(const QModelIndex& index, int role) const {
   }
 }
 
+QVariant RunsTableModel::groupData(const Entry& e, int column, int role) const {
+  // mean ± half-width of the 95% interval (one seed: the value alone).
+  auto figure = [](const SampleStats& st, int decimals, const QString& unit) -> QString {
+    if (st.n == 0 || std::isnan(st.mean)) return QStringLiteral("-");
+    QString t = QString::number(st.mean, 'f', decimals);
+    if (st.n >= 2) t += QStringLiteral(" ± ") + QString::number(st.hi - st.mean, 'f', decimals);
+    return t + unit;
+  };
+  if (role == kRunIdRole) return static_cast<qlonglong>(0);
+  if (role == kGroupRole) return QString::fromStdString(e.run.experiment + "\n" + e.run.name);
+  if (role == Qt::FontRole) {
+    QFont f;
+    f.setBold(true);
+    return f;
+  }
+  if (role == Qt::DecorationRole && column == kName) return runColor(e.run.id);
+  if (role == Qt::ToolTipRole)
+    return tr("%1 seeds of %2: mean ± half-width of the 95% confidence interval. Click to %3 the seeds.")
+        .arg(e.groupSize)
+        .arg(QString::fromStdString(e.run.name))
+        .arg(e.expanded ? tr("hide") : tr("show"));
+  if (role == Qt::TextAlignmentRole && (column == kId || (column >= kAccuracy && column <= kDiversity)))
+    return QVariant::fromValue(Qt::AlignRight | Qt::AlignVCenter);
+  if (role != Qt::DisplayRole && role != kSortRole) return {};
+  switch (column) {
+    case kId: return QStringLiteral("%1 %2 seeds").arg(e.expanded ? QStringLiteral("▾") : QStringLiteral("▸")).arg(e.groupSize);
+    case kName: return QString::fromStdString(e.run.name);
+    case kExperiment: return QString::fromStdString(e.run.experiment);
+    case kMethod: return QString::fromStdString(e.run.method);
+    case kStatus: return QString::fromStdString(e.run.status);
+    case kParams: return e.params;
+    case kAccuracy: return figure(e.accuracy, 1, QStringLiteral("%"));
+    case kEvalLoss: return figure(e.evalLoss, 4, QString());
+    case kDiversity: return figure(e.diversity, 3, QString());
+    case kStarted: return QString::fromStdString(e.run.started);
+    case kTags: return QString::fromStdString(e.run.tags);
+    default: return {};
+  }
+}
+
 QVariant RunsTableModel::headerData(int section, Qt::Orientation o, int role) const {
   if (o != Qt::Horizontal || role != Qt::DisplayRole) return {};
   static const char* names[] = {"ID", "Name", "Experiment", "Method", "Status", "Key params", "Accuracy", "Eval loss",
                                 "Diversity", "Started", "Tags"};
   return header(names, kColumns, section);
+}
+
+bool RunsTableModel::setData(const QModelIndex& index, const QVariant& value, int role) {
+  if (!index.isValid() || role != Qt::CheckStateRole || index.column() != kId || index.row() >= static_cast<int>(m_entries.size()) ||
+      m_entries[index.row()].groupSize > 0)
+    return false;
+  const qint64 id = m_entries[index.row()].run.id;
+  if (value.toInt() == Qt::Checked) m_checked.insert(id);
+  else m_checked.remove(id);
+  Q_EMIT dataChanged(index, index, {Qt::CheckStateRole});
+  Q_EMIT checkedChanged(checked());
+  return true;
+}
+
+Qt::ItemFlags RunsTableModel::flags(const QModelIndex& index) const {
+  Qt::ItemFlags f = QAbstractTableModel::flags(index);
+  const bool group = index.isValid() && index.row() < static_cast<int>(m_entries.size()) && m_entries[index.row()].groupSize > 0;
+  if (index.isValid() && index.column() == kId && !group) f |= Qt::ItemIsUserCheckable;
+  return f;
+}
+
+void RunsTableModel::setChecked(const QList<qint64>& ids) {
+  const QSet<qint64> next(ids.begin(), ids.end());
+  if (next == m_checked) return;
+  m_checked = next;
+  if (!m_entries.empty()) Q_EMIT dataChanged(index(0, kId), index(rowCount() - 1, kId), {Qt::CheckStateRole});
+}
+
+QList<qint64> RunsTableModel::checked() const {
+  QList<qint64> out(m_checked.begin(), m_checked.end());
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 // ------------------------------------------------------------------------------------- param diff
@@ -218,16 +297,31 @@ void MetricsCompareModel::setRuns(const std::vector<RunDetail>& runs) {
 int MetricsCompareModel::rowCount(const QModelIndex& p) const { return p.isValid() ? 0 : static_cast<int>(m_rows.size()); }
 int MetricsCompareModel::columnCount(const QModelIndex& p) const { return p.isValid() ? 0 : 1 + static_cast<int>(m_headers.size()); }
 
+// One precision per row, so a column of numbers reads alike: accuracies as percentages with one
+// decimal, other figures with four significant digits of the row's largest magnitude.
+QString MetricsCompareModel::formatCell(const Row& r, double v) {
+  if (std::isnan(v)) return QStringLiteral("-");
+  if (r.metric.contains(QLatin1String("accuracy"))) return QStringLiteral("%1%").arg(100.0 * v, 0, 'f', 1);
+  double largest = 0;
+  for (double o : r.values)
+    if (std::isfinite(o)) largest = std::max(largest, std::fabs(o));
+  const int decimals = largest > 0 ? std::clamp(3 - static_cast<int>(std::floor(std::log10(largest))), 0, 6) : 4;
+  return QString::number(v, 'f', decimals);
+}
+
 QVariant MetricsCompareModel::data(const QModelIndex& index, int role) const {
   if (!index.isValid() || index.row() >= static_cast<int>(m_rows.size())) return {};
   const Row& r = m_rows[index.row()];
   if (index.column() == 0) return role == Qt::DisplayRole ? QVariant(r.metric) : QVariant();
   const double v = r.values.at(index.column() - 1);
   if (role == Qt::FontRole && !std::isnan(v) && r.values.size() > 1) {
-    bool best = true;
-    for (double o : r.values)
-      if (!std::isnan(o) && (r.higherIsBetter ? o > v : o < v)) best = false;
-    if (!best) return {};
+    // Bold marks a unique best: a value no other run beats or equals as shown (a tie is not a win).
+    const QString shown = formatCell(r, v);
+    for (size_t i = 0; i < r.values.size(); ++i) {
+      const double o = r.values[i];
+      if (static_cast<int>(i) == index.column() - 1 || std::isnan(o)) continue;
+      if ((r.higherIsBetter ? o > v : o < v) || formatCell(r, o) == shown) return {};
+    }
     QFont f;
     f.setBold(true);
     return f;
@@ -235,9 +329,7 @@ QVariant MetricsCompareModel::data(const QModelIndex& index, int role) const {
   if (role == Qt::TextAlignmentRole) return QVariant::fromValue(Qt::AlignRight | Qt::AlignVCenter);
   if (role == kSortRole) return v;
   if (role != Qt::DisplayRole) return {};
-  if (std::isnan(v)) return QStringLiteral("-");
-  if (r.metric.contains(QLatin1String("accuracy"))) return QStringLiteral("%1%").arg(100.0 * v, 0, 'f', 1);
-  return QString::number(v, 'g', 5);
+  return formatCell(r, v);
 }
 
 QVariant MetricsCompareModel::headerData(int section, Qt::Orientation o, int role) const {

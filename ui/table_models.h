@@ -4,6 +4,7 @@
 // by a setter. Numeric columns also answer kSortRole with a number, so a QSortFilterProxyModel sorts
 // them numerically. Thread-safety: GUI thread only.
 #include <QAbstractTableModel>
+#include <QSet>
 #include <QString>
 #include <map>
 #include <vector>
@@ -11,13 +12,16 @@
 #include "api/inspect.h"
 #include "store/run_compare.h"
 #include "store/run_store.h"
+#include "store/run_summary.h"
 
 namespace upcycle::ui {
 
 constexpr int kSortRole = Qt::UserRole + 10;
 constexpr int kRunIdRole = Qt::UserRole + 11;
+constexpr int kGroupRole = Qt::UserRole + 12;  // a group row of seeds: "experiment\nname"
 
-// One row per stored run.
+// One row per stored run. The ID column has a check box (tick runs to overlay their curves) and the
+// name a swatch of the run's colour.
 class RunsTableModel : public QAbstractTableModel {
   Q_OBJECT
  public:
@@ -25,6 +29,12 @@ class RunsTableModel : public QAbstractTableModel {
   struct Entry {
     RunRow run;
     QString params;  // the key parameters, e.g. "E8 k2 r=0.5"
+    // Grouped seeds (RunsPanel's "Group seeds"): a group row stands for one run name's seeds (run holds
+    // its newest member's row; its id is not a run's) with the mean and 95% CI of each figure; a member
+    // row is one seed shown under its expanded group.
+    int groupSize = 0;  // > 0: a group row of this many seeds
+    bool expanded = false, member = false;
+    SampleStats accuracy, evalLoss, diversity;  // group rows: across the seeds (accuracy in %)
   };
   using QAbstractTableModel::QAbstractTableModel;
   void setEntries(std::vector<Entry> entries);
@@ -33,9 +43,18 @@ class RunsTableModel : public QAbstractTableModel {
   int columnCount(const QModelIndex& parent = {}) const override;
   QVariant data(const QModelIndex& index, int role) const override;
   QVariant headerData(int section, Qt::Orientation o, int role) const override;
+  bool setData(const QModelIndex& index, const QVariant& value, int role) override;
+  Qt::ItemFlags flags(const QModelIndex& index) const override;
+  void setChecked(const QList<qint64>& ids);
+  QList<qint64> checked() const;
+  QVariant groupData(const Entry& e, int column, int role) const;
+
+ Q_SIGNALS:
+  void checkedChanged(const QList<qint64>& ids);  // the user ticked or unticked a run
 
  private:
   std::vector<Entry> m_entries;
+  QSet<qint64> m_checked;
 };
 
 // The key parameters of a run from its flattened params ("E8 k2 r=0.5", "E8 k2 M=4 p=0.3").
@@ -62,7 +81,8 @@ class ParamDiffModel : public QAbstractTableModel {
   bool m_diffOnly = false;
 };
 
-// Compare: final metrics and per-domain evaluation, one column per run; the best value is bold.
+// Compare: final metrics and per-domain evaluation, one column per run; a unique best value is bold
+// (ties are not), and each row has one precision.
 class MetricsCompareModel : public QAbstractTableModel {
   Q_OBJECT
  public:
@@ -78,6 +98,7 @@ class MetricsCompareModel : public QAbstractTableModel {
   int columnCount(const QModelIndex& parent = {}) const override;
   QVariant data(const QModelIndex& index, int role) const override;
   QVariant headerData(int section, Qt::Orientation o, int role) const override;
+  static QString formatCell(const Row& r, double v);
 
  private:
   std::vector<QString> m_headers;

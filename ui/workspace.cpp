@@ -1,6 +1,8 @@
 #include "workspace.h"
 
+#include <QDateTime>
 #include <QDir>
+#include <algorithm>
 #include <QFileInfo>
 
 namespace upcycle::ui {
@@ -28,7 +30,12 @@ void Workspace::reload() {
       m_error = QString::fromStdString(e.what());
     }
   }
+  // Ticks of deleted runs go with them.
+  QList<qint64> kept;
+  for (qint64 id : m_checked)
+    if (findRun(id)) kept << id;
   Q_EMIT runsChanged();
+  setCheckedRuns(kept);
 }
 
 void Workspace::reopen(bool create) {
@@ -57,10 +64,48 @@ std::vector<RunRow> Workspace::moeRuns() const {
   return out;
 }
 
+void Workspace::setCheckedRuns(const QList<qint64>& ids) {
+  QList<qint64> sorted = ids;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  if (sorted == m_checked) return;
+  m_checked = sorted;
+  Q_EMIT checkedRunsChanged(m_checked);
+}
+
 void Workspace::setCurrentRun(qint64 id) {
   if (id == m_current) return;
   m_current = id;
   Q_EMIT currentRunChanged(id);
+}
+
+double storeSecondsBetween(const std::string& from, const std::string& to) {
+  const QString fmt = QStringLiteral("yyyy-MM-dd HH:mm:ss");
+  QDateTime a = QDateTime::fromString(QString::fromStdString(from), fmt);
+  QDateTime b = QDateTime::fromString(QString::fromStdString(to), fmt);
+  if (!a.isValid() || !b.isValid()) return -1;
+  a.setTimeSpec(Qt::UTC);
+  b.setTimeSpec(Qt::UTC);
+  return static_cast<double>(a.secsTo(b));
+}
+
+double lastExperimentSeconds(const std::vector<RunRow>& runs, const std::string& experiment) {
+  // One execution: its "base" run, then the method runs up to the next base run of the experiment.
+  std::vector<std::vector<const RunRow*>> executions;
+  for (const RunRow& r : runs) {
+    if (r.experiment != experiment) continue;
+    if (r.method == "base") executions.emplace_back();
+    if (!executions.empty()) executions.back().push_back(&r);
+  }
+  for (auto it = executions.rbegin(); it != executions.rend(); ++it) {
+    if (it->size() < 2) continue;  // the base alone: the runs never started
+    bool complete = true;
+    for (const RunRow* r : *it) complete = complete && r->status == "finished";
+    if (!complete) continue;
+    const double s = storeSecondsBetween(it->front()->started, it->back()->finished);
+    if (s >= 0) return s;
+  }
+  return -1;
 }
 
 }  // namespace upcycle::ui

@@ -27,6 +27,8 @@ class Workspace : public QObject {
   qint64 currentRun() const { return m_current; }
   // Runs that carry analysis blobs (MoE runs), newest first.
   std::vector<RunRow> moeRuns() const;
+  // The runs ticked in the Runs table: their curves overlay in Compare at once.
+  QList<qint64> checkedRuns() const { return m_checked; }
 
  public Q_SLOTS:
   void reload();
@@ -35,17 +37,31 @@ class Workspace : public QObject {
   void reopen(bool create);
   void setCurrentRun(qint64 id);
   void requestCompare(const QList<qint64>& ids) { Q_EMIT compareRequested(ids); }
+  void setCheckedRuns(const QList<qint64>& ids);
+  // The run detail page (parameters, stages, log, output folder, artifacts) for a run.
+  void requestDetails(qint64 id) { Q_EMIT detailsRequested(id); }
 
  Q_SIGNALS:
   void runsChanged();
   void currentRunChanged(qint64 id);
   void compareRequested(const QList<qint64>& ids);
+  void checkedRunsChanged(const QList<qint64>& ids);
+  void detailsRequested(qint64 id);
 
  private:
   QString m_dbPath, m_error;
   std::unique_ptr<RunStore> m_store;
   std::vector<RunRow> m_runs;
   qint64 m_current = 0;
+  QList<qint64> m_checked;
 };
+
+// How long the last complete execution of `experiment` took on this machine, in seconds, from its
+// `base` run's start to its last run's end (every run of it finished); -1 when there is none. `runs`
+// in id order, as RunStore::listRuns gives them. The Start page's demo buttons and the Run panel's
+// total ETA use it: a measured time, not a promise.
+double lastExperimentSeconds(const std::vector<RunRow>& runs, const std::string& experiment);
+// Seconds between two store times ("YYYY-MM-DD HH:MM:SS", UTC); -1 when either does not parse.
+double storeSecondsBetween(const std::string& from, const std::string& to);
 
 }  // namespace upcycle::ui

@@ -561,7 +561,8 @@ std::string experimentYaml(const Experiment& e) {
   y << YAML::Key << "runs" << YAML::Value << YAML::BeginSeq;
   for (const RunSpec& r : e.runs) {
     y << YAML::BeginMap << YAML::Key << "name" << YAML::Value << r.name << YAML::Key << "method" << YAML::Value << r.method;
-    // Only a seed the user pinned: a run without one follows the experiment's (each repeat's) seed.
+    // Only a run's own seed: a run without one follows the experiment's (each repeat's) seed, and a
+    // seed written for every run would pin it so a later change of the experiment's seed would not reach it.
     if (r.seedSet) y << YAML::Key << "seed" << YAML::Value << r.seed;
     if (r.method != "dense") {
       y << YAML::Key << "experts" << YAML::Value << r.experts << YAML::Key << "top_k" << YAML::Value << r.topK << YAML::Key

@@ -1,5 +1,7 @@
 // Not a test: drives upcycle-studio's main window through a real demo run and saves a screenshot of
-// every panel (scripts/screenshots.sh runs it under Xvfb).   ui_screenshots OUT_DIR WORKSPACE_DIR [--quick]
+// every panel (scripts/screenshots.sh runs it under Xvfb), at each window size asked for:
+//   ui_screenshots OUT_DIR WORKSPACE_DIR [--quick] [--sizes 1280x800,1920x1080]
+// The first size's pictures go to OUT_DIR, the others' to OUT_DIR/WxH/.
 #include <QApplication>
 #include <QDir>
 #include <QDockWidget>
@@ -23,6 +25,8 @@
 #include "routing_panel.h"
 #include "run_panel.h"
 #include "runs_panel.h"
+#include "curves_view.h"
+#include "run_detail.h"
 #include "similarity_panel.h"
 #include "store/run_store.h"
 #include "workspace.h"
@@ -63,17 +67,27 @@ int main(int argc, char** argv) {
   }
   const QString out = QString::fromLocal8Bit(argv[1]);
   const QString wsDir = QString::fromLocal8Bit(argv[2]);
-  const bool quick = argc > 3 && QString::fromLocal8Bit(argv[3]) == QLatin1String("--quick");
+  bool quick = false;
+  QList<QSize> sizes;
+  for (int i = 3; i < argc; ++i) {
+    const QString a = QString::fromLocal8Bit(argv[i]);
+    if (a == QLatin1String("--quick")) quick = true;
+    if (a == QLatin1String("--sizes") && i + 1 < argc)
+      for (const QString& wh : QString::fromLocal8Bit(argv[++i]).split(QLatin1Char(',')))
+        sizes << QSize(wh.section(QLatin1Char('x'), 0, 0).toInt(), wh.section(QLatin1Char('x'), 1, 1).toInt());
+  }
+  if (sizes.isEmpty()) sizes << QSize(1280, 800);
   QDir().mkpath(out);
   QDir().mkpath(wsDir);
   upcycle::configureRuntime(0);
   QSettings().clear();
   MainWindow w(wsDir + QStringLiteral("/runs.db"));
   w.move(0, 0);
-  w.resize(1600, 1000);
+  w.resize(sizes.front());
   w.show();
   settle();
-  w.resize(1600, 1000);
+  w.resize(sizes.front());
+  w.resetLayout();
   settle();
   std::printf("window %dx%d, minimum %dx%d\n", w.width(), w.height(), w.minimumSizeHint().width(), w.minimumSizeHint().height());
   for (QDockWidget* d : w.findChildren<QDockWidget*>())
@@ -100,50 +114,83 @@ int main(int argc, char** argv) {
   shoot(w, out, QStringLiteral("run"));
 
   Workspace* ws = w.workspace();
-  const qint64 sparse = runNamed(ws, "sparse"), drop = runNamed(ws, "drop"), upit = runNamed(ws, "upit");
-  w.experimentPanel()->selectRun(3);
-  w.showPanel(QStringLiteral("experimentDock"));
-  shoot(w, out, QStringLiteral("method-ga"));
+  const qint64 sparse = runNamed(ws, "sparse"), drop = runNamed(ws, "drop"), upit = runNamed(ws, "upit"),
+               dense = runNamed(ws, "dense");
+  for (int k = 0; k < sizes.size(); ++k) {
+    const QString dir = k == 0 ? out : out + QStringLiteral("/%1x%2").arg(sizes[k].width()).arg(sizes[k].height());
+    QDir().mkpath(dir);
+    w.resize(sizes[k]);
+    settle();
+    w.resetLayout();
+    w.showPanel(QStringLiteral("runDock"));
+    if (k > 0) shoot(w, dir, QStringLiteral("run"));
+    std::printf("window %dx%d\n", w.width(), w.height());
 
-  const QString sft = QFileInfo(wsDir + QStringLiteral("/out/") + (quick ? "demo-quick" : "demo") + QStringLiteral("/seed-0/sft")).absoluteFilePath();
-  w.checkpointsPanel()->addPath(sft);
-  QDir base(QFileInfo(sft).dir().filePath(QStringLiteral("base")));
-  const QStringList bases = base.entryList({QStringLiteral("checkpoint-*")}, QDir::Dirs, QDir::Name);
-  if (!bases.isEmpty()) w.checkpointsPanel()->setBase(base.filePath(bases.back()));
-  w.showPanel(QStringLiteral("checkpointsDock"));
-  shoot(w, out, QStringLiteral("checkpoints"));
+    w.experimentPanel()->selectRun(3);
+    w.showPanel(QStringLiteral("experimentDock"));
+    shoot(w, dir, QStringLiteral("method-ga"));
 
-  w.showPanel(QStringLiteral("similarityDock"));
-  w.similarityPanel()->showRun(drop);
-  w.similarityPanel()->setLayer(1);
-  w.similarityPanel()->setKind(2);  // output CKA: Drop-Upcycling permutes neurons, so weight cosine says little
-  shoot(w, out, QStringLiteral("similarity"));
-  w.similarityPanel()->showRun(upit);
-  w.similarityPanel()->setKind(1);
-  shoot(w, out, QStringLiteral("similarity-upit-deltas"));
+    const QString sft = QFileInfo(wsDir + QStringLiteral("/out/") + (quick ? "demo-quick" : "demo") + QStringLiteral("/seed-0/sft")).absoluteFilePath();
+    if (k == 0) {
+      w.checkpointsPanel()->addPath(sft);
+      QDir base(QFileInfo(sft).dir().filePath(QStringLiteral("base")));
+      const QStringList bases = base.entryList({QStringLiteral("checkpoint-*")}, QDir::Dirs, QDir::Name);
+      if (!bases.isEmpty()) w.checkpointsPanel()->setBase(base.filePath(bases.back()));
+    }
+    w.showPanel(QStringLiteral("checkpointsDock"));
+    shoot(w, dir, QStringLiteral("checkpoints"));
 
-  w.showPanel(QStringLiteral("routingDock"));
-  w.routingPanel()->showRun(upit);
-  w.routingPanel()->setLayer(1);
-  shoot(w, out, QStringLiteral("routing"));
+    w.showPanel(QStringLiteral("similarityDock"));
+    w.similarityPanel()->showRun(drop);
+    w.similarityPanel()->setLayer(1);
+    w.similarityPanel()->setKind(2);  // output CKA: Drop-Upcycling permutes neurons, so weight cosine says little
+    shoot(w, dir, QStringLiteral("similarity"));
+    w.similarityPanel()->showRun(upit);
+    w.similarityPanel()->setKind(1);
+    shoot(w, dir, QStringLiteral("similarity-upit-deltas"));
 
-  w.showPanel(QStringLiteral("lineageDock"));
-  w.lineagePanel()->showRun(upit);
-  shoot(w, out, QStringLiteral("lineage"));
+    w.showPanel(QStringLiteral("routingDock"));
+    w.routingPanel()->showRun(upit);
+    w.routingPanel()->setLayer(1);
+    shoot(w, dir, QStringLiteral("routing"));
 
-  w.runsPanel()->selectRuns({sparse, drop, upit});
-  ws->requestCompare({sparse, drop, upit});
-  w.comparePanel()->setDiffOnly(true);
-  w.comparePanel()->tabs()->setCurrentIndex(0);
-  shoot(w, out, QStringLiteral("compare-params"));
-  w.comparePanel()->tabs()->setCurrentIndex(1);
-  shoot(w, out, QStringLiteral("compare-curves"));
-  w.comparePanel()->tabs()->setCurrentIndex(2);
-  shoot(w, out, QStringLiteral("compare-similarity"));
-  w.comparePanel()->tabs()->setCurrentIndex(3);
-  shoot(w, out, QStringLiteral("compare-routing"));
-  w.comparePanel()->tabs()->setCurrentIndex(4);
-  shoot(w, out, QStringLiteral("compare-metrics"));
+    w.showPanel(QStringLiteral("lineageDock"));
+    w.lineagePanel()->showRun(upit);
+    shoot(w, dir, QStringLiteral("lineage"));
+
+    // Tick the dense run and the three MoE runs: curves overlay; Compare shows 2-4 runs.
+    w.runsPanel()->selectRuns({sparse, drop, upit});
+    ws->setCheckedRuns({dense, sparse, drop, upit});
+    ws->requestCompare({sparse, drop, upit});
+    w.comparePanel()->setDiffOnly(true);
+    w.comparePanel()->tabs()->setCurrentIndex(0);
+    shoot(w, dir, QStringLiteral("compare-params"));
+    ws->setCheckedRuns({dense, sparse, drop, upit});
+    w.comparePanel()->curves()->setRuns({dense, sparse, drop, upit});
+    w.comparePanel()->curves()->setSmoothing(0.6);
+    w.comparePanel()->tabs()->setCurrentIndex(1);
+    shoot(w, dir, QStringLiteral("compare-curves"));
+    w.comparePanel()->curves()->setSmoothing(0);
+    ws->requestCompare({dense, sparse, drop, upit});
+    w.comparePanel()->tabs()->setCurrentIndex(2);
+    shoot(w, dir, QStringLiteral("compare-similarity"));
+    ws->requestCompare({sparse, drop, upit});
+    w.comparePanel()->tabs()->setCurrentIndex(3);
+    shoot(w, dir, QStringLiteral("compare-routing"));
+    w.comparePanel()->tabs()->setCurrentIndex(4);
+    shoot(w, dir, QStringLiteral("compare-metrics"));
+
+    // The run detail page, opened as a double-click opens it.
+    RunDetailDialog detail(ws, upit, &w);
+    detail.resize(std::min(900, w.width() - 100), std::min(640, w.height() - 100));
+    detail.move(w.x() + 50, w.y() + 50);
+    detail.show();
+    detail.tabs()->setCurrentIndex(2);
+    settle();
+    detail.grab().save(dir + QStringLiteral("/run-detail.png"));
+    std::printf("wrote %s/run-detail.png\n", qPrintable(dir));
+    detail.close();
+  }
   QSettings().clear();
   return 0;
 }

@@ -100,8 +100,9 @@ TEST(Models, MetricsCompareBoldsTheBestValue) {
   for (int r = 0; r < m.rowCount(); ++r)
     if (m.index(r, 0).data().toString() == QStringLiteral("post-training/loss")) post = r;
   ASSERT_GE(post, 0);
-  EXPECT_EQ(m.index(post, 1).data().toString(), QStringLiteral("2.25"));
-  EXPECT_EQ(m.index(post, 2).data().toString(), QStringLiteral("2"));
+  // One precision per row: four significant digits of the row's largest value (2.25).
+  EXPECT_EQ(m.index(post, 1).data().toString(), QStringLiteral("2.250"));
+  EXPECT_EQ(m.index(post, 2).data().toString(), QStringLiteral("2.000"));
 }
 
 TEST(Models, LineageRowsAsStored) {

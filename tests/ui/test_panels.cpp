@@ -287,6 +287,46 @@ TEST(RunsPanel, RenameTagDeleteWriteTheStore) {
   EXPECT_EQ(f.ws->store()->listRuns().size(), 2u);
 }
 
+TEST(RunsPanel, GroupsSeedsIntoOneRowWithMeanAndIntervalAndExpands) {
+  TempDir dir;
+  {
+    RunStore s(dir / "runs.db");
+    // "moe" over seeds 0, 1, 2 with accuracies 0.56, 0.41, 0.44 and losses 1, 2, 3; a one-seed run stays a row.
+    const double acc[3] = {0.56, 0.41, 0.44};
+    for (uint64_t seed = 0; seed < 3; ++seed) {
+      const int64_t id = s.beginRun("moe", "seedy", "sparse", seed, "cpu", {});
+      s.addMetrics(id, {{"eval", "accuracy", 0, acc[seed]}, {"eval", "loss", 0, 1.0 + seed}});
+      s.finishRun(id, "finished");
+    }
+    s.finishRun(s.beginRun("alone", "seedy", "dense", 0, "cpu", {}), "finished");
+  }
+  Workspace ws(QString::fromStdString((dir / "runs.db").string()));
+  RunsPanel panel(&ws);
+  ASSERT_EQ(panel.model()->rowCount(), 4);
+  panel.setGroupSeeds(true);
+  ASSERT_EQ(panel.model()->rowCount(), 2) << "one group row and the one-seed run";
+  auto cell = [&](int row, int col) { return panel.proxy()->index(row, col).data().toString(); };
+  int group = cell(0, RunsTableModel::kName) == "moe" ? 0 : 1;
+  EXPECT_EQ(cell(group, RunsTableModel::kId), QStringLiteral("▸ 3 seeds"));
+  // accuracy (%): mean 47.0, sd sqrt(((9)^2 + 6^2 + 3^2) / 2) = sqrt(63), half-width 4.3026527 * sqrt(63 / 3) = 19.7.
+  EXPECT_EQ(cell(group, RunsTableModel::kAccuracy), QStringLiteral("47.0 ± 19.7%"));
+  // loss: mean 2, sd 1, half-width 4.3026527 / sqrt(3) = 2.4841.
+  EXPECT_EQ(cell(group, RunsTableModel::kEvalLoss), QStringLiteral("2.0000 ± 2.4841"));
+  EXPECT_EQ(cell(group, RunsTableModel::kStatus), QStringLiteral("3 of 3 finished"));
+  EXPECT_FALSE(panel.model()->flags(panel.model()->index(group, RunsTableModel::kId)) & Qt::ItemIsUserCheckable);
+  // A click on the group shows its seeds under it, in seed order; another hides them.
+  panel.toggleGroup(QStringLiteral("seedy"), QStringLiteral("moe"));
+  ASSERT_EQ(panel.model()->rowCount(), 5);
+  group = cell(0, RunsTableModel::kName) == "moe" ? 0 : 1;
+  EXPECT_EQ(cell(group, RunsTableModel::kId), QStringLiteral("▾ 3 seeds"));
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(cell(group + 1 + k, RunsTableModel::kName), QStringLiteral("    ↳ moe (seed %1)").arg(k));
+  panel.selectRuns({});
+  panel.toggleGroup(QStringLiteral("seedy"), QStringLiteral("moe"));
+  EXPECT_EQ(panel.model()->rowCount(), 2);
+  panel.setGroupSeeds(false);
+  EXPECT_EQ(panel.model()->rowCount(), 4);
+}
+
 TEST(ExperimentPanel, FormsRoundTripYamlAndNameBadFields) {
   TempDir dir;
   const std::string yaml = test::tinyExperiment(dir / "out", 7,
@@ -327,7 +367,7 @@ TEST(ExperimentPanel, FormsRoundTripYamlAndNameBadFields) {
   EXPECT_TRUE(panel.validationError().isEmpty()) << panel.validationError().toStdString();
   // A bad combination is named by its field, as the CLI names it.
   qobject_cast<QSpinBox*>(panel.field("runs.top_k"))->setValue(7);
-  EXPECT_TRUE(panel.validationError().contains(QStringLiteral("runs[1].top_k"))) << panel.validationError().toStdString();
+  EXPECT_TRUE(panel.validationError().contains(QStringLiteral("run \"u\": top_k"))) << panel.validationError().toStdString();
   qobject_cast<QSpinBox*>(panel.field("runs.top_k"))->setValue(2);
   EXPECT_TRUE(panel.validationError().isEmpty());
   // Save, then parse with the engine's own reader: the same experiment.
@@ -377,9 +417,9 @@ TEST(CheckpointsPanel, TrainerOutputGivesStepsLossCurveAndTheExperimentsChoice) 
   EXPECT_DOUBLE_EQ(panel.model()->entries()[1].loss, 1.0);  // 3 - 0.25 * 8
   ASSERT_EQ(panel.lossHistory().size(), 8u);
   QCustomPlot* p = panel.lossFrame()->plot();
-  ASSERT_EQ(p->graphCount(), 2);
+  ASSERT_EQ(p->graphCount(), 3);  // the curve, checked markers, unchecked markers
   EXPECT_EQ(p->graph(0)->dataCount(), 8);
-  ASSERT_EQ(p->graph(1)->dataCount(), 2) << "one marker per checkpoint";
+  ASSERT_EQ(p->graph(1)->dataCount(), 2) << "one marker per checked checkpoint";
   EXPECT_DOUBLE_EQ(p->graph(1)->data()->at(0)->value, 2.0);  // 3 - 0.25 * 4
   EXPECT_EQ(panel.setBase(QString::fromStdString(fx.string())), QString());
   EXPECT_FALSE(panel.setBase(QString::fromStdString((test::fixtures() / "models/mixtral_hub").string())).isEmpty())
