@@ -34,6 +34,7 @@
 #include "similarity_panel.h"
 #include "splitters.h"
 #include "stage_model.h"
+#include "store_watcher.h"
 #include "store/run_store.h"
 #include "workspace.h"
 
@@ -48,6 +49,7 @@ MainWindow::MainWindow(const QString& dbPath, QWidget* parent) : QMainWindow(par
   setDockOptions(QMainWindow::AnimatedDocks | QMainWindow::AllowTabbedDocks | QMainWindow::AllowNestedDocks);
   const QString db = dbPath.isEmpty() ? QString::fromStdString(RunStore::defaultPath().string()) : dbPath;
   m_ws = new Workspace(db, this);
+  new StoreWatcher(m_ws, this);  // a store deleted, replaced or written underneath: reopen, reload or say so
   m_engine = new EngineController(this);
 
   m_experiment = new ExperimentPanel;

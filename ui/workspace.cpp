@@ -38,6 +38,19 @@ void Workspace::reload() {
   setCheckedRuns(kept);
 }
 
+void Workspace::reopen(bool create) {
+  m_store.reset();
+  m_error.clear();
+  if (create || QFileInfo::exists(m_dbPath)) {
+    try {
+      m_store = std::make_unique<RunStore>(m_dbPath.toStdString());
+    } catch (const std::exception& e) {
+      m_error = QString::fromStdString(e.what());
+    }
+  }
+  reload();
+}
+
 const RunRow* Workspace::findRun(qint64 id) const {
   for (const auto& r : m_runs)
     if (r.id == id) return &r;

@@ -32,6 +32,9 @@ class Workspace : public QObject {
 
  public Q_SLOTS:
   void reload();
+  // Closes the connection and opens the file again (StoreWatcher: it was replaced or came back);
+  // when no file is there, stays closed (store() null, no runs) unless `create`.
+  void reopen(bool create);
   void setCurrentRun(qint64 id);
   void requestCompare(const QList<qint64>& ids) { Q_EMIT compareRequested(ids); }
   void setCheckedRuns(const QList<qint64>& ids);

@@ -34,6 +34,7 @@
 #include "store/run_compare.h"
 #include "store/run_summary.h"
 #include "store/run_store.h"
+#include "store/store_check.h"
 #include <nlohmann/json.hpp>
 #include <iomanip>
 
@@ -100,13 +101,14 @@ verbs:
       Write a randomly initialized model (for experiments, tests and benchmarks). --tokenizer copies
       DIR's tokenizer files (and its bos/eos/pad ids) instead of attaching the byte tokenizer.
   runs list [--json] | show ID | compare ID ID... [--diff-only] | delete ID | export ID --out DIR
-       | rename ID NAME | tag ID TAGS        (all take [--db FILE])
+       | rename ID NAME | tag ID TAGS | check [--salvage OUT]        (all take [--db FILE])
        | summary --experiment NAME [--baseline RUN] [--metric M] [--json]
       The run store: every `run` and `demo` records its runs (params, metrics, evaluation, lineage,
       analysis) in a SQLite file, by default ~/.local/share/upcycle-workbench/runs.db. `summary`:
       per run name across seeds, n, mean, sd and the 95% Student-t interval of the mean; with
       --baseline, the paired difference per seed (its t interval, seeds won). M: accuracy (the
-      default, %), eval_loss (each optionally :DOMAIN), train_loss, diversity.
+      default, %), eval_loss (each optionally :DOMAIN), train_loss, diversity. check: integrity and
+      foreign keys (exit 3 when damaged); --salvage copies every row still readable into a new store OUT.
   run EXPERIMENT.yaml [--out DIR] [--device D] [--db FILE] [--seeds 0,1,2 | 0-4] [--repeats N]
       Run a whole experiment (base, data, dense SFT with checkpoints, each method, post-training,
       evaluation) and print per-domain accuracy and loss for every run. --seeds (or the file's
@@ -574,9 +576,33 @@ int64_t runId(const std::string& s) {
   return v;
 }
 
+// `runs check`: never opens the store through RunStore (which would mark runs or migrate), never writes it.
+int cmdRunsCheck(const Args& a, const std::filesystem::path& db) {
+  UPCYCLE_CHECK(a.positional().size() == 1, "usage: upcycle runs check [--db FILE] [--salvage OUT]");
+  const auto c = upcycle::checkStore(db);
+  std::printf("%s: %s\n", db.string().c_str(), c.ok ? "ok" : "DAMAGED");
+  for (size_t i = 0; i < c.problems.size() && i < 20; ++i) std::printf("  %s\n", c.problems[i].c_str());
+  if (c.problems.size() > 20) std::printf("  ... and %zu more\n", c.problems.size() - 20);
+  for (const auto& [t, n] : c.tableRows) std::printf("  %-16s %10lld rows\n", t.c_str(), static_cast<long long>(n));
+  if (a.has("salvage")) {
+    const std::filesystem::path out = a.get("salvage");
+    const auto r = upcycle::salvageStore(db, out);
+    std::printf("salvaged into %s%s:\n", out.string().c_str(),
+                r.pageScan ? (" (leaf pages scanned at " + std::to_string(r.pageSize) + " bytes a page)").c_str() : "");
+    if (!r.sqliteError.empty()) std::printf("  SQLite could not read the schema: %s\n", r.sqliteError.c_str());
+    for (const auto& t : r.tables)
+      std::printf("  %-16s %10lld rows (%lld from the page scan, %lld damaged places skipped)\n", t.table.c_str(),
+                  static_cast<long long>(t.rows), static_cast<long long>(t.fromPages), static_cast<long long>(t.readErrors));
+    if (r.placeholderRuns)
+      std::printf("  %lld runs whose own row was lost are kept as \"salvaged run N\" for their rows\n",
+                  static_cast<long long>(r.placeholderRuns));
+  }
+  return c.ok ? 0 : 3;
+}
+
 int cmdRuns(const Args& a) {
-  a.allowOnly({"db", "json", "diff-only", "out", "threads", "experiment", "baseline", "metric"});
-  UPCYCLE_CHECK(!a.positional().empty(), "usage: upcycle runs list|show|compare|summary|delete|export|rename|tag ...");
+  a.allowOnly({"db", "json", "diff-only", "out", "threads", "experiment", "baseline", "metric", "salvage"});
+  UPCYCLE_CHECK(!a.positional().empty(), "usage: upcycle runs list|show|compare|summary|delete|export|rename|tag|check ...");
   const std::string sub = a.positional()[0];
   const auto& pos = a.positional();
   // Reading verbs open the store read-only: they never create a folder or a file, nor upgrade one.
@@ -586,6 +612,7 @@ int cmdRuns(const Args& a) {
     std::printf("no runs (no run store at %s yet)\n", db.string().c_str());
     return 0;
   }
+  if (sub == "check") return cmdRunsCheck(a, db);
   std::optional<upcycle::RunStore> opened;
   if (reads) opened.emplace(db, upcycle::RunStore::ReadOnly{});
   else opened.emplace(db);
@@ -697,14 +724,14 @@ int cmdRuns(const Args& a) {
     for (const auto& f : std::filesystem::directory_iterator(model)) {
       const std::string name = f.path().filename().string();
       if (name == "optimizer.pt" || name == "trainer_state.json" || !f.is_regular_file()) continue;
-      const std::filesystem::path tmp = out / (name + ".tmp");
-      std::filesystem::copy_file(f.path(), tmp, std::filesystem::copy_options::overwrite_existing);
-      std::filesystem::rename(tmp, out / name);
+      // Copied to a temporary name, renamed when whole: a full disk or a read-only folder leaves
+      // neither a partial file under the final name nor the temporary.
+      upcycle::copyFileAtomically(f.path(), out / name);
     }
     std::printf("exported run %s (%s) to %s\n", pos[1].c_str(), model.c_str(), out.string().c_str());
     return 0;
   }
-  throw upcycle::UserError("unknown runs command \"" + sub + "\" (list, show, compare, summary, delete, export, rename, tag)");
+  throw upcycle::UserError("unknown runs command \"" + sub + "\" (list, show, compare, summary, delete, export, rename, tag, check)");
 }
 
 // Runs argv as a child process, its stdout discarded; returns its wall time and peak resident memory (KiB).

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <memory>
+#include <vector>
 #include <sstream>
 
 #include "core/error.h"
@@ -37,7 +39,8 @@ AtomicFile::AtomicFile(std::filesystem::path target) : m_target(std::move(target
   m_temp = m_target;
   m_temp += ".tmp-" + std::to_string(::getpid());
   m_file = std::fopen(m_temp.c_str(), "wb");
-  UPCYCLE_CHECK(m_file != nullptr, "cannot create ", m_temp.string(), ": ", std::strerror(errno));
+  UPCYCLE_CHECK(m_file != nullptr, "cannot write ", m_target.string(), ": cannot create ", m_temp.filename().string(), ": ",
+                std::strerror(errno));
 }
 
 AtomicFile::~AtomicFile() {
@@ -52,7 +55,9 @@ void AtomicFile::write(const void* data, std::size_t bytes) {
   UPCYCLE_ASSERT(m_file != nullptr, "write after commit");
   if (bytes == 0) return;
   size_t n = std::fwrite(data, 1, bytes, m_file);
-  UPCYCLE_CHECK(n == bytes, "short write to ", m_temp.string(), ": ", std::strerror(errno));
+  // Disk full (ENOSPC), a file-size limit (EFBIG), an I/O error: the temporary is removed by the
+  // destructor, and nothing appears under the final name.
+  UPCYCLE_CHECK(n == bytes, "cannot write ", m_target.string(), ": ", std::strerror(errno));
 }
 
 void AtomicFile::commit() {
@@ -60,7 +65,7 @@ void AtomicFile::commit() {
   bool ok = std::fflush(m_file) == 0 && ::fsync(::fileno(m_file)) == 0;
   ok = (std::fclose(m_file) == 0) && ok;
   m_file = nullptr;
-  UPCYCLE_CHECK(ok, "cannot flush ", m_temp.string(), ": ", std::strerror(errno));
+  UPCYCLE_CHECK(ok, "cannot write ", m_target.string(), ": ", std::strerror(errno));
   std::error_code ec;
   std::filesystem::rename(m_temp, m_target, ec);
   UPCYCLE_CHECK(!ec, "cannot rename ", m_temp.string(), " to ", m_target.string(), ": ",
@@ -72,6 +77,23 @@ void writeFileAtomically(const std::filesystem::path& path, const std::string& c
   AtomicFile f(path);
   f.write(content.data(), content.size());
   f.commit();
+}
+
+void copyFileAtomically(const std::filesystem::path& from, const std::filesystem::path& to) {
+  std::FILE* in = std::fopen(from.c_str(), "rb");
+  UPCYCLE_CHECK(in != nullptr, "cannot read ", from.string(), ": ", std::strerror(errno));
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(in, std::fclose);
+  AtomicFile out(to);
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    const size_t n = std::fread(buf.data(), 1, buf.size(), in);
+    if (n) out.write(buf.data(), n);
+    if (n < buf.size()) {
+      UPCYCLE_CHECK(!std::ferror(in), "cannot read ", from.string(), ": ", std::strerror(errno));
+      break;
+    }
+  }
+  out.commit();
 }
 
 std::string readTextFile(const std::filesystem::path& path) {

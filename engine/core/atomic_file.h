@@ -30,6 +30,9 @@ class AtomicFile {
 
 // Writes a whole string atomically.
 void writeFileAtomically(const std::filesystem::path& path, const std::string& content);
+// Copies a regular file atomically, in 1 MiB pieces; errors name `to` with the system's reason (a full
+// disk says "No space left on device", not std::filesystem's generic I/O error).
+void copyFileAtomically(const std::filesystem::path& from, const std::filesystem::path& to);
 // Reads a whole file, throwing UserError naming the path when it cannot.
 std::string readTextFile(const std::filesystem::path& path);
 

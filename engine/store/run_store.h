@@ -96,6 +96,8 @@ class RunStore {
   std::vector<BlobRow> blobs(int64_t run, const std::string& kind = "") const;
   void deleteRun(int64_t id);
   std::string integrityCheck() const;  // "ok" when PRAGMA integrity_check passes
+  // PRAGMA data_version: changes whenever another connection commits (the workbench's watcher).
+  int64_t dataVersion() const;
 
   // The default workspace database: $UPCYCLE_DB, else $XDG_DATA_HOME/upcycle-workbench/runs.db, else
   // ~/.local/share/upcycle-workbench/runs.db.

@@ -140,6 +140,28 @@ StepMetrics metricsFromJson(const json& j) {
   return m;
 }
 
+// torch::save(optimizer, path) on a full disk throws from the zip writer's destructor, which ends the
+// process (std::terminate). The archive is streamed into an AtomicFile instead: a failed write is
+// remembered (the zip writer is told all went well, so it finishes quietly) and reported after.
+void saveOptimizer(torch::optim::Optimizer& opt, const fs::path& path) {
+  torch::serialize::OutputArchive archive;
+  opt.save(archive);
+  AtomicFile out(path);
+  std::string error;
+  archive.save_to([&](const void* data, size_t n) -> size_t {
+    if (error.empty()) {
+      try {
+        out.write(data, n);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }
+    return n;
+  });
+  UPCYCLE_CHECK(error.empty(), error);
+  out.commit();
+}
+
 // Writes OUT/checkpoint-STEP/ through a temporary folder renamed at the end, so a crash never leaves a
 // half-written checkpoint under the real name.
 fs::path saveCheckpoint(DecoderLM& model, torch::optim::Optimizer& opt, const TrainOptions& o, int64_t step,
@@ -148,17 +170,27 @@ fs::path saveCheckpoint(DecoderLM& model, torch::optim::Optimizer& opt, const Tr
   const fs::path final = o.outDir / ("checkpoint-" + std::to_string(step));
   const fs::path tmp = o.outDir / ("checkpoint-" + std::to_string(step) + ".tmp");
   fs::remove_all(tmp);
-  saveModel(model, tmp);
-  copyTokenizerFiles(o.tokenizerFrom, tmp);
-  json state = {{"global_step", step}, {"epoch", epoch}, {"max_steps", totalSteps},
-                {"train_batch_size", o.batchSize}, {"gradient_accumulation_steps", o.gradAccum},
-                {"seed", o.seed}, {"precision", precision},
-                {"log_history", json::array()}};
-  for (const auto& m : history) state["log_history"].push_back(metricsJson(m));
-  writeFileAtomically(tmp / "trainer_state.json", state.dump(1) + "\n");
-  torch::save(opt, (tmp / "optimizer.pt").string());
-  fs::remove_all(final);
-  fs::rename(tmp, final);
+  try {
+    saveModel(model, tmp);
+    copyTokenizerFiles(o.tokenizerFrom, tmp);
+    json state = {{"global_step", step}, {"epoch", epoch}, {"max_steps", totalSteps},
+                  {"train_batch_size", o.batchSize}, {"gradient_accumulation_steps", o.gradAccum},
+                  {"seed", o.seed}, {"precision", precision},
+                  {"log_history", json::array()}};
+    for (const auto& m : history) state["log_history"].push_back(metricsJson(m));
+    writeFileAtomically(tmp / "trainer_state.json", state.dump(1) + "\n");
+    saveOptimizer(opt, tmp / "optimizer.pt");
+    fs::remove_all(final);
+    fs::rename(tmp, final);
+  } catch (const std::exception& e) {
+    // A full disk or a read-only folder: the partial folder goes (it holds the space a user needs to
+    // free), and the error names the checkpoint.
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    std::string why = e.what();
+    why = why.substr(0, why.find('\n'));  // LibTorch's messages carry a backtrace
+    throw UserError("cannot save " + final.string() + ": " + why);
+  }
   return final;
 }
 
