@@ -44,6 +44,8 @@ class ComparePanel : public QWidget {
   PlotFrame* routingFrame() const { return m_routeFrame; }
   QTabWidget* tabs() const { return m_tabs; }
   const std::vector<QCPColorMap*>& colorMaps() const { return m_maps; }
+  // The routing tab's hover text at a pixel of its plot: the run, the expert and its share, or empty.
+  QString routingHoverAt(const QPointF& pixel) const;
 
  private:
   void drawSimilarity();
@@ -63,6 +65,12 @@ class ComparePanel : public QWidget {
   QLabel *m_simNote, *m_routeNote;
   PlotFrame *m_simFrame, *m_routeFrame;
   std::vector<QCPColorMap*> m_maps;
+  struct RouteColumn {
+    QCPAxisRect* rect;
+    size_t run;
+    std::vector<double> shares;
+  };
+  std::vector<RouteColumn> m_routeColumns;
 };
 
 }  // namespace upcycle::ui

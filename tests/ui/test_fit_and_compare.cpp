@@ -390,6 +390,16 @@ TEST(Layout, LegendsSitBesideTheData) {
   c->replot();
   ASSERT_EQ(c->graphCount(), 2);
   EXPECT_FALSE(rectsOverlap(c->legend->outerRect(), c->axisRect()->rect()));
+  // Hover values on the routing bars: alpha's E1 at layer 0 has 0.3 of the assignments.
+  cmp.tabs()->setCurrentIndex(3);
+  QCustomPlot* r = cmp.routingFrame()->plot();
+  r->replot();
+  auto* first = r->axisRects().value(0);
+  ASSERT_NE(first, nullptr);
+  const QPointF e1(first->axis(QCPAxis::atBottom)->coordToPixel(1.0), first->rect().center().y());
+  EXPECT_EQ(cmp.routingHoverAt(e1), QStringLiteral("#%1 alpha, E1: share 0.3000 (uniform 0.5000)").arg(f.ids.a));
+  const QPointF gap(first->axis(QCPAxis::atBottom)->coordToPixel(0.5), first->rect().center().y());
+  EXPECT_EQ(cmp.routingHoverAt(gap), QString());
 }
 
 TEST(Layout, EveryDockFitsA1280x800Window) {
