@@ -19,6 +19,7 @@
 #include <QPushButton>
 #include <QSettings>
 #include <QSpinBox>
+#include <QScrollArea>
 #include <QSplitter>
 #include <QHeaderView>
 #include <QTableView>
@@ -572,4 +573,24 @@ TEST(MainWindow, DemoButtonsSayHowLongTheDemoTookHere) {
   }
   win.w->workspace()->reload();
   EXPECT_TRUE(win.w->quickDemoButton()->text().contains(QStringLiteral("here last time"))) << win.w->quickDemoButton()->text().toStdString();
+}
+
+TEST(Layout, MethodFormsStackWhenNarrowRunsFirst) {
+  ExperimentPanel panel;
+  panel.resize(1000, 700);
+  panel.show();
+  test::waitFor([] { return false; }, 30);
+  auto* split = panel.findChild<QSplitter*>(QStringLiteral("experimentSplit"));
+  ASSERT_NE(split, nullptr);
+  auto* runs = panel.findChild<QWidget*>(QStringLiteral("runList"));
+  EXPECT_EQ(split->orientation(), Qt::Horizontal);
+  EXPECT_TRUE(split->widget(1)->isAncestorOf(runs)) << "wide: the experiment left, the runs right";
+  panel.resize(600, 700);
+  test::waitFor([] { return false; }, 30);
+  EXPECT_EQ(split->orientation(), Qt::Vertical);
+  EXPECT_TRUE(split->widget(0)->isAncestorOf(runs)) << "narrow: the runs and the method first";
+  // Stacked, a form is as tall as its content: the page scrolls, not a sliver of each form.
+  auto* page = panel.findChild<QScrollArea*>(QStringLiteral("experimentPage"));
+  ASSERT_NE(page, nullptr);
+  EXPECT_GT(split->sizeHint().height(), page->viewport()->height());
 }
