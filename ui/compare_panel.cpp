@@ -7,10 +7,12 @@
 #include <QLabel>
 #include <QTabWidget>
 #include <QTableView>
+#include <QToolTip>
 #include <QVBoxLayout>
 #include "qcp.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "curves_view.h"
@@ -100,6 +102,12 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   m_routeLayer = new QComboBox;
   m_routeFrame = new PlotFrame(tr("Expert shares (dashed: uniform 1/E)"));
   m_routeFrame->plot()->setInteractions(QCP::Interactions());
+  m_routeFrame->plot()->setMouseTracking(true);
+  connect(m_routeFrame->plot(), &QCustomPlot::mouseMove, this, [this](QMouseEvent* ev) {
+    const QString text = routingHoverAt(ev->position());
+    if (text.isEmpty()) QToolTip::hideText();
+    else QToolTip::showText(ev->globalPosition().toPoint(), text, m_routeFrame->plot());
+  });
   m_routeNote = new QLabel;
   m_routeNote->setObjectName(QStringLiteral("routingNote"));
   plotPage(tr("Routing"), {new QLabel(tr("Layer")), m_routeLayer}, m_routeFrame, &ComparePanel::drawRouting, m_routeNote);
@@ -256,7 +264,23 @@ void ComparePanel::drawSimilarity() {
   p->replot();
 }
 
+QString ComparePanel::routingHoverAt(const QPointF& pixel) const {
+  for (const RouteColumn& c : m_routeColumns) {
+    if (!c.rect->rect().contains(pixel.toPoint())) continue;
+    const double x = c.rect->axis(QCPAxis::atBottom)->pixelToCoord(pixel.x());
+    const long e = std::lround(x);
+    if (e < 0 || e >= static_cast<long>(c.shares.size()) || std::fabs(x - static_cast<double>(e)) > 0.4) return {};
+    return tr("%1, E%2: share %3 (uniform %4)")
+        .arg(runLabel(m_runs[c.run]))
+        .arg(e)
+        .arg(c.shares[static_cast<size_t>(e)], 0, 'f', 4)
+        .arg(1.0 / static_cast<double>(c.shares.size()), 0, 'f', 4);
+  }
+  return {};
+}
+
 void ComparePanel::drawRouting() {
+  m_routeColumns.clear();
   QCustomPlot* p = m_routeFrame->plot();
   p->clearPlottables();
   p->clearItems();
@@ -283,6 +307,7 @@ void ComparePanel::drawRouting() {
   int col = 0;
   for (const auto& [i, b] : shown) {
     QCPAxisRect* rect = addRunColumn(p, col, i);
+    m_routeColumns.push_back({rect, i, b.values});
     QCPAxis* x = rect->axis(QCPAxis::atBottom);
     QCPAxis* y = rect->axis(QCPAxis::atLeft);
     auto* bars = new QCPBars(x, y);

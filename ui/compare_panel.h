@@ -46,6 +46,8 @@ class ComparePanel : public QWidget {
   QTabWidget* tabs() const { return m_tabs; }
   SeedsView* seedsView() const { return m_seeds; }
   const std::vector<QCPColorMap*>& colorMaps() const { return m_maps; }
+  // The routing tab's hover text at a pixel of its plot: the run, the expert and its share, or empty.
+  QString routingHoverAt(const QPointF& pixel) const;
 
  private:
   void drawSimilarity();
@@ -66,6 +68,12 @@ class ComparePanel : public QWidget {
   PlotFrame *m_simFrame, *m_routeFrame;
   std::vector<QCPColorMap*> m_maps;
   SeedsView* m_seeds = nullptr;
+  struct RouteColumn {
+    QCPAxisRect* rect;
+    size_t run;
+    std::vector<double> shares;
+  };
+  std::vector<RouteColumn> m_routeColumns;
 };
 
 }  // namespace upcycle::ui

@@ -178,6 +178,7 @@ ExperimentPanel::ExperimentPanel(QWidget* parent) : QWidget(parent) {
   right->setStretchFactor(0, 1);
   right->setStretchFactor(1, 3);
   m_split->addWidget(right);
+  m_runSide = right;
   m_split->setStretchFactor(0, 1);
   m_split->setStretchFactor(1, 1);
   // Narrow, the columns stack into one page that scrolls as a whole (resizeEvent); wide, the page
@@ -279,7 +280,12 @@ void ExperimentPanel::resizeEvent(QResizeEvent* event) {
   QWidget::resizeEvent(event);
   // Side by side needs two forms' width; below that the columns stack.
   const Qt::Orientation o = event->size().width() >= 760 ? Qt::Horizontal : Qt::Vertical;
-  if (m_split->orientation() != o) m_split->setOrientation(o);
+  if (m_split->orientation() != o) {
+    m_split->setOrientation(o);
+    // Stacked, the runs and the selected run's method come first: they are what one edits most; the
+    // experiment-wide settings follow below.
+    m_split->insertWidget(o == Qt::Vertical ? 0 : 1, m_runSide);
+  }
   fitForms();
 }
 

@@ -87,6 +87,7 @@ class ExperimentPanel : public QWidget {
   QString m_error, m_errorField, m_file;
   bool m_modified = false;
   QSplitter* m_split;
+  QSplitter* m_runSide = nullptr;  // the runs list above the selected run's form
   QScrollArea *m_page = nullptr, *m_expScroll = nullptr, *m_runScroll = nullptr;
   QString m_seedsError;     // the Seeds field does not parse (validate() reports it)
   QMap<QString, QWidget*> m_fields;

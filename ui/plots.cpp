@@ -128,7 +128,7 @@ void placeLegendOutside(QCustomPlot* plot, bool below) {
   auto* side = new QCPLayoutGrid;
   QCPLayoutGrid* layout = plot->plotLayout();
   if (below) {
-    // A row under the axis rect: spacer, legend, spacer; the legend's entries in one row.
+    // A row under the axis rect: spacer, legend, spacer.
     layout->addElement(layout->rowCount(), 0, side);
     layout->setRowStretchFactor(layout->rowCount() - 1, 0.001);
     side->setMargins(QMargins(0, 0, 0, 4));
@@ -136,8 +136,8 @@ void placeLegendOutside(QCustomPlot* plot, bool below) {
     side->addElement(0, 1, plot->legend);
     side->addElement(0, 2, new QCPLayoutElement(plot));
     side->setColumnStretchFactor(1, 0.001);
-    plot->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
-    plot->legend->setWrap(0);
+    // One entry per row: a narrow plot has no width for long names side by side.
+    plot->legend->setFillOrder(QCPLayoutGrid::foRowsFirst);
   } else {
     // A column beside the axis rect: the legend at the top, an empty element below taking the rest.
     layout->addElement(0, layout->columnCount(), side);

@@ -43,7 +43,7 @@ void showMatrix(QCPColorMap* map, const BlobRow& m);
 void labelExperts(QCPAxisRect* rect, int n);
 void styleLegend(QCustomPlot* plot);
 // The legend in its own cell outside the axis rect: a column on the right, top-aligned (many entries),
-// or a row below, centred, its entries side by side (a narrow plot with few entries). It never covers
+// or a row below, centred (a narrow plot with few entries). It never covers
 // the data, however many entries it gets.
 void placeLegendOutside(QCustomPlot* plot, bool below = false);
 

@@ -4,6 +4,7 @@
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QSplitter>
+#include <QToolTip>
 #include <QVBoxLayout>
 #include "splitters.h"
 #include "qcp.h"
@@ -55,6 +56,14 @@ RoutingPanel::RoutingPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
     }
     return t;
   });
+  // Hover a bar segment for its expert, domain and share.
+  m_sharesFrame->plot()->setMouseTracking(true);
+  connect(m_sharesFrame->plot(), &QCustomPlot::mouseMove, this, [this](QMouseEvent* ev) {
+    QCustomPlot* p = m_sharesFrame->plot();
+    const QString text = hoverText(p->xAxis->pixelToCoord(ev->position().x()), p->yAxis->pixelToCoord(ev->position().y()));
+    if (text.isEmpty()) QToolTip::hideText();
+    else QToolTip::showText(ev->globalPosition().toPoint(), text, p);
+  });
   m_statsFrame = new PlotFrame(tr("Router entropy and imbalance per layer"));
   QCustomPlot* s = m_statsFrame->plot();
   s->xAxis->setLabel(tr("layer"));
@@ -79,6 +88,19 @@ RoutingPanel::RoutingPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   connect(m_when, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) { redraw(); });
   connect(m_layer, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) { redraw(); });
   reloadRun();
+}
+
+QString RoutingPanel::hoverText(double x, double y) const {
+  const long d = std::lround(x);
+  if (d < 0 || d >= static_cast<long>(m_domains.size()) || std::fabs(x - static_cast<double>(d)) > 0.35 || y < 0) return {};
+  // The segments stack in expert order from 0: the first whose top is above y.
+  double top = 0;
+  for (size_t e = 0; e < m_shares.size(); ++e) {
+    top += m_shares[e][static_cast<size_t>(d)];
+    if (y < top)
+      return tr("%1, E%2: %3 of the assignments").arg(m_domains[static_cast<size_t>(d)]).arg(e).arg(m_shares[e][static_cast<size_t>(d)], 0, 'f', 4);
+  }
+  return {};
 }
 
 void RoutingPanel::showRun(qint64 id) {

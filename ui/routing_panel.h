@@ -31,6 +31,8 @@ class RoutingPanel : public QWidget {
   // What the bars show: the domains on the x axis ("all" first) and, per expert, a share per domain.
   const std::vector<QString>& domains() const { return m_domains; }
   const std::vector<std::vector<double>>& expertShares() const { return m_shares; }  // [expert][domain]
+  // The hover text at plot coordinates (x: the domain's bar, y: the height in the stack), or empty.
+  QString hoverText(double x, double y) const;
 
  private:
   void reloadRun();

@@ -84,7 +84,8 @@ RunPanel::RunPanel(Workspace* ws, EngineController* engine, QWidget* parent) : Q
   // Full stage names; the ETA column takes what is left. At least four rows stay visible.
   m_table->horizontalHeader()->setSectionResizeMode(StageModel::kStage, QHeaderView::ResizeToContents);
   m_table->horizontalHeader()->setSectionResizeMode(StageModel::kStatus, QHeaderView::ResizeToContents);
-  m_table->horizontalHeader()->resizeSection(StageModel::kProgress, 150);
+  m_table->horizontalHeader()->resizeSection(StageModel::kProgress, 110);
+  m_table->horizontalHeader()->setSectionResizeMode(StageModel::kEta, QHeaderView::ResizeToContents);
   m_table->horizontalHeader()->setStretchLastSection(true);
   m_table->verticalHeader()->setDefaultSectionSize(m_table->fontMetrics().height() + 8);
   m_table->setMinimumHeight(m_table->horizontalHeader()->sizeHint().height() + 4 * (m_table->fontMetrics().height() + 8) + 4);

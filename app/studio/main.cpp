@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
                           QStringLiteral("FILE"));
   parser.addOption(shot);
   QCommandLineOption demo(QStringLiteral("demo"), QStringLiteral("Run the built-in demo experiment at start."));
-  QCommandLineOption quick(QStringLiteral("quick"), QStringLiteral("With --demo: the quick demo (about 10 seconds)."));
+  QCommandLineOption quick(QStringLiteral("quick"), QStringLiteral("With --demo: the quick demo (every stage at toy size)."));
   parser.addOption(demo);
   parser.addOption(quick);
   parser.addPositionalArgument(QStringLiteral("experiment"), QStringLiteral("An experiment YAML file to open."), QStringLiteral("[EXPERIMENT.yaml]"));

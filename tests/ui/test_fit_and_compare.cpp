@@ -19,6 +19,7 @@
 #include <QPushButton>
 #include <QSettings>
 #include <QSpinBox>
+#include <QScrollArea>
 #include <QSplitter>
 #include <QHeaderView>
 #include <QTableView>
@@ -390,6 +391,16 @@ TEST(Layout, LegendsSitBesideTheData) {
   c->replot();
   ASSERT_EQ(c->graphCount(), 2);
   EXPECT_FALSE(rectsOverlap(c->legend->outerRect(), c->axisRect()->rect()));
+  // Hover values on the routing bars: alpha's E1 at layer 0 has 0.3 of the assignments.
+  cmp.tabs()->setCurrentIndex(3);
+  QCustomPlot* r = cmp.routingFrame()->plot();
+  r->replot();
+  auto* first = r->axisRects().value(0);
+  ASSERT_NE(first, nullptr);
+  const QPointF e1(first->axis(QCPAxis::atBottom)->coordToPixel(1.0), first->rect().center().y());
+  EXPECT_EQ(cmp.routingHoverAt(e1), QStringLiteral("#%1 alpha, E1: share 0.3000 (uniform 0.5000)").arg(f.ids.a));
+  const QPointF gap(first->axis(QCPAxis::atBottom)->coordToPixel(0.5), first->rect().center().y());
+  EXPECT_EQ(cmp.routingHoverAt(gap), QString());
 }
 
 TEST(Layout, EveryDockFitsA1280x800Window) {
@@ -562,4 +573,24 @@ TEST(MainWindow, DemoButtonsSayHowLongTheDemoTookHere) {
   }
   win.w->workspace()->reload();
   EXPECT_TRUE(win.w->quickDemoButton()->text().contains(QStringLiteral("here last time"))) << win.w->quickDemoButton()->text().toStdString();
+}
+
+TEST(Layout, MethodFormsStackWhenNarrowRunsFirst) {
+  ExperimentPanel panel;
+  panel.resize(1000, 700);
+  panel.show();
+  test::waitFor([] { return false; }, 30);
+  auto* split = panel.findChild<QSplitter*>(QStringLiteral("experimentSplit"));
+  ASSERT_NE(split, nullptr);
+  auto* runs = panel.findChild<QWidget*>(QStringLiteral("runList"));
+  EXPECT_EQ(split->orientation(), Qt::Horizontal);
+  EXPECT_TRUE(split->widget(1)->isAncestorOf(runs)) << "wide: the experiment left, the runs right";
+  panel.resize(600, 700);
+  test::waitFor([] { return false; }, 30);
+  EXPECT_EQ(split->orientation(), Qt::Vertical);
+  EXPECT_TRUE(split->widget(0)->isAncestorOf(runs)) << "narrow: the runs and the method first";
+  // Stacked, a form is as tall as its content: the page scrolls, not a sliver of each form.
+  auto* page = panel.findChild<QScrollArea*>(QStringLiteral("experimentPage"));
+  ASSERT_NE(page, nullptr);
+  EXPECT_GT(split->sizeHint().height(), page->viewport()->height());
 }

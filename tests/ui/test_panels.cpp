@@ -125,6 +125,11 @@ TEST(RoutingPanel, StackedBarsAreTheStoredSharesPerDomain) {
   EXPECT_DOUBLE_EQ(s->graph(2)->data()->at(0)->value, 1.4);
   const CsvTable csv = panel.sharesFrame()->csv();
   EXPECT_EQ(csv[2], (QStringList{"code", "0.4", "0.6"}));
+  // Hover: "code" is bar 1; E0 spans [0, 0.4), E1 [0.4, 1.0).
+  EXPECT_EQ(panel.hoverText(1.0, 0.3), QStringLiteral("code, E0: 0.4000 of the assignments"));
+  EXPECT_EQ(panel.hoverText(1.1, 0.5), QStringLiteral("code, E1: 0.6000 of the assignments"));
+  EXPECT_EQ(panel.hoverText(1.5, 0.5), QString()) << "between the bars";
+  EXPECT_EQ(panel.hoverText(2.0, 1.05), QString()) << "above the stack";
 }
 
 TEST(LineagePanel, TreeDepthsFollowTheParents) {
