@@ -27,7 +27,7 @@ void nameTicks(QCPAxis* x, const std::vector<RunGroupStats>& runs) {
   QSharedPointer<QCPAxisTickerText> ticker(new QCPAxisTickerText);
   for (size_t i = 0; i < runs.size(); ++i) ticker->addTick(static_cast<double>(i), QString::fromStdString(runs[i].name));
   x->setTicker(ticker);
-  x->setTickLabelRotation(runs.size() > 4 ? 30 : 0);
+  x->setTickLabelRotation(runs.size() > 2 ? 35 : 0);  // names side by side collide in a narrow plot
   x->setRange(-0.6, static_cast<double>(runs.size()) - 0.4);
 }
 
@@ -252,6 +252,10 @@ void SeedsView::fillTable() {
   m_table->setColumnCount(header.size());
   m_table->setHorizontalHeaderLabels(header);
   m_table->setRowCount(m_summary ? static_cast<int>(m_summary->runs.size()) : 0);
+  // As tall as its rows (no empty band above the plots), at least the header and two rows.
+  const int rows = std::max(2, m_table->rowCount());
+  m_table->setMaximumHeight(m_table->horizontalHeader()->sizeHint().height() + rows * m_table->verticalHeader()->defaultSectionSize() +
+                            2 * m_table->frameWidth() + 2);
   if (!m_summary) return;
   const int dp = decimalsOf(QString::fromStdString(m_summary->metric));
   for (int i = 0; i < m_table->rowCount(); ++i) {
@@ -330,7 +334,7 @@ void SeedsView::drawBars() {
 void SeedsView::drawCurves() {
   QCustomPlot* p = m_curvesFrame->plot();
   p->clearGraphs();
-  placeLegendOutside(p);
+  placeLegendOutside(p, true);  // below: beside it, the legend took half of a narrow plot
   if (!m_summary || !m_ws->store()) {
     p->legend->setVisible(false);
     p->replot();
