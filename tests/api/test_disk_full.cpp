@@ -37,6 +37,18 @@ std::string quote(const std::string& s) {
 
 // Runs `cmd` (a shell command) wrapped by `wrap`, which contains {CMD} or {QCMD}; afterwards lists `listed`.
 // rc 99 from the wrapper means "could not set up" (the caller skips).
+
+// What a command run by the helpers below left: its exit code, stderr, and the files it left behind.
+Result readResult(const TempDir& dir) {
+  Result r;
+  std::ifstream rc(dir / "rc.txt");
+  rc >> r.rc;
+  r.err = test::readBytes(dir / "err.txt");
+  std::istringstream l(test::readBytes(dir / "list.txt"));
+  for (std::string line; std::getline(l, line);) r.files.push_back(line);
+  return r;
+}
+
 Result runWrapped(const TempDir& dir, const std::string& wrap, const std::string& cmd, const fs::path& listed) {
   const std::string inner = "(" + cmd + ") > " + (dir / "out.txt").string() + " 2> " + (dir / "err.txt").string() +
                             "; echo $? > " + (dir / "rc.txt").string() + "; find " + listed.string() +
@@ -45,14 +57,8 @@ Result runWrapped(const TempDir& dir, const std::string& wrap, const std::string
   if (script.find("{QCMD}") != std::string::npos) script.replace(script.find("{QCMD}"), 6, quote(inner));
   else script.replace(script.find("{CMD}"), 5, inner);
   const int st = std::system(("sh -c " + quote(script)).c_str());
-  Result r;
-  if (!WIFEXITED(st) || WEXITSTATUS(st) == 99) return r;
-  std::ifstream rc(dir / "rc.txt");
-  rc >> r.rc;
-  r.err = test::readBytes(dir / "err.txt");
-  std::istringstream l(test::readBytes(dir / "list.txt"));
-  for (std::string line; std::getline(l, line);) r.files.push_back(line);
-  return r;
+  if (!WIFEXITED(st) || WEXITSTATUS(st) == 99) return Result{};  // the wrapper is not available here
+  return readResult(dir);
 }
 
 // unshare nests the command in a second sh -c: {CMD} is quoted again there.
@@ -66,14 +72,8 @@ Result runOnTmpfs(const TempDir& dir, const fs::path& mnt, const std::string& si
                              quote("mount -t tmpfs -o size=" + size + " tmpfs " + mnt.string() + " || exit 99; " + inner);
   fs::remove(dir / "rc.txt");
   const int st = std::system((script + " 2>/dev/null").c_str());
-  Result r;
-  if (!WIFEXITED(st) || WEXITSTATUS(st) == 99 || !fs::exists(dir / "rc.txt")) return r;
-  std::ifstream rc(dir / "rc.txt");
-  rc >> r.rc;
-  r.err = test::readBytes(dir / "err.txt");
-  std::istringstream l(test::readBytes(dir / "list.txt"));
-  for (std::string line; std::getline(l, line);) r.files.push_back(line);
-  return r;
+  if (!WIFEXITED(st) || WEXITSTATUS(st) == 99 || !fs::exists(dir / "rc.txt")) return Result{};  // no mount here
+  return readResult(dir);
 }
 
 const std::string kCli = UPCYCLE_CLI;

@@ -532,14 +532,7 @@ TEST(LineagePanel, ReadableLabelsThatNeverOverlapAndRootsNameTheirStep) {
 
 TEST(CheckpointsPanel, WithoutABaseTheEarliestCheckedCheckpointIsTheBaseAndMarkersShowTheChecks) {
   TempDir dir;
-  const auto fx = test::fixtures() / "models/llama_gqa";
-  for (int step : {4, 8}) {
-    const auto ck = dir / ("sft/checkpoint-" + std::to_string(step));
-    std::filesystem::create_directories(ck);
-    for (const char* file : {"config.json", "model.safetensors"}) std::filesystem::copy_file(fx / file, ck / file);
-    test::writeBytes(ck / "trainer_state.json", "{\"global_step\": " + std::to_string(step) +
-                                                    ", \"log_history\": [{\"step\": 4, \"loss\": 2.0}, {\"step\": 8, \"loss\": 1.0}]}");
-  }
+  test::writeTrainerOutput(dir.path(), [](int) { return std::string("[{\"step\": 4, \"loss\": 2.0}, {\"step\": 8, \"loss\": 1.0}]"); });
   CheckpointsPanel panel;
   ASSERT_EQ(panel.addPath(QString::fromStdString((dir / "sft").string())), QString());
   QCustomPlot* p = panel.lossFrame()->plot();

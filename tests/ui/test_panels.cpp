@@ -406,15 +406,12 @@ TEST(ExperimentPanel, FormsRoundTripYamlAndNameBadFields) {
 TEST(CheckpointsPanel, TrainerOutputGivesStepsLossCurveAndTheExperimentsChoice) {
   TempDir dir;
   // A Trainer output folder: two checkpoints (copies of a fixture model) with trainer_state.json.
-  const auto fx = test::fixtures() / "models/llama_gqa";
-  for (int step : {4, 8}) {
-    const auto ck = dir / ("sft/checkpoint-" + std::to_string(step));
-    std::filesystem::create_directories(ck);
-    for (const char* file : {"config.json", "model.safetensors"}) std::filesystem::copy_file(fx / file, ck / file);
+  const auto fx = test::fixtures() / "models/llama_gqa";  // the checkpoints' model
+  test::writeTrainerOutput(dir.path(), [](int step) {
     std::string history = "[";
     for (int s = 1; s <= step; ++s) history += (s > 1 ? "," : "") + std::string("{\"step\": ") + std::to_string(s) + ", \"loss\": " + std::to_string(3.0 - 0.25 * s) + "}";
-    test::writeBytes(ck / "trainer_state.json", "{\"global_step\": " + std::to_string(step) + ", \"log_history\": " + history + "]}");
-  }
+    return history + "]";
+  });
   CheckpointsPanel panel;
   ASSERT_EQ(panel.addPath(QString::fromStdString((dir / "sft").string())), QString());
   ASSERT_EQ(panel.model()->rowCount(), 2);

@@ -34,6 +34,18 @@ inline std::string tinyExperiment(const std::filesystem::path& out, int pretrain
          (runs.empty() ? std::string("  - {name: sparse, method: sparse, experts: 4, top_k: 2}\n") : runs);
 }
 
+// A Trainer output folder DIR/sft with checkpoint-4 and checkpoint-8 (copies of the llama_gqa fixture);
+// `history(step)` gives each checkpoint's trainer_state.json log_history (a JSON array).
+inline void writeTrainerOutput(const std::filesystem::path& dir, const std::function<std::string(int)>& history) {
+  const auto fx = fixtures() / "models/llama_gqa";
+  for (int step : {4, 8}) {
+    const auto ck = dir / ("sft/checkpoint-" + std::to_string(step));
+    std::filesystem::create_directories(ck);
+    for (const char* file : {"config.json", "model.safetensors"}) std::filesystem::copy_file(fx / file, ck / file);
+    writeBytes(ck / "trainer_state.json", "{\"global_step\": " + std::to_string(step) + ", \"log_history\": " + history(step) + "}");
+  }
+}
+
 // Two MoE runs with known analysis blobs and metrics, plus a UpIT run with lineage.
 struct HandStore {
   int64_t a = 0, b = 0, upit = 0;
