@@ -72,7 +72,7 @@ SeedsView::SeedsView(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws)
   m_table->setMinimumHeight(90);
 
   m_barsFrame = new PlotFrame(tr("Mean across seeds, 95% CI"));
-  m_curvesFrame = new PlotFrame(tr("Post-training loss: mean across seeds, 95% CI band"));
+  m_curvesFrame = new PlotFrame(tr("Post-training loss: mean across seeds, 95% CI band (colours as in the table)"));
   m_pairedFrame = new PlotFrame(tr("Paired difference to the baseline, 95% CI"));
   for (PlotFrame* f : {m_barsFrame, m_curvesFrame, m_pairedFrame}) f->setMinimumSize(220, 180);
   auto* plots = new QSplitter(Qt::Horizontal);
@@ -80,12 +80,9 @@ SeedsView::SeedsView(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws)
   plots->addWidget(m_barsFrame);
   plots->addWidget(m_curvesFrame);
   plots->addWidget(m_pairedFrame);
-  auto* split = new QSplitter(Qt::Vertical);
-  split->setChildrenCollapsible(false);
-  split->addWidget(m_table);
-  split->addWidget(plots);
-  split->setStretchFactor(1, 3);
-  layout->addWidget(split, 1);
+  // The table as tall as its rows, the plots take the rest.
+  layout->addWidget(m_table);
+  layout->addWidget(plots, 1);
 
   for (QComboBox* c : {m_experiment, m_metric, m_domain, m_baseline})
     connect(c, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int) {
@@ -334,9 +331,9 @@ void SeedsView::drawBars() {
 void SeedsView::drawCurves() {
   QCustomPlot* p = m_curvesFrame->plot();
   p->clearGraphs();
-  placeLegendOutside(p, true);  // below: beside it, the legend took half of a narrow plot
+  // No legend: the runs' colours are the table's and the bars' (a legend took half of this narrow plot).
+  p->legend->setVisible(false);
   if (!m_summary || !m_ws->store()) {
-    p->legend->setVisible(false);
     p->replot();
     return;
   }
@@ -365,7 +362,6 @@ void SeedsView::drawCurves() {
   }
   p->xAxis->setLabel(tr("step"));
   p->yAxis->setLabel(tr("loss"));
-  p->legend->setVisible(p->graphCount() > 0);
   p->rescaleAxes();
   p->replot();
 }
