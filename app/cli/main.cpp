@@ -501,12 +501,7 @@ int runAndReport(upcycle::Experiment e, const Args& a) {
   if (a.has("out")) e.out = a.get("out");
   UPCYCLE_CHECK(!(a.has("seeds") && a.has("repeats")), "give --seeds or --repeats, not both");
   if (a.has("seeds")) e.seeds = upcycle::parseSeedList(a.get("seeds"), "--seeds");
-  if (a.has("repeats")) {
-    const int64_t n = a.getInt("repeats", 1);
-    UPCYCLE_CHECK(n >= 1 && n <= 1000, "--repeats must be in [1, 1000], got ", n);
-    e.seeds.clear();
-    for (int64_t i = 0; i < n; ++i) e.seeds.push_back(e.seed + static_cast<uint64_t>(i));
-  }
+  if (a.has("repeats")) e.seeds = upcycle::repeatSeedsFrom(e.seed, a.getInt("repeats", 1), "--repeats");
   if (a.has("device")) e.device = a.get("device");
   if (a.has("nproc")) e.nproc = static_cast<int>(a.getInt("nproc", 1));
   if (a.has("precision")) e.precision = a.get("precision");

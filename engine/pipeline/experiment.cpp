@@ -145,8 +145,7 @@ Experiment parseExperimentUnguarded(const std::string& text, const std::string& 
   if (top.has("repeats")) {
     int64_t n = 0;
     top.read("repeats", n);
-    UPCYCLE_CHECK(n >= 1 && n <= 1000, ctx, ": repeats must be in [1, 1000], got ", n);
-    for (int64_t i = 0; i < n; ++i) e.seeds.push_back(e.seed + static_cast<uint64_t>(i));
+    e.seeds = repeatSeedsFrom(e.seed, n, ctx + ": repeats");
   }
   top.read("device", e.device);
   top.read("threads", e.threads);
@@ -323,6 +322,13 @@ std::vector<uint64_t> parseSeedList(const std::string& text, const std::string& 
   UPCYCLE_CHECK(!out.empty(), what, " needs at least one seed (e.g. 0,1,2 or 0-4)");
   std::set<uint64_t> seen;
   for (uint64_t v : out) UPCYCLE_CHECK(seen.insert(v).second, what, ": seed ", v, " is listed twice");
+  return out;
+}
+
+std::vector<uint64_t> repeatSeedsFrom(uint64_t first, int64_t n, const std::string& what) {
+  UPCYCLE_CHECK(n >= 1 && n <= 1000, what, " must be in [1, 1000], got ", n);
+  std::vector<uint64_t> out;
+  for (int64_t i = 0; i < n; ++i) out.push_back(first + static_cast<uint64_t>(i));
   return out;
 }
 

@@ -139,6 +139,8 @@ struct Experiment {
 // "0,1,2", "0-4" or a mix ("0-2, 7"): the seeds of --seeds and the workbench's Seeds field; errors
 // name `what`.
 std::vector<uint64_t> parseSeedList(const std::string& text, const std::string& what);
+// repeats: N / --repeats N: first .. first + N - 1; N outside [1, 1000] is refused naming `what`.
+std::vector<uint64_t> repeatSeedsFrom(uint64_t first, int64_t n, const std::string& what);
 // The seeds the experiment repeats over: `seeds`, or {seed} when it is empty.
 std::vector<uint64_t> repeatSeeds(const Experiment& e);
 // One repeat: `seed` set to s, `seeds` cleared, every run without its own seed on s, and `out` in
