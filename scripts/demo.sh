@@ -4,13 +4,6 @@
 #   bash scripts/demo.sh [--quick] [--headless]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-cmake --preset release
-# Only what the demo runs: the command line and, when Qt is there, the workbench. The tests (a third
-# of the objects) are scripts/test.sh's to build.
-targets=(upcycle)
-if grep -q '^UPCYCLE_BUILD_GUI:BOOL=ON' build/release/CMakeCache.txt; then targets+=(upcycle-studio); fi
-cmake --build --preset release --target "${targets[@]}"
 quick=() ; headless=0
 for a in "$@"; do
   case "$a" in
@@ -19,8 +12,22 @@ for a in "$@"; do
     *) echo "demo.sh: unknown option $a (use --quick, --headless)" >&2; exit 2;;
   esac
 done
-if [ "$headless" = 0 ] && { [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; } && [ -x build/release/app/upcycle-studio ]; then
+bash scripts/setup.sh
+cmake --preset release
+# Only what the demo runs: the command line and, when Qt is there, the workbench. The tests (a third
+# of the objects) are scripts/test.sh's to build.
+gui=0
+if grep -q '^UPCYCLE_BUILD_GUI:BOOL=ON' build/release/CMakeCache.txt; then gui=1; fi
+if [ "$headless" = 0 ] && { [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; } && [ "$gui" = 1 ]; then
+  cmake --build --preset release --target upcycle upcycle-studio
   echo "A display is available: running the demo in upcycle-studio (close the window to finish)."
   exec ./build/release/app/upcycle-studio --demo "${quick[@]}"
 fi
+# Headless: the command line first, so that the demo's table comes as early as possible; the
+# workbench (a quarter of the objects) is built after it, ready for when there is a display.
+cmake --build --preset release --target upcycle
 ./build/release/app/upcycle demo --out out/demo "${quick[@]}"
+if [ "$gui" = 1 ]; then
+  echo "Building the workbench (build/release/app/upcycle-studio) for later use with a display."
+  cmake --build --preset release --target upcycle-studio
+fi

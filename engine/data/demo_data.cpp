@@ -23,7 +23,7 @@ std::string letters(Rng& r, int64_t n, const std::string& alphabet) {
 // The facts domain: a fixed table of made-up places and their capitals (pronounceable syllables),
 // the same for every seed, so that training and evaluation ask about the same world. A seed decides
 // the order the facts are taught and which are asked.
-constexpr int64_t kFacts = 200;
+constexpr int64_t kFacts = 60;
 
 std::string syllables(Rng& r, int64_t n) {
   static const std::string consonants = "bdfgklmnprstvz", vowels = "aeiou";

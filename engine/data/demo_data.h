@@ -14,7 +14,7 @@ struct DemoSample {
 };
 
 // arithmetic, sorting, reversing, counting, brackets, cipher (procedural: answers computed from the
-// input) and facts (recall: "capital of" one of 200 made-up places, a table fixed for every seed;
+// input) and facts (recall: "capital of" one of 60 made-up places, a table fixed for every seed;
 // taught in a seed-drawn order so that 200 samples of the domain teach every fact once, and absent
 // from the pretraining corpus). docs/RESULTS.md says why the demo is designed this way.
 const std::vector<std::string>& demoDomains();
