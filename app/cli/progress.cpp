@@ -1,5 +1,7 @@
 #include "cli/progress.h"
 
+#include <algorithm>
+
 namespace upcycle::cli {
 
 namespace {
@@ -20,15 +22,21 @@ void ProgressPrinter::endLine() {
   }
 }
 
-void ProgressPrinter::onStep(const StepMetrics& m) {
-  const auto now = std::chrono::steady_clock::now();
-  if (m_firstStep < 0) {
-    m_firstStep = m.step - 1;
-    m_start = now;
+double StageEta::update(const std::string& stage, int64_t step, int64_t totalSteps, double nowSeconds) {
+  if (m_firstStep < 0 || stage != m_stage || step <= m_lastStep) {
+    m_firstStep = step;
+    m_start = nowSeconds;
+    m_stage = stage;
   }
-  const double elapsed = std::chrono::duration<double>(now - m_start).count();
-  const double perStep = elapsed / double(m.step - m_firstStep);
-  const double eta = perStep * double(m.totalSteps - m.step);
+  m_lastStep = step;
+  if (step == m_firstStep) return -1;
+  const double perStep = (nowSeconds - m_start) / double(step - m_firstStep);
+  return perStep * double(std::max<int64_t>(0, totalSteps - step));
+}
+
+void ProgressPrinter::onStep(const StepMetrics& m) {
+  const double now = std::chrono::duration<double>(std::chrono::steady_clock::now() - m_origin).count();
+  const double eta = m_eta.update(m.stage, m.step, m.totalSteps, now);
   if (m_terminal) {
     const int width = 24;
     const int filled = static_cast<int>(width * double(m.step) / double(std::max<int64_t>(1, m.totalSteps)));
@@ -41,7 +49,7 @@ void ProgressPrinter::onStep(const StepMetrics& m) {
     m_lineOpen = true;
   } else {
     const int64_t every = std::max<int64_t>(1, m.totalSteps / 20);
-    if (m.step % every == 0 || m.step == m.totalSteps || m.step == m_firstStep + 1) {
+    if (m.step % every == 0 || m.step == m.totalSteps || eta < 0) {
       std::printf("%s step %lld/%lld epoch %.2f loss %.4f lm %.4f aux %.4f lr %.3e grad %.3f %.0f tok/s eta %s\n",
                   m.stage.c_str(), static_cast<long long>(m.step), static_cast<long long>(m.totalSteps), m.epoch,
                   m.loss, m.lmLoss, m.auxLoss, m.lr, m.gradNorm, m.tokensPerSec, clock(eta).c_str());

@@ -9,6 +9,19 @@
 
 namespace upcycle::cli {
 
+// Seconds left in the current training stage, from the mean step time since the stage's first step
+// seen. One printer serves every stage of a pipeline, so a new stage name or a step counter that went
+// back starts a new reference. Negative until two steps of the stage have been seen.
+class StageEta {
+ public:
+  double update(const std::string& stage, int64_t step, int64_t totalSteps, double nowSeconds);
+
+ private:
+  int64_t m_firstStep = -1, m_lastStep = -1;
+  double m_start = 0;
+  std::string m_stage;
+};
+
 class ProgressPrinter : public TrainObserver {
  public:
   explicit ProgressPrinter(bool terminal) : m_terminal(terminal) {}
@@ -21,8 +34,8 @@ class ProgressPrinter : public TrainObserver {
  private:
   bool m_terminal;
   bool m_lineOpen = false;
-  int64_t m_firstStep = -1;
-  std::chrono::steady_clock::time_point m_start;
+  StageEta m_eta;
+  const std::chrono::steady_clock::time_point m_origin = std::chrono::steady_clock::now();
   void endLine();
 };
 

@@ -257,8 +257,11 @@ std::string summaryText(const ExperimentSummary& s) {
   std::ostringstream os;
   os << "experiment " << s.experiment << ", " << s.metric << (s.metric.rfind("accuracy", 0) == 0 ? " (%)" : "") << " ("
      << (s.higherIsBetter ? "higher" : "lower") << " is better); 95% CI = mean -+ t(0.975, n-1) sd / sqrt(n)\n\n";
+  // The name column as wide as the longest name (at least 16), so that long run names keep the columns.
+  int width = 16;
+  for (const auto& g : s.runs) width = std::max(width, static_cast<int>(std::min<size_t>(g.name.size(), 200)));
   char line[512];
-  std::snprintf(line, sizeof line, "%-16s %3s %10s %9s %23s", "run", "n", "mean", "sd", "95% CI");
+  std::snprintf(line, sizeof line, "%-*s %3s %10s %9s %23s", width, "run", "n", "mean", "sd", "95% CI");
   os << line;
   const bool paired = std::any_of(s.runs.begin(), s.runs.end(), [](const RunGroupStats& g) { return g.paired.has_value(); });
   if (paired) {
@@ -269,7 +272,7 @@ std::string summaryText(const ExperimentSummary& s) {
   }
   os << "\n";
   for (const auto& g : s.runs) {
-    std::snprintf(line, sizeof line, "%-16s %3lld %10s %9s %23s", g.name.c_str(), static_cast<long long>(g.stats.n),
+    std::snprintf(line, sizeof line, "%-*s %3lld %10s %9s %23s", width, g.name.c_str(), static_cast<long long>(g.stats.n),
                   fmt(g.stats.mean, dp).c_str(), fmt(g.stats.sd, dp).c_str(),
                   ("[" + fmt(g.stats.lo, dp) + ", " + fmt(g.stats.hi, dp) + "]").c_str());
     os << line;

@@ -150,3 +150,23 @@ TEST(RunSummary, CurveAcrossSeedsAlignsSteps) {
   EXPECT_DOUBLE_EQ(b.mean[2], 3.0);
   EXPECT_NEAR(b.hi[2] - 3.0, 12.7062047362 * std::sqrt(2.0) / std::sqrt(2.0), 1e-7);  // sd of 2, 4 is sqrt(2)
 }
+
+TEST(RunSummary, TextKeepsItsColumnsForRunNamesLongerThanTheDefaultWidth) {
+  // Seen in the UpIT study: "upit-random-seeds" (17 characters) pushed its row one column right.
+  ExperimentSummary s;
+  s.experiment = "exp";
+  s.metric = "accuracy";
+  for (const std::string name : {"dense", "upit-random-seeds-and-more"}) {
+    RunGroupStats g;
+    g.name = name;
+    g.stats = sampleStats({50.0, 60.0, 70.0});
+    s.runs.push_back(g);
+  }
+  std::vector<std::string> lines;
+  std::istringstream in(summaryText(s));
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  ASSERT_EQ(lines.size(), 5u);  // title, blank, header, two rows
+  EXPECT_EQ(lines[3].size(), lines[4].size()) << lines[3] << "\n" << lines[4];
+  EXPECT_EQ(lines[2].size(), lines[3].size()) << lines[2] << "\n" << lines[3];
+  EXPECT_EQ(lines[3].find("60.0"), lines[4].find("60.0"));
+}
