@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -74,6 +75,10 @@ verbs:
   train --model PATH --data FILE --out DIR [--epochs N | --max-steps N] [--save-every FRACTION |
         --save-steps N] [--lr X] [--batch-size N] [--seed S] [training options]
       Fine-tune (instruction-tune) a model; HF checkpoints with trainer_state.json in DIR.
+      LoRA: --lora-rank R [--lora-alpha A (2R)] [--lora-targets q,k,v,o,gate,up,down (all)]
+        [--lora-dropout P] [--lora-rslora]: the base stays frozen, only the adapters train, and the
+        checkpoints are PEFT adapter folders naming the base. A --model that is an adapter folder
+        continues that adapter.
       training options: --grad-accum N --warmup N --min-lr-ratio X --weight-decay X --clip X
         --aux-coef X --z-coef X --max-length N --template alpaca|compact|raw --train-on-prompt
         --val-fraction F --train-only PATTERN --freeze PATTERN --resume --device D
@@ -424,10 +429,22 @@ int cmdPretrain(const Args& a) {
 
 int cmdTrain(const Args& a) {
   auto keys = kTrainKeys;
-  keys.insert({"model", "data", "max-length", "template", "train-on-prompt", "val-fraction"});
+  keys.insert({"model", "data", "max-length", "template", "train-on-prompt", "val-fraction", "lora-rank",
+               "lora-alpha", "lora-targets", "lora-dropout", "lora-rslora"});
   a.allowOnly(keys);
   const std::string model = a.require("model");
   upcycle::TrainOptions o = trainOptions(a, 1e-3);
+  if (a.has("lora-rank")) {
+    o.lora.rank = a.getInt("lora-rank", 0);
+    UPCYCLE_CHECK(o.lora.rank >= 1, "--lora-rank must be at least 1, got ", o.lora.rank);
+    o.lora.alpha = a.getDouble("lora-alpha", 2.0 * static_cast<double>(o.lora.rank));
+    o.lora.dropout = a.getDouble("lora-dropout", 0.0);
+    o.lora.rslora = a.has("lora-rslora");
+    if (a.has("lora-targets")) o.lora.targets = upcycle::parseLoraTargets(a.get("lora-targets"));
+  } else {
+    for (const char* k : {"lora-alpha", "lora-targets", "lora-dropout", "lora-rslora"})
+      UPCYCLE_CHECK(!a.has(k), "--", k, " needs --lora-rank");
+  }
   upcycle::DataOptions d;
   d.path = a.require("data");
   d.promptTemplate = a.get("template", "");
@@ -482,8 +499,12 @@ class PipelinePrinter : public upcycle::PipelineObserver {
   }
   void onRunFinished(const upcycle::RunSummary& r) override {
     char buf[256];
-    std::snprintf(buf, sizeof buf, "== %s finished: eval loss %.4f, accuracy %.1f%%, %.0f s", r.name.c_str(),
-                  r.eval.overall.loss, 100.0 * r.eval.overall.accuracy, r.seconds);
+    // Accuracy only when the experiment measured it (eval.accuracy: false leaves it NaN).
+    char acc[48] = "";
+    if (std::isfinite(r.eval.overall.accuracy))
+      std::snprintf(acc, sizeof acc, ", accuracy %.1f%%", 100.0 * r.eval.overall.accuracy);
+    std::snprintf(buf, sizeof buf, "== %s finished: eval loss %.4f%s, %.0f s", r.name.c_str(), r.eval.overall.loss, acc,
+                  r.seconds);
     m_progress.onLog(buf);
   }
   // Each seed's table as soon as it is done: the first results come after one repeat, not all.

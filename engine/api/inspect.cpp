@@ -65,9 +65,36 @@ CheckpointSummary summarizeCheckpoint(const fs::path& folder) {
   return s;
 }
 
+AdapterSummary summarizeAdapter(const fs::path& folder) {
+  AdapterSummary a;
+  a.path = folder;
+  const PeftAdapterInfo info = readPeftAdapterConfig(folder);
+  a.lora = info.lora;
+  a.baseName = info.baseName;
+  a.basePath = info.basePath;
+  const fs::path file = folder / "adapter_model.safetensors";
+  UPCYCLE_CHECK(fs::is_regular_file(file), folder.string(), ": adapter_model.safetensors is missing");
+  SafetensorsFile st(file);
+  std::set<std::string> dtypes;
+  for (const TensorView& v : st.tensors()) {
+    a.adapterParams += v.numel();
+    dtypes.insert(dtypeName(v.dtype));
+    ++a.numTensors;
+  }
+  a.fileDtypes.assign(dtypes.begin(), dtypes.end());
+  a.fileBytes = st.fileSize();
+  if (!a.basePath.empty()) a.base = summarizeCheckpoint(a.basePath);
+  return a;
+}
+
 InspectReport inspectPath(const fs::path& path) {
   UPCYCLE_CHECK(fs::exists(path), "no such file or folder: ", path.string());
   InspectReport r;
+  if (isPeftAdapter(path) && !fs::exists(path / "config.json")) {
+    r.kind = InspectReport::Kind::Adapter;
+    r.adapter = summarizeAdapter(path);
+    return r;
+  }
   if (fs::is_directory(path) && !fs::exists(path / "config.json") && isTrainerOutput(path)) {
     r.kind = InspectReport::Kind::TrainerOutput;
     r.checkpoints = listTrainerCheckpoints(path);
@@ -79,6 +106,20 @@ InspectReport inspectPath(const fs::path& path) {
 
 std::string inspectJson(const InspectReport& r) {
   json j;
+  if (r.kind == InspectReport::Kind::Adapter) {
+    const AdapterSummary& a = r.adapter;
+    j = {{"kind", "peft_lora_adapter"}, {"path", a.path.string()}, {"r", a.lora.rank}, {"lora_alpha", a.lora.alpha},
+         {"scale", a.lora.scale()}, {"lora_dropout", a.lora.dropout}, {"use_rslora", a.lora.rslora},
+         {"target_modules", a.lora.targets}, {"base_model_name_or_path", a.baseName},
+         {"base_path", a.basePath.empty() ? json(nullptr) : json(a.basePath.string())},
+         {"params_adapter", a.adapterParams}, {"file_dtypes", a.fileDtypes}, {"file_bytes", a.fileBytes},
+         {"num_tensors", a.numTensors}};
+    if (a.base) {
+      j["base_architecture"] = a.base->config.architecture();
+      j["base_params_total"] = a.base->totalParams;
+    }
+    return j.dump(2);
+  }
   if (r.kind == InspectReport::Kind::TrainerOutput) {
     j["kind"] = "trainer_output";
     j["checkpoints"] = json::array();
@@ -141,6 +182,31 @@ std::string human(double n, const char* unit) {
 
 std::string inspectText(const InspectReport& r) {
   std::ostringstream os;
+  if (r.kind == InspectReport::Kind::Adapter) {
+    const AdapterSummary& a = r.adapter;
+    os << "PEFT adapter  " << a.path.string() << "\n"
+       << "LoRA          rank " << a.lora.rank << ", alpha " << a.lora.alpha << " (scale " << a.lora.scale()
+       << (a.lora.rslora ? ", rslora" : "") << "), dropout " << a.lora.dropout << "\n"
+       << "Targets      ";
+    for (const auto& t : a.lora.targets) os << " " << t;
+    os << "\n"
+       << "Base          " << a.baseName;
+    if (a.base)
+      os << " (" << a.base->config.architecture() << ", " << human(double(a.base->totalParams), "") << " parameters, at "
+         << a.basePath.string() << ")";
+    else
+      os << " (not a folder here: give it with --base where a command needs it)";
+    os << "\n"
+       << "Parameters    " << human(double(a.adapterParams), "") << " in the adapter (" << a.adapterParams << ")";
+    if (a.base && a.base->totalParams > 0)
+      os << ", " << std::setprecision(3) << 100.0 * double(a.adapterParams) / double(a.base->totalParams)
+         << "% of the base";
+    os << "\n"
+       << "Files         adapter_model.safetensors, " << a.numTensors << " tensors (";
+    for (size_t i = 0; i < a.fileDtypes.size(); ++i) os << (i ? " " : "") << a.fileDtypes[i];
+    os << "), " << human(double(a.fileBytes), "B") << "\n";
+    return os.str();
+  }
   if (r.kind == InspectReport::Kind::TrainerOutput) {
     os << "Trainer output: " << r.checkpoints.size() << " checkpoints\n";
     os << std::left << std::setw(10) << "step" << std::setw(10) << "epoch" << std::setw(12) << "loss"

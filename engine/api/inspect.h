@@ -6,7 +6,10 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
 #include "formats/hf_config.h"
+#include "formats/peft_adapter.h"
 #include "formats/trainer_outputs.h"
 
 namespace upcycle {
@@ -29,8 +32,22 @@ struct CheckpointSummary {
   bool chatTemplate = false;  // tokenizer_config.json's chat_template or chat_template.jinja
 };
 
+// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors).
+struct AdapterSummary {
+  std::filesystem::path path;
+  LoraOptions lora;
+  std::string baseName;            // base_model_name_or_path as written
+  std::filesystem::path basePath;  // resolved; empty when it is not a folder here
+  std::optional<CheckpointSummary> base;  // when the base was found
+  int64_t adapterParams = 0;       // every lora_A and lora_B value
+  std::vector<std::string> fileDtypes;
+  uint64_t fileBytes = 0;
+  int64_t numTensors = 0;
+};
+
 struct InspectReport {
-  enum class Kind { Checkpoint, TrainerOutput } kind = Kind::Checkpoint;
+  enum class Kind { Checkpoint, TrainerOutput, Adapter } kind = Kind::Checkpoint;
+  AdapterSummary adapter;                       // Kind::Adapter
   CheckpointSummary checkpoint;                 // Kind::Checkpoint
   std::vector<TrainerCheckpoint> checkpoints;   // Kind::TrainerOutput
 };

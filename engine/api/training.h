@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "api/lora.h"
 #include "api/models.h"
 #include "data/token_records.h"
 
@@ -37,6 +38,12 @@ struct TrainOptions {
   // UpIT's router pre-optimization trains {"moe.router"} alone.
   std::vector<std::string> trainOnly;
   std::vector<std::string> freeze;  // names containing any of these are frozen
+  // LoRA (rank > 0): adapters on the base's projections, PEFT-initialized from `seed`; the base is
+  // frozen and only the adapters are in the optimizer; checkpoints are PEFT adapter folders
+  // (adapter_config.json naming the base, adapter_model.safetensors) with trainer_state.json and
+  // optimizer.pt beside them. A model path that is already an adapter folder continues that adapter.
+  LoraOptions lora;
+  std::filesystem::path loraBase;   // base_model_name_or_path of adapter checkpoints (trainModel sets it)
   // Checkpoints as OUT/checkpoint-STEP/ (HF folder + trainer_state.json + optimizer.pt).
   std::filesystem::path outDir;     // empty: no checkpoints
   int64_t saveSteps = 0;            // every N optimizer steps

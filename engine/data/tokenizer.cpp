@@ -1,4 +1,5 @@
 #include "data/tokenizer.h"
+#include "formats/peft_adapter.h"
 
 #include <dlfcn.h>
 
@@ -255,7 +256,16 @@ std::string tokenizerStamp(const fs::path& folder) {
 
 }  // namespace
 
-std::shared_ptr<const Tokenizer> loadTokenizer(const fs::path& folder) {
+std::shared_ptr<const Tokenizer> loadTokenizer(const fs::path& given) {
+  // A PEFT adapter folder without tokenizer files reads its base model's tokenizer.
+  fs::path folder = given;
+  if (isPeftAdapter(given) && !fs::exists(given / "tokenizer.json") && !fs::exists(given / "tokenizer.model") &&
+      !fs::exists(given / "tokenizer_config.json")) {
+    const PeftAdapterInfo info = readPeftAdapterConfig(given);
+    UPCYCLE_CHECK(!info.basePath.empty(), given.string(), ": an adapter without a tokenizer, and its base \"",
+                  info.baseName, "\" (base_model_name_or_path) is not a folder here");
+    folder = info.basePath;
+  }
   static std::mutex mutex;
   static std::map<std::string, std::pair<std::string, std::shared_ptr<const Tokenizer>>> cache;
   std::error_code ec;

@@ -1,4 +1,5 @@
 #include "formats/hf_config.h"
+#include "formats/peft_adapter.h"
 
 #include <cmath>
 
@@ -269,6 +270,13 @@ ModelConfig parseHfConfig(const std::string& text, const std::string& ctx) {
 }
 
 ModelConfig loadHfConfig(const std::filesystem::path& folder) {
+  if (!std::filesystem::exists(folder / "config.json") && isPeftAdapter(folder)) {
+    // A PEFT adapter folder: the architecture is its base model's.
+    const PeftAdapterInfo info = readPeftAdapterConfig(folder);
+    UPCYCLE_CHECK(!info.basePath.empty(), folder.string(), ": the adapter's base model \"", info.baseName,
+                  "\" (base_model_name_or_path) is not a folder here");
+    return loadHfConfig(info.basePath);
+  }
   const auto path = folder / "config.json";
   UPCYCLE_CHECK(std::filesystem::exists(path), "missing config.json in ", folder.string());
   return parseHfConfig(readTextFile(path), path.string());

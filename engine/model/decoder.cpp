@@ -27,7 +27,33 @@ SwiGluImpl::SwiGluImpl(int64_t d, int64_t f) {
 }
 
 torch::Tensor SwiGluImpl::forward(const torch::Tensor& x) {
-  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+  if (!gate_proj_lora && !up_proj_lora && !down_proj_lora) return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+  return adapted(down_proj, down_proj_lora,
+                 torch::silu(adapted(gate_proj, gate_proj_lora, x)) * adapted(up_proj, up_proj_lora, x));
+}
+
+LoraImpl::LoraImpl(int64_t in, int64_t out, int64_t rank, double scale_, double dropout_)
+    : scale(scale_), dropout(dropout_) {
+  lora_A = register_parameter("lora_A", torch::zeros({rank, in}));
+  lora_B = register_parameter("lora_B", torch::zeros({out, rank}));
+}
+
+torch::Tensor LoraImpl::forward(const torch::Tensor& xIn) {
+  auto x = xIn;
+  if (is_training() && dropout > 0) {
+    // Inverted dropout with the trainer's generator, so that a run's masks follow its seed.
+    auto keep = torch::empty(x.sizes(), torch::kFloat);
+    if (generator) keep.bernoulli_(1.0 - dropout, *generator);
+    else keep.bernoulli_(1.0 - dropout);
+    x = x * (keep.to(x.device()) / (1.0 - dropout)).to(x.scalar_type());
+  }
+  // torch::linear, not matmul with a transposed weight: autocast casts both to bf16 under mixed precision.
+  return torch::linear(torch::linear(x, lora_A), lora_B) * scale;
+}
+
+torch::Tensor adapted(torch::nn::Linear& proj, Lora& lora, const torch::Tensor& x) {
+  auto y = proj(x);
+  return lora ? y + lora(x).to(y.scalar_type()) : y;
 }
 
 AttentionImpl::AttentionImpl(const ModelConfig& c)
@@ -56,15 +82,15 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
                                      const torch::Tensor& sin, const torch::Tensor& mask,
                                      torch::Tensor* cacheK, torch::Tensor* cacheV) {
   const int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, numHeads, headDim});    // (B, T, H, hd)
-  auto k = k_proj(x).view({B, T, numKvHeads, headDim});  // (B, T, KV, hd)
+  auto q = adapted(q_proj, q_proj_lora, x).view({B, T, numHeads, headDim});    // (B, T, H, hd)
+  auto k = adapted(k_proj, k_proj_lora, x).view({B, T, numKvHeads, headDim});  // (B, T, KV, hd)
   if (q_norm) {  // Qwen3: RMSNorm over each head's hd values, before the rotary embedding
     q = q_norm(q);
     k = k_norm(k);
   }
   q = q.transpose(1, 2);                                                 // (B, H, T, hd)
   k = k.transpose(1, 2);                                                 // (B, KV, T, hd)
-  auto v = v_proj(x).view({B, T, numKvHeads, headDim}).transpose(1, 2);  // (B, KV, T, hd)
+  auto v = adapted(v_proj, v_proj_lora, x).view({B, T, numKvHeads, headDim}).transpose(1, 2);  // (B, KV, T, hd)
   auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
   q = q * c + rotateHalf(q) * s;
   k = k * c + rotateHalf(k) * s;
@@ -84,7 +110,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   scores = scores.to(torch::kFloat) + mask;
   auto attn = torch::softmax(scores, -1).to(q.scalar_type());
   auto out = torch::matmul(attn, v).transpose(1, 2).reshape({B, T, numHeads * headDim});
-  return o_proj(out);
+  return adapted(o_proj, o_proj_lora, out);
 }
 
 MoeBlockImpl::MoeBlockImpl(const ModelConfig& c, torch::Dtype dtype)

@@ -49,10 +49,24 @@ struct RmsNormImpl : torch::nn::Module {
 };
 TORCH_MODULE(RmsNorm);
 
+// A LoRA adapter of one projection (model/lora.h): the update scale * B (A dropout(x)) alone.
+struct LoraImpl : torch::nn::Module {
+  LoraImpl(int64_t in, int64_t out, int64_t rank, double scale, double dropout);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor lora_A, lora_B;               // (rank, in), (out, rank); float32 master weights
+  double scale, dropout;
+  std::optional<torch::Generator> generator;  // dropout masks (seeded by the trainer)
+};
+TORCH_MODULE(Lora);
+
+// proj(x), plus its adapter's update when it has one.
+torch::Tensor adapted(torch::nn::Linear& proj, Lora& lora, const torch::Tensor& x);
+
 struct SwiGluImpl : torch::nn::Module {
   SwiGluImpl(int64_t dModel, int64_t dFf);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Lora gate_proj_lora{nullptr}, up_proj_lora{nullptr}, down_proj_lora{nullptr};  // LoRA, when added
 };
 TORCH_MODULE(SwiGlu);
 
@@ -64,6 +78,7 @@ struct AttentionImpl : torch::nn::Module {
                         const torch::Tensor& mask, torch::Tensor* cacheK = nullptr,
                         torch::Tensor* cacheV = nullptr);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Lora q_proj_lora{nullptr}, k_proj_lora{nullptr}, v_proj_lora{nullptr}, o_proj_lora{nullptr};  // LoRA
   RmsNorm q_norm{nullptr}, k_norm{nullptr};  // (hd) each, over every head, before rotary (Qwen3)
   int64_t numHeads, numKvHeads, headDim;
 };

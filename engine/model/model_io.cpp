@@ -1,4 +1,5 @@
 #include "model/model_io.h"
+#include "model/lora.h"
 
 #include <cstring>
 #include <set>
@@ -156,6 +157,7 @@ void checkDenseCheckpoint(const CheckpointFiles& files, const ModelConfig& c, co
 }
 
 DecoderLM loadModel(const fs::path& folder, const LoadOptions& opts) {
+  if (isPeftAdapter(folder)) return loadPeftAdapter(folder, opts.dtype, opts.device);
   ModelConfig cfg = loadHfConfig(folder);
   CheckpointFiles files(folder);
   const std::string where = folder.string();
@@ -246,6 +248,8 @@ void saveModel(DecoderLM& model, const fs::path& folder, const SaveOptions& opts
   std::vector<std::pair<std::string, torch::Tensor>> out;  // keeps the converted tensors alive
   for (const auto& p : model->named_parameters()) {
     const std::string& name = p.key();
+    UPCYCLE_CHECK(name.find("_lora.") == std::string::npos, "the model has LoRA adapters (", name,
+                  "): save them with savePeftAdapter, or merge them into the weights (mergeLora) first");
     auto t = p.value().detach().to(torch::kCPU, store).contiguous();
     int64_t layer = 0;
     std::string which;

@@ -1,4 +1,5 @@
 #include "train/trainer.h"
+#include "model/lora.h"
 
 #include <chrono>
 #include <cmath>
@@ -53,6 +54,7 @@ void validateTrainOptions(const TrainOptions& o) {
                 "save_every (fraction of an epoch) must be in [0, 1], got ", o.saveEveryEpochFraction);
   UPCYCLE_CHECK(!(o.resume && o.outDir.empty()), "resume needs an output folder");
   resolvePrecision(o.precision, false);  // refuses anything but auto, fp32, bf16
+  validateLoraOptions(o.lora, "lora");
 }
 
 std::vector<size_t> epochOrder(size_t n, uint64_t seed, int64_t epoch) {
@@ -171,7 +173,8 @@ fs::path saveCheckpoint(DecoderLM& model, torch::optim::Optimizer& opt, const Tr
   const fs::path tmp = o.outDir / ("checkpoint-" + std::to_string(step) + ".tmp");
   fs::remove_all(tmp);
   try {
-    saveModel(model, tmp);
+    if (loraOf(model).enabled()) savePeftAdapter(model, tmp, o.loraBase.string());
+    else saveModel(model, tmp);
     copyTokenizerFiles(o.tokenizerFrom, tmp);
     json state = {{"global_step", step}, {"epoch", epoch}, {"max_steps", totalSteps},
                   {"train_batch_size", o.batchSize}, {"gradient_accumulation_steps", o.gradAccum},
@@ -252,10 +255,27 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
     model->setJitterGenerator(at::detail::createCPUGenerator(o.seed ^ 0x9e3779b97f4a7c15ull ^
                                                              (uint64_t(rank) * 0xbf58476d1ce4e5b9ull)));
 
-    // Trainable parameters: decay for matrices, none for vectors (norms, biases).
+    // LoRA: adapters added here (PEFT init from the run's seed) unless the model is already an adapter.
+    if (o.lora.enabled()) {
+      const LoraOptions have = loraOf(model);
+      if (!have.enabled()) {
+        torch::Generator init = at::detail::createCPUGenerator(o.seed ^ 0x4c6f5241ull);
+        addLora(model, o.lora, init);
+      } else {
+        UPCYCLE_CHECK(have.rank == o.lora.rank, "the model is already a LoRA adapter of rank ", have.rank,
+                      "; lora.rank ", o.lora.rank, " differs (leave it unset to continue the adapter)");
+      }
+    }
+    const bool lora = loraOf(model).enabled();
+    if (lora) setLoraGenerator(model, at::detail::createCPUGenerator(o.seed ^ 0x44726f70ull ^ (uint64_t(rank) << 32)));
+
+    // Trainable parameters: decay for matrices, none for vectors (norms, biases). With LoRA, the
+    // adapters alone (the base stays frozen and out of the optimizer).
     std::vector<torch::Tensor> decay, noDecay, trainable;
     for (auto& p : model->named_parameters()) {
-      const bool train = (o.trainOnly.empty() || nameMatches(p.key(), o.trainOnly)) && !nameMatches(p.key(), o.freeze);
+      const bool selected = lora ? p.key().find("_lora.") != std::string::npos
+                                 : (o.trainOnly.empty() || nameMatches(p.key(), o.trainOnly));
+      const bool train = selected && !nameMatches(p.key(), o.freeze);
       p.value().set_requires_grad(train);
       if (!train) continue;
       (p.value().dim() >= 2 ? decay : noDecay).push_back(p.value());
@@ -480,7 +500,17 @@ TrainResult trainModel(const fs::path& modelPath, const std::vector<TokenRecord>
   validateTrainOptions(o);
   DecoderLM model = withTorchErrors("load", [&] { return loadModel(modelPath); });
   TrainOptions withTokenizer = o;
-  if (withTokenizer.tokenizerFrom.empty()) withTokenizer.tokenizerFrom = modelPath;
+  std::error_code ec;
+  if (isPeftAdapter(modelPath)) {  // continuing an adapter: its checkpoints name the same base
+    const PeftAdapterInfo info = readPeftAdapterConfig(modelPath);
+    withTokenizer.loraBase = info.basePath;
+    const bool ownTokenizer = fs::exists(modelPath / "tokenizer.json") || fs::exists(modelPath / "tokenizer.model") ||
+                              fs::exists(modelPath / "tokenizer_config.json");
+    if (withTokenizer.tokenizerFrom.empty()) withTokenizer.tokenizerFrom = ownTokenizer ? modelPath : info.basePath;
+  } else {
+    withTokenizer.loraBase = fs::weakly_canonical(fs::absolute(modelPath), ec);
+    if (withTokenizer.tokenizerFrom.empty()) withTokenizer.tokenizerFrom = modelPath;
+  }
   return trainDecoder(model, data, withTokenizer, observer, cancel);
 }
 

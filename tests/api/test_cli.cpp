@@ -767,3 +767,51 @@ TEST(Cli, BrokenChatTemplateIsOneLineNamingTheFile) {
   EXPECT_NE(r.err.find("tokenizer_config.json"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("chat_template"), std::string::npos) << r.err;
 }
+
+TEST(Cli, PeftAdapterFoldersAreModelsForEvalInspectAndTrain) {
+  // The adapter fixture (tests/reference/make_lora_fixtures.py) names its base "../base".
+  const auto lora = upcycle::test::fixtures() / "lora";
+  json e = json::parse(upcycle::test::readBytes(lora / "expected.json"));
+  TempDir dir;
+  std::vector<int64_t> ids1 = e["input_ids"][1];
+  ids1.resize(5);  // row 1's real tokens
+  const auto data = dir / "data.jsonl";
+  upcycle::test::writeBytes(data, json({{"input_ids", e["input_ids"][0]}}).dump() + "\n" +
+                                      json({{"input_ids", ids1}}).dump() + "\n");
+  // eval of the adapter folder: the reference's float64 loss of the merged model.
+  Result ev = run("eval --model " + (lora / "adapter").string() + " --data " + data.string() + " --json --precision fp32");
+  ASSERT_EQ(ev.rc, 0) << ev.err;
+  EXPECT_NEAR(json::parse(ev.out)["loss"].get<double>(), e["loss"].get<double>(), 1e-5);
+  // inspect: rank, alpha, targets, the base it names, and the adapter's size counted by hand:
+  // per layer q 4*32 + 64*4, v 4*32 + 32*4, o 4*64 + 32*4, gate 4*32 + 48*4, down 4*48 + 32*4 = 1664.
+  Result in = run("inspect " + (lora / "adapter").string() + " --json");
+  ASSERT_EQ(in.rc, 0) << in.err;
+  json j = json::parse(in.out);
+  EXPECT_EQ(j["kind"], "peft_lora_adapter");
+  EXPECT_EQ(j["r"], 4);
+  EXPECT_EQ(j["lora_alpha"], 8.0);
+  EXPECT_EQ(j["base_model_name_or_path"], "../base");
+  EXPECT_EQ(j["params_adapter"], 2 * 1664);
+  EXPECT_EQ(j["base_architecture"], "Qwen3ForCausalLM");
+  // train with LoRA: PEFT checkpoints of the chosen targets, naming the base.
+  const auto out = dir / "run";
+  Result tr = run("train --model " + (lora / "base").string() + " --data " + data.string() + " --out " + out.string() +
+                  " --max-steps 2 --batch-size 2 --lora-rank 2 --lora-targets q,down --precision fp32");
+  ASSERT_EQ(tr.rc, 0) << tr.err;
+  Result ck = run("inspect " + (out / "checkpoint-2").string() + " --json");
+  ASSERT_EQ(ck.rc, 0) << ck.err;
+  json c = json::parse(ck.out);
+  EXPECT_EQ(c["r"], 2);
+  EXPECT_EQ(c["lora_alpha"], 4.0);  // default 2 * rank
+  EXPECT_EQ(c["target_modules"], json({"q_proj", "down_proj"}));
+  EXPECT_EQ(c["base_path"], std::filesystem::canonical(lora / "base").string());
+  // LoRA options without a rank, and an unknown target: one clean line each.
+  Result noRank = run("train --model " + (lora / "base").string() + " --data " + data.string() + " --out " +
+                      (dir / "x").string() + " --lora-alpha 4");
+  expectOneCleanLine(noRank);
+  EXPECT_NE(noRank.err.find("--lora-alpha needs --lora-rank"), std::string::npos) << noRank.err;
+  Result badTarget = run("train --model " + (lora / "base").string() + " --data " + data.string() + " --out " +
+                         (dir / "y").string() + " --lora-rank 2 --lora-targets q,lm_head");
+  expectOneCleanLine(badTarget);
+  EXPECT_NE(badTarget.err.find("lm_head"), std::string::npos) << badTarget.err;
+}
