@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
-names=${*:-"safetensors index hf_config trainer_state records experiment tokenizer_json chat_template"}
+names=${*:-"safetensors index hf_config trainer_state records experiment tokenizer_json chat_template adapter_config"}
 command -v clang++ >/dev/null || { echo "fuzz.sh: clang++ is needed (apt-get install clang)" >&2; exit 1; }
 CC=clang CXX=clang++ cmake -S fuzz -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build/fuzz >/dev/null
