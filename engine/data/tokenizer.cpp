@@ -256,16 +256,18 @@ std::string tokenizerStamp(const fs::path& folder) {
 
 }  // namespace
 
+fs::path tokenizerFolder(const fs::path& model) {
+  if (!isPeftAdapter(model) || fs::exists(model / "tokenizer.json") || fs::exists(model / "tokenizer.model") ||
+      fs::exists(model / "tokenizer_config.json"))
+    return model;
+  const PeftAdapterInfo info = readPeftAdapterConfig(model);
+  UPCYCLE_CHECK(!info.basePath.empty(), model.string(), ": an adapter without a tokenizer, and its base \"",
+                info.baseName, "\" (base_model_name_or_path) is not a folder here");
+  return info.basePath;
+}
+
 std::shared_ptr<const Tokenizer> loadTokenizer(const fs::path& given) {
-  // A PEFT adapter folder without tokenizer files reads its base model's tokenizer.
-  fs::path folder = given;
-  if (isPeftAdapter(given) && !fs::exists(given / "tokenizer.json") && !fs::exists(given / "tokenizer.model") &&
-      !fs::exists(given / "tokenizer_config.json")) {
-    const PeftAdapterInfo info = readPeftAdapterConfig(given);
-    UPCYCLE_CHECK(!info.basePath.empty(), given.string(), ": an adapter without a tokenizer, and its base \"",
-                  info.baseName, "\" (base_model_name_or_path) is not a folder here");
-    folder = info.basePath;
-  }
+  const fs::path folder = tokenizerFolder(given);  // an adapter without a tokenizer reads its base's
   static std::mutex mutex;
   static std::map<std::string, std::pair<std::string, std::shared_ptr<const Tokenizer>>> cache;
   std::error_code ec;

@@ -56,6 +56,9 @@ std::unique_ptr<Tokenizer> loadSentencePiece(const std::filesystem::path& modelF
 // tokenizer.json takes a good fraction of a second). Throws UserError naming the folder when it has
 // no tokenizer we can read.
 std::shared_ptr<const Tokenizer> loadTokenizer(const std::filesystem::path& folder);
+// The folder whose tokenizer files a model uses: its own, or, for a PEFT adapter folder without
+// tokenizer files, its base's (throws UserError when that base is not a folder here).
+std::filesystem::path tokenizerFolder(const std::filesystem::path& model);
 // A short description for inspect and the GUI: "tokenizer.json (BPE, 151,665 tokens)".
 std::string describeTokenizer(const std::filesystem::path& folder);
 

@@ -18,6 +18,13 @@ const std::vector<std::string>& loraTargetNames() {
   return t;
 }
 
+namespace {
+bool isLoraTarget(const std::string& name) {
+  const auto& all = loraTargetNames();
+  return std::find(all.begin(), all.end(), name) != all.end();
+}
+}  // namespace
+
 double LoraOptions::scale() const {
   return rslora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / static_cast<double>(rank);
 }
@@ -31,9 +38,7 @@ std::vector<std::string> parseLoraTargets(const std::string& list, const std::st
     while (!item.empty() && item.front() == ' ') item.erase(item.begin());
     while (!item.empty() && item.back() == ' ') item.pop_back();
     std::string name = item.size() > 5 && item.compare(item.size() - 5, 5, "_proj") == 0 ? item : item + "_proj";
-    bool known = false;
-    for (const auto& t : loraTargetNames()) known |= t == name;
-    if (!known)
+    if (!isLoraTarget(name))
       throw UserError(field + ": \"" + item + "\" is not one of q, k, v, o, gate, up, down (or their _proj names)");
     for (const auto& t : out)
       if (t == name) throw UserError(field + ": \"" + item + "\" is named twice");
@@ -52,9 +57,7 @@ void validateLoraOptions(const LoraOptions& o, const std::string& where) {
   UPCYCLE_CHECK(!o.targets.empty(), where, ".targets must name at least one of q, k, v, o, gate, up, down");
   std::set<std::string> seen;
   for (const auto& t : o.targets) {
-    bool known = false;
-    for (const auto& k : loraTargetNames()) known |= k == t;
-    UPCYCLE_CHECK(known, where, ".targets: \"", t, "\" is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+    UPCYCLE_CHECK(isLoraTarget(t), where, ".targets: \"", t, "\" is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
     UPCYCLE_CHECK(seen.insert(t).second, where, ".targets: \"", t, "\" is named twice");
   }
 }

@@ -27,7 +27,6 @@ SwiGluImpl::SwiGluImpl(int64_t d, int64_t f) {
 }
 
 torch::Tensor SwiGluImpl::forward(const torch::Tensor& x) {
-  if (!gate_proj_lora && !up_proj_lora && !down_proj_lora) return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
   return adapted(down_proj, down_proj_lora,
                  torch::silu(adapted(gate_proj, gate_proj_lora, x)) * adapted(up_proj, up_proj_lora, x));
 }

@@ -1,7 +1,7 @@
 #include "model/lora.h"
 
 #include <cmath>
-#include <map>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -25,34 +25,44 @@ struct Site {
   torch::nn::Module* owner = nullptr;
   torch::nn::Linear* proj = nullptr;
   Lora* lora = nullptr;
+  std::string target;      // q_proj, ...: the adapter is registered as `<target>_lora`
   std::string peftPrefix;  // base_model.model.model.layers.N.self_attn.q_proj
 };
 
-std::vector<Site> sites(DecoderLM& model, const std::string& target) {
+// The site of `target` in layer `l`; none for an FFN target of an MoE layer (its experts are not a
+// projection: upit_lora's).
+std::optional<Site> siteOf(DecoderLayerImpl& layer, size_t l, const std::string& target) {
+  const std::string prefix = "base_model.model.model.layers." + std::to_string(l) + ".";
+  Site s;
+  s.target = target;
+  if (isAttention(target)) {
+    auto& a = *layer.self_attn;
+    s.owner = &a;
+    s.peftPrefix = prefix + "self_attn." + target;
+    if (target == "q_proj") { s.proj = &a.q_proj; s.lora = &a.q_proj_lora; }
+    else if (target == "k_proj") { s.proj = &a.k_proj; s.lora = &a.k_proj_lora; }
+    else if (target == "v_proj") { s.proj = &a.v_proj; s.lora = &a.v_proj_lora; }
+    else { s.proj = &a.o_proj; s.lora = &a.o_proj_lora; }
+    return s;
+  }
+  if (!layer.mlp) return std::nullopt;
+  auto& m = *layer.mlp;
+  s.owner = &m;
+  s.peftPrefix = prefix + "mlp." + target;
+  if (target == "gate_proj") { s.proj = &m.gate_proj; s.lora = &m.gate_proj_lora; }
+  else if (target == "up_proj") { s.proj = &m.up_proj; s.lora = &m.up_proj_lora; }
+  else { s.proj = &m.down_proj; s.lora = &m.down_proj_lora; }
+  return s;
+}
+
+// The sites of the given targets, layer by layer (PEFT's order), each layer's in the targets' order.
+std::vector<Site> sites(DecoderLM& model, const std::vector<std::string>& targets = loraTargetNames()) {
   std::vector<Site> out;
   const auto layers = model->model->layers->children();
   for (size_t l = 0; l < layers.size(); ++l) {
-    auto layer = std::static_pointer_cast<DecoderLayerImpl>(layers[l]);
-    const std::string prefix = "base_model.model.model.layers." + std::to_string(l) + ".";
-    Site s;
-    if (isAttention(target)) {
-      auto& a = *layer->self_attn;
-      s.owner = &a;
-      s.peftPrefix = prefix + "self_attn." + target;
-      if (target == "q_proj") { s.proj = &a.q_proj; s.lora = &a.q_proj_lora; }
-      else if (target == "k_proj") { s.proj = &a.k_proj; s.lora = &a.k_proj_lora; }
-      else if (target == "v_proj") { s.proj = &a.v_proj; s.lora = &a.v_proj_lora; }
-      else { s.proj = &a.o_proj; s.lora = &a.o_proj_lora; }
-    } else {
-      if (!layer->mlp) continue;  // an MoE layer: its experts are not a projection (upit_lora's)
-      auto& m = *layer->mlp;
-      s.owner = &m;
-      s.peftPrefix = prefix + "mlp." + target;
-      if (target == "gate_proj") { s.proj = &m.gate_proj; s.lora = &m.gate_proj_lora; }
-      else if (target == "up_proj") { s.proj = &m.up_proj; s.lora = &m.up_proj_lora; }
-      else { s.proj = &m.down_proj; s.lora = &m.down_proj_lora; }
-    }
-    out.push_back(s);
+    auto& layer = *std::static_pointer_cast<DecoderLayerImpl>(layers[l]);
+    for (const auto& t : targets)
+      if (auto s = siteOf(layer, l, t)) out.push_back(*s);
   }
   return out;
 }
@@ -64,7 +74,7 @@ void addLora(DecoderLM& model, const LoraOptions& o, torch::Generator& gen) {
   UPCYCLE_CHECK(o.enabled(), "addLora needs a rank >= 1");
   const ModelConfig& cfg = model->config();
   for (const auto& t : o.targets) {
-    const auto ss = sites(model, t);
+    const auto ss = sites(model, {t});
     UPCYCLE_CHECK(isAttention(t) || static_cast<int64_t>(ss.size()) == cfg.numLayers, "LoRA target ", t,
                   ": this model's FFNs are MoE experts (", cfg.modelType,
                   "); LoRA on experts is the upit_lora method, here use attention targets only");
@@ -81,7 +91,7 @@ void addLora(DecoderLM& model, const LoraOptions& o, torch::Generator& gen) {
         lora->lora_B.zero_();
       }
       lora->to(w.device());
-      *s.lora = s.owner->register_module(t + "_lora", lora);
+      *s.lora = s.owner->register_module(s.target + "_lora", lora);
     }
   }
 }
@@ -92,7 +102,7 @@ LoraOptions loraOf(DecoderLM& model) {
   o.targets.clear();
   for (const auto& t : loraTargetNames()) {
     bool any = false;
-    for (const Site& s : sites(model, t)) {
+    for (const Site& s : sites(model, {t})) {
       if (!*s.lora) continue;
       any = true;
       o.rank = (*s.lora)->lora_A.size(0);
@@ -106,53 +116,44 @@ LoraOptions loraOf(DecoderLM& model) {
 
 std::vector<LoraTensors> loraTensors(DecoderLM& model) {
   std::vector<LoraTensors> out;
-  for (const auto& t : loraTargetNames())
-    for (const Site& s : sites(model, t))
-      if (*s.lora) out.push_back({s.peftPrefix, (*s.lora)->lora_A, (*s.lora)->lora_B});
-  // PEFT writes layer by layer; any order loads, this one reads well.
-  std::stable_sort(out.begin(), out.end(), [](const LoraTensors& a, const LoraTensors& b) {
-    auto layerOf = [](const std::string& p) {
-      const size_t i = p.find("layers.") + 7;
-      return std::stoll(p.substr(i, p.find('.', i) - i));
-    };
-    return layerOf(a.peftPrefix) < layerOf(b.peftPrefix);
-  });
+  for (const Site& s : sites(model))
+    if (*s.lora) out.push_back({s.peftPrefix, (*s.lora)->lora_A, (*s.lora)->lora_B});
   return out;
 }
 
 void mergeLora(DecoderLM& model) {
   torch::NoGradGuard ng;
-  for (const auto& t : loraTargetNames())
-    for (const Site& s : sites(model, t)) {
-      if (!*s.lora) continue;
-      auto& w = (*s.proj)->weight;
-      const auto& l = **s.lora;
-      auto delta = torch::matmul(l.lora_B.to(torch::kFloat), l.lora_A.to(torch::kFloat)) * l.scale;
-      w.copy_((w.to(torch::kFloat) + delta.to(w.device())).to(w.scalar_type()));
-      s.owner->unregister_module(t + "_lora");
-      *s.lora = nullptr;
-    }
+  for (const Site& s : sites(model)) {
+    if (!*s.lora) continue;
+    auto& w = (*s.proj)->weight;
+    const auto& l = **s.lora;
+    auto delta = torch::matmul(l.lora_B.to(torch::kFloat), l.lora_A.to(torch::kFloat)) * l.scale;
+    w.copy_((w.to(torch::kFloat) + delta.to(w.device())).to(w.scalar_type()));
+    s.owner->unregister_module(s.target + "_lora");
+    *s.lora = nullptr;
+  }
 }
 
 void setLoraGenerator(DecoderLM& model, const torch::Generator& gen) {
-  for (const auto& t : loraTargetNames())
-    for (const Site& s : sites(model, t))
-      if (*s.lora) (*s.lora)->generator = gen;
+  for (const Site& s : sites(model))
+    if (*s.lora) (*s.lora)->generator = gen;
 }
 
-DecoderLM loadPeftAdapter(const fs::path& folder, torch::Dtype dtype, torch::Device device, const fs::path& baseOverride) {
+DecoderLM loadPeftAdapter(const fs::path& folder, torch::Dtype dtype, torch::Device device) {
   const PeftAdapterInfo info = readPeftAdapterConfig(folder);
-  fs::path base = baseOverride.empty() ? info.basePath : baseOverride;
+  const fs::path& base = info.basePath;
   UPCYCLE_CHECK(!base.empty(), folder.string(), ": the adapter's base model \"", info.baseName,
-                "\" (base_model_name_or_path) is not a folder here; give the base explicitly (--base)");
+                "\" (base_model_name_or_path) is not a folder here; point it at the base's folder (there is no "
+                "--base option for adapters yet)");
   UPCYCLE_CHECK(!isPeftAdapter(base), folder.string(), ": the base ", base.string(), " is itself an adapter");
-  DecoderLM model = loadModel(base, {torch::kCPU, torch::kFloat});
-  torch::Generator gen = at::detail::createCPUGenerator(0);  // A is overwritten below
-  addLora(model, info.lora, gen);
+  // The adapter's file and header first: a broken adapter is refused before the base is loaded.
   const fs::path file = folder / "adapter_model.safetensors";
   UPCYCLE_CHECK(fs::is_regular_file(file), folder.string(), ": adapter_model.safetensors is missing",
                 fs::exists(folder / "adapter_model.bin") ? " (adapter_model.bin, a pickle, is not read: save with safe_serialization)" : "");
   SafetensorsFile st(file);
+  DecoderLM model = loadModel(base, {torch::kCPU, torch::kFloat});
+  torch::Generator gen = at::detail::createCPUGenerator(0);  // A is overwritten below
+  addLora(model, info.lora, gen);
   std::set<std::string> used;
   torch::NoGradGuard ng;
   for (auto& lt : loraTensors(model)) {
@@ -177,7 +178,7 @@ DecoderLM loadPeftAdapter(const fs::path& folder, torch::Dtype dtype, torch::Dev
   for (const auto& v : st.tensors())
     UPCYCLE_CHECK(used.count(v.name), file.string(), ": unexpected tensor \"", v.name,
                   "\" (not a lora_A/lora_B of the config's target_modules on this base)");
-  model->to(device, dtype == torch::kFloat ? torch::kFloat : dtype);
+  model->to(device, dtype);
   return model;
 }
 

@@ -35,10 +35,9 @@ void mergeLora(DecoderLM& model);
 // Seeds the adapters' dropout masks.
 void setLoraGenerator(DecoderLM& model, const torch::Generator& gen);
 
-// Loads an adapter's base (from its config, or `baseOverride`) and the adapter on it, every tensor
-// checked against the base's shapes before it is copied.
-DecoderLM loadPeftAdapter(const std::filesystem::path& folder, torch::Dtype dtype, torch::Device device,
-                          const std::filesystem::path& baseOverride = {});
+// Loads an adapter's base (base_model_name_or_path) and the adapter on it, every tensor checked against
+// the base's shapes before it is copied.
+DecoderLM loadPeftAdapter(const std::filesystem::path& folder, torch::Dtype dtype, torch::Device device);
 // Writes adapter_config.json and adapter_model.safetensors (float32) into `folder`, atomically each.
 // `baseName` goes to base_model_name_or_path.
 void savePeftAdapter(DecoderLM& model, const std::filesystem::path& folder, const std::string& baseName);

@@ -501,16 +501,10 @@ TrainResult trainModel(const fs::path& modelPath, const std::vector<TokenRecord>
   DecoderLM model = withTorchErrors("load", [&] { return loadModel(modelPath); });
   TrainOptions withTokenizer = o;
   std::error_code ec;
-  if (isPeftAdapter(modelPath)) {  // continuing an adapter: its checkpoints name the same base
-    const PeftAdapterInfo info = readPeftAdapterConfig(modelPath);
-    withTokenizer.loraBase = info.basePath;
-    const bool ownTokenizer = fs::exists(modelPath / "tokenizer.json") || fs::exists(modelPath / "tokenizer.model") ||
-                              fs::exists(modelPath / "tokenizer_config.json");
-    if (withTokenizer.tokenizerFrom.empty()) withTokenizer.tokenizerFrom = ownTokenizer ? modelPath : info.basePath;
-  } else {
-    withTokenizer.loraBase = fs::weakly_canonical(fs::absolute(modelPath), ec);
-    if (withTokenizer.tokenizerFrom.empty()) withTokenizer.tokenizerFrom = modelPath;
-  }
+  // Continuing an adapter: its checkpoints name the same base.
+  withTokenizer.loraBase = isPeftAdapter(modelPath) ? readPeftAdapterConfig(modelPath).basePath
+                                                    : fs::weakly_canonical(fs::absolute(modelPath), ec);
+  if (withTokenizer.tokenizerFrom.empty()) withTokenizer.tokenizerFrom = tokenizerFolder(modelPath);
   return trainDecoder(model, data, withTokenizer, observer, cancel);
 }
 
