@@ -21,6 +21,7 @@
 #include <set>
 
 #include "api/inspect.h"
+#include "formats/peft_adapter.h"
 #include "plots.h"
 #include "table_models.h"
 
@@ -183,7 +184,8 @@ QString CheckpointsPanel::addPath(const QString& path) {
       drawLoss();
       return {};
     }
-    if (!fs::exists(p / "config.json")) return tr("%1 has neither config.json nor checkpoint-STEP/ subfolders").arg(QString::fromStdString(p.string()));
+    if (!fs::exists(p / "config.json") && !isPeftAdapter(p))
+      return tr("%1 has neither config.json, adapter_config.json nor checkpoint-STEP/ subfolders").arg(QString::fromStdString(p.string()));
     m_model->addFolders({QString::fromStdString(p.string())});
     return {};
   } catch (const std::exception& e) {

@@ -27,6 +27,7 @@
 
 #include "splitters.h"
 #include "api/inspect.h"
+#include "formats/peft_adapter.h"
 #include "api/pipeline.h"
 #include "plot_frame.h"
 #include "table_models.h"
@@ -392,6 +393,11 @@ void ExperimentPanel::buildExperimentForm(QWidget* host) {
   f->addRow(tr("Save every"), dspin(QStringLiteral("sft.save_every"), 0, 1, 3, 0.05, tr("A checkpoint every this fraction of an epoch (UpIT default 0.25: 8 checkpoints in 2 epochs)")));
   f->addRow(tr("Learning rate"), dspin(QStringLiteral("sft.lr"), 1e-7, 1, 6, 1e-4, tr("Peak learning rate (warmup then cosine)")));
   f->addRow(tr("Batch size"), ispin(QStringLiteral("sft.batch_size"), 1, 65536, tr("Records per optimizer step")));
+  f->addRow(tr("LoRA rank"), ispin(QStringLiteral("lora.rank"), 0, 4096, tr("0: full fine-tuning. Otherwise the SFT trains LoRA adapters of this rank "
+                                                                         "(PEFT checkpoints); upit_lora and loramoe need it")));
+  f->addRow(tr("LoRA alpha"), dspin(QStringLiteral("lora.alpha"), 0.001, 100000, 3, 1, tr("The update is (alpha / rank) B A (usual: 2 x rank)")));
+  f->addRow(tr("LoRA targets"), line(QStringLiteral("lora.targets"), tr("Projections with adapters, comma separated: q, k, v, o, gate, up, down "
+                                                                        "(upit_lora's experts are the gate/up/down adapters)")));
   f->addRow(tr("Given checkpoints"), line(QStringLiteral("sft.checkpoints"), tr("Existing SFT checkpoint folders, comma separated, in training order: "
                                                                                  "used instead of training (the Checkpoints panel fills this)")));
   v->addWidget(g);
@@ -419,10 +425,13 @@ void ExperimentPanel::buildRunForm(QWidget* host) {
   auto* f = makeForm(g);
   f->addRow(tr("Name"), line(QStringLiteral("runs.name"), tr("Unique within the experiment")));
   f->addRow(tr("Method"), combo(QStringLiteral("runs.method"),
-                                {QStringLiteral("sparse"), QStringLiteral("drop"), QStringLiteral("upit"), QStringLiteral("dense"),
-                                 QStringLiteral("noise"), QStringLiteral("scratch"), QStringLiteral("btx")},
+                                {QStringLiteral("sparse"), QStringLiteral("drop"), QStringLiteral("upit"), QStringLiteral("upit_lora"),
+                                 QStringLiteral("loramoe"), QStringLiteral("dense"), QStringLiteral("noise"), QStringLiteral("scratch"),
+                                 QStringLiteral("btx")},
                                 tr("sparse: copy the FFN into every expert\ndrop: copy, then re-initialize a fraction r of each expert's neurons\n"
                                    "upit: experts from SFT checkpoints, grown by the GA, router pre-optimized\n"
+                                   "upit_lora: the same with LoRA experts (the SFT's adapters) over one shared base FFN (set a LoRA rank)\n"
+                                   "loramoe: fresh LoRA experts and routers on the base, trained by post-training (set a LoRA rank)\n"
                                    "dense: the SFT model post-trained (baseline)\nnoise: copies plus Gaussian noise\n"
                                    "scratch: a randomly initialized MoE\nbtx: one expert per dense source model")));
   auto* seedRow = new QWidget;
@@ -579,6 +588,13 @@ void ExperimentPanel::fillForms() {
   real("sft.save_every", e.sftTraining.saveEvery);
   real("sft.lr", e.sftTraining.lr);
   num("sft.batch_size", e.sftTraining.batchSize);
+  num("lora.rank", e.lora.rank);
+  real("lora.alpha", e.lora.alpha);
+  {
+    QStringList t;
+    for (const auto& x : e.lora.targets) t << qs(x.substr(0, x.find('_')));
+    text("lora.targets", t.join(QStringLiteral(",")));
+  }
   QStringList cks;
   for (const auto& c : e.sftCheckpoints) cks << qs(c.string());
   text("sft.checkpoints", cks.join(QStringLiteral(", ")));
@@ -677,9 +693,10 @@ void ExperimentPanel::updateMethodGroups() {
   m_dropGroup->setVisible(m == "drop");
   m_noiseGroup->setVisible(m == "noise");
   m_btxGroup->setVisible(m == "btx");
-  m_upitGroup->setVisible(m == "upit");
-  m_gaGroup->setVisible(m == "upit");
-  m_routerGroup->setVisible(m == "upit");
+  const bool upit = m == "upit" || m == "upit_lora";
+  m_upitGroup->setVisible(upit);
+  m_gaGroup->setVisible(upit);
+  m_routerGroup->setVisible(upit);
   fitForms();  // the run form's height changed with the method's groups
 }
 
@@ -693,13 +710,13 @@ void ExperimentPanel::commit() {
   Experiment& e = m_exp;
   e.name = text("name").toStdString();
   e.seed = static_cast<uint64_t>(num("seed"));
-  m_seedsError.clear();
+  m_parseError.clear();
   e.seeds.clear();
   if (!text("seeds").isEmpty()) {
     try {
       e.seeds = parseSeedList(text("seeds").toStdString(), "Seeds");
     } catch (const std::exception& ex) {
-      m_seedsError = qs(ex.what());
+      m_parseError = qs(ex.what());
     }
   }
   e.device = pick("device");
@@ -728,6 +745,13 @@ void ExperimentPanel::commit() {
   e.sftTraining.saveEvery = real("sft.save_every");
   e.sftTraining.lr = real("sft.lr");
   e.sftTraining.batchSize = num("sft.batch_size");
+  e.lora.rank = num("lora.rank");
+  e.lora.alpha = real("lora.alpha");
+  try {
+    e.lora.targets = parseLoraTargets(text("lora.targets").toStdString(), "LoRA targets");
+  } catch (const std::exception& ex) {
+    if (m_parseError.isEmpty()) m_parseError = qs(ex.what());
+  }
   e.sftCheckpoints.clear();
   for (const QString& c : splitList(text("sft.checkpoints"))) e.sftCheckpoints.emplace_back(c.toStdString());
   e.post.epochs = real("post.epochs");
@@ -822,7 +846,7 @@ void ExperimentPanel::validate() {
     for (size_t i = 0; i < m_exp.runs.size(); ++i)
       if (!names.insert(m_exp.runs[i].name).second)
         throw std::runtime_error("runs[" + std::to_string(i) + "].name \"" + m_exp.runs[i].name + "\" is used twice");
-    if (!m_seedsError.isEmpty()) throw std::runtime_error(m_seedsError.toStdString());
+    if (!m_parseError.isEmpty()) throw std::runtime_error(m_parseError.toStdString());
     validateExperiment(m_exp);
   } catch (const std::exception& ex) {
     m_error = describeExperimentError(m_exp, qs(ex.what()), &field, &run);
@@ -918,9 +942,13 @@ void ExperimentPanel::useCheckpoints(const QString& base, const QStringList& che
   m_exp.sftCheckpoints.clear();
   for (const QString& c : checkpoints) m_exp.sftCheckpoints.emplace_back(c.toStdString());
   const auto n = static_cast<int64_t>(checkpoints.size());
+  // PEFT adapters become LoRA experts (upit_lora); full checkpoints FFN experts (upit).
+  const bool adapters = !checkpoints.isEmpty() && isPeftAdapter(checkpoints.front().toStdString());
+  const std::string method = adapters ? "upit_lora" : "upit";
   bool hasUpit = false;
   for (RunSpec& r : m_exp.runs) {
-    if (r.method != "upit") continue;
+    if (r.method == "upit" || r.method == "upit_lora") r.method = method;
+    if (r.method != method) continue;
     hasUpit = true;
     r.checkpoints = std::min(n, r.experts);
     r.select = "even";
@@ -928,8 +956,8 @@ void ExperimentPanel::useCheckpoints(const QString& base, const QStringList& che
   }
   if (!hasUpit && n > 0) {
     RunSpec r;
-    r.name = "upit";
-    r.method = "upit";
+    r.name = method == "upit_lora" ? "upit-lora" : "upit";
+    r.method = method;
     r.seed = m_exp.seed;
     r.checkpoints = std::min<int64_t>(n, r.experts);
     m_exp.runs.push_back(r);

@@ -89,7 +89,7 @@ class ExperimentPanel : public QWidget {
   QSplitter* m_split;
   QSplitter* m_runSide = nullptr;  // the runs list above the selected run's form
   QScrollArea *m_page = nullptr, *m_expScroll = nullptr, *m_runScroll = nullptr;
-  QString m_seedsError;     // the Seeds field does not parse (validate() reports it)
+  QString m_parseError;     // the Seeds or LoRA targets field does not parse (validate() reports it)
   QMap<QString, QWidget*> m_fields;
   QListWidget* m_runs;
   QComboBox* m_preset;

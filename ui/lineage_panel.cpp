@@ -78,7 +78,7 @@ class ZoomView : public QGraphicsView {
 LineagePanel::LineagePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws) {
   auto* layout = new QVBoxLayout(this);
   auto* bar = new QHBoxLayout;
-  m_picker = new RunPicker(ws, [](const RunRow& r) { return r.method == "upit"; });
+  m_picker = new RunPicker(ws, [](const RunRow& r) { return r.method == "upit" || r.method == "upit_lora"; });
   m_picker->setObjectName(QStringLiteral("lineageRun"));
   bar->addWidget(new QLabel(tr("UpIT run")));
   bar->addWidget(m_picker);

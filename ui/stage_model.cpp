@@ -27,7 +27,7 @@ void StageModel::plan(const Experiment& e) {
   if (e.sft) add(QStringLiteral("sft"), e.sftCheckpoints.empty() ? tr("Dense instruction tuning") : tr("SFT checkpoints (given)"));
   for (const RunSpec& r : e.runs) {
     const QString name = QString::fromStdString(r.name);
-    if (r.method == "upit" && r.preoptimize)
+    if ((r.method == "upit" || r.method == "upit_lora") && r.preoptimize)
       add(QStringLiteral("router-preopt:") + name, tr("%1: router pre-optimization").arg(name));
     add(QStringLiteral("post:") + name, tr("%1 (%2): build and post-train").arg(name, QString::fromStdString(r.method)));
   }
@@ -69,7 +69,7 @@ void StageModel::onStage(const QString& stage, const QString& detail) {
     m_currentRun = detail.section(QLatin1Char(' '), 0, 0);
     const int pre = rowOf(QStringLiteral("router-preopt:") + m_currentRun);
     key = pre >= 0 ? m_rows[pre].key : QStringLiteral("post:") + m_currentRun;
-  } else if (stage == QLatin1String("upit")) {
+  } else if (stage == QLatin1String("upit") || stage == QLatin1String("upit_lora")) {
     key = QStringLiteral("router-preopt:") + m_currentRun;
     if (rowOf(key) < 0) key = QStringLiteral("post:") + m_currentRun;
   }

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "formats/peft_adapter.h"
 #include "plot_frame.h"
 
 namespace upcycle::ui {
@@ -58,8 +59,10 @@ QString keyParams(const std::vector<std::pair<std::string, std::string>>& params
   QString s = QStringLiteral("E%1 k%2").arg(param(params, "run.experts"), param(params, "run.top_k"));
   if (method == QLatin1String("drop")) s += QStringLiteral(" r=%1").arg(param(params, "run.ratio"));
   if (method == QLatin1String("noise")) s += QStringLiteral(" std=%1").arg(param(params, "run.noise_std"));
-  if (method == QLatin1String("upit"))
+  if (method == QLatin1String("upit") || method == QLatin1String("upit_lora"))
     s += QStringLiteral(" M=%1 p=%2 %3").arg(param(params, "run.checkpoints"), param(params, "run.ga.dare_p"), param(params, "run.ga.merge"));
+  if (method == QLatin1String("upit_lora") || method == QLatin1String("loramoe"))
+    s += QStringLiteral(" LoRA r%1").arg(param(params, "lora.rank"));
   return s;
 }
 
@@ -383,7 +386,23 @@ void CheckpointTableModel::addFolders(const std::vector<QString>& folders, const
     if (i < steps.size()) e.step = steps[i];
     if (i < losses.size()) e.loss = losses[i];
     try {
-      CheckpointSummary s = summarizeCheckpoint(folders[i].toStdString());
+      const std::filesystem::path folder = folders[i].toStdString();
+      if (isPeftAdapter(folder)) {  // a LoRA adapter: its base's architecture plus the adapter's settings
+        const PeftAdapterInfo a = readPeftAdapterConfig(folder);
+        CheckpointSummary base = summarizeCheckpoint(a.basePath);
+        QStringList targets;
+        for (const auto& t : a.lora.targets) targets << QString::fromStdString(t.substr(0, t.find('_')));
+        e.architecture = architectureText(base.config) +
+                         QStringLiteral(" + LoRA r%1 (%2)").arg(a.lora.rank).arg(targets.join(QStringLiteral(",")));
+        std::error_code ec;
+        e.bytes = static_cast<int64_t>(std::filesystem::file_size(folder / "adapter_model.safetensors", ec));
+        e.tokenizer = tokenizerText(base.tokenizer, base.chatTemplate);
+        e.valid = true;
+        e.status = tr("ok (adapter on %1)").arg(QString::fromStdString(a.basePath.string()));
+        m_entries.push_back(std::move(e));
+        continue;
+      }
+      CheckpointSummary s = summarizeCheckpoint(folder);
       e.architecture = architectureText(s.config);
       e.bytes = s.fileBytes;
       e.tokenizer = tokenizerText(s.tokenizer, s.chatTemplate);

@@ -85,7 +85,7 @@ verbs:
   generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S] [--raw]
            [--template NAME]
       Greedy decoding (or sampling with a temperature) with a KV cache.
-  convert --method sparse|drop|noise|scratch|btx|upit --base DENSE --experts E --top-k K --out MOE
+  convert --method sparse|drop|noise|scratch|btx|upit|upit_lora --base DENSE --experts E --top-k K --out MOE
           [--seed S] [--router-init uniform_std002|normal_002|uniform|hidden|hidden_avg (these two need --data)]
           [--moe-layer-freq N]
           [--layout mixtral-hub|mixtral-fused]
@@ -97,6 +97,9 @@ verbs:
                 [--merge linear|task_arithmetic|ties|dare_linear|dare_ties|slerp]
                 [--data FILE [--seed-fraction F] [--min-seed N] [--router-epochs N] [--cls-weight A]
                  [--router-lr X] [--template NAME]]
+          upit_lora: the upit options, with PEFT adapter folders (LoRA on gate/up/down) as --checkpoints;
+                writes the standard MoE (expert e = base FFN + expert e's update), or with --keep-factors
+                the LoRA-expert MoE (shared base FFN + per-expert factors)
       Upcycle a dense checkpoint into an MoE checkpoint (Mixtral layout; Qwen3-MoE for qwen3 bases; Qwen2-MoE for qwen2 bases or
       --moe-layer-freq > 1). Bad settings are refused before any work, naming the option.
   create --out DIR [--arch llama|mistral|qwen2|qwen3|mixtral|qwen2_moe|qwen3_moe] [--vocab N]
@@ -138,6 +141,9 @@ verbs:
           [--batch B] [--steps N] [--device cpu|cuda] [--json]
       Whole training steps through the trainer: tokens/s and model FLOPs utilization (MFU) against the
       measured matmul peak.
+  bench lora-memory [--model DIR] [--experts E] [--top-k K] [--lora-rank R] [--lora-targets gate,up,down]
+      Trainable parameters, gradients and AdamW state of post-training: UpIT with FFN experts against
+      LoRA experts, for the demo's base and a Qwen2.5-0.5B-shaped one (or DIR's config).
   bench moe [--d-model D] [--d-ff F] [--experts E] [--top-k K] [--tokens T] [--device cpu|cuda]
             [--precision fp32|bf16] [--vary-routing] [--iterations N] [--json]
       One MoE layer, forward + backward: the grouped path against the naive masked loop of
@@ -254,7 +260,7 @@ int cmdConvert(const Args& a) {
                "threads", "ratio", "shared-indices", "expert-ff", "noise-std", "noise-fraction", "sources",
                "checkpoints", "num-checkpoints", "select", "non-ffn", "no-expand", "parent-rule", "distance",
                "alpha-min", "alpha-max", "dare-p", "dare-rescale", "merge", "data", "seed-fraction", "min-seed",
-               "router-epochs", "cls-weight", "router-lr", "template", "device"});
+               "router-epochs", "cls-weight", "router-lr", "template", "device", "keep-factors"});
   upcycle::ConvertOptions o;
   upcycle::RunSpec& r = o.run;
   r.method = a.get("method", "sparse");
@@ -290,24 +296,27 @@ int cmdConvert(const Args& a) {
   o.out = a.require("out");
   o.checkpoints = pathList(a.get("checkpoints", ""));
   // `--checkpoints A B C` / `--sources A B`: the folders after the first arrive as positionals.
+  const bool fromCheckpoints = upcycle::usesSftCheckpoints(r.method);
   for (const auto& extra : a.positional()) {
-    UPCYCLE_CHECK(r.method == "upit" || r.method == "btx", "unexpected argument \"", extra, "\"");
-    (r.method == "upit" ? o.checkpoints : r.sources).emplace_back(extra);
+    UPCYCLE_CHECK(fromCheckpoints || r.method == "btx", "unexpected argument \"", extra, "\"");
+    (fromCheckpoints ? o.checkpoints : r.sources).emplace_back(extra);
   }
+  o.keepFactors = a.has("keep-factors");
   o.data = a.get("data", "");
   o.promptTemplate = a.get("template", "");
   o.layout = a.get("layout", "mixtral-hub");
   o.device = a.get("device", "auto");
-  if (r.method == "upit" && r.checkpoints == 0) {  // default: every checkpoint given, up to E
+  if (fromCheckpoints && r.checkpoints == 0) {  // default: every checkpoint given, up to E
     int64_t n = 0;
     for (const auto& c : o.checkpoints)
-      n += std::filesystem::exists(c / "config.json") ? 1 : static_cast<int64_t>(upcycle::inspectPath(c).checkpoints.size());
+      n += std::filesystem::exists(c / "config.json") || std::filesystem::exists(c / "adapter_config.json")
+               ? 1 : static_cast<int64_t>(upcycle::inspectPath(c).checkpoints.size());
     r.checkpoints = std::max<int64_t>(1, std::min<int64_t>(n, r.experts));
   }
   auto rep = upcycle::convertModel(o);
   std::cout << "wrote " << rep.config.architecture() << " with " << rep.config.numExperts << " experts, top-"
             << rep.config.topK << " to " << rep.out.string() << "\n";
-  if (r.method == "upit") {
+  if (fromCheckpoints) {
     std::cout << "experts from checkpoints";
     for (auto c : rep.checkpointsUsed) std::cout << " #" << c;
     std::cout << ", " << rep.lineage << " grown by merging";
@@ -903,7 +912,56 @@ int cmdBenchAllreduce(const Args& a) {
   return 0;
 }
 
+// Trainable parameters and optimizer state of post-training, UpIT with FFN experts against UpIT-LoRA,
+// for the demo's base and a Qwen2.5-0.5B-shaped one (or --model DIR). Arithmetic on the configs.
+int cmdBenchLoraMemory(const Args& a) {
+  const int64_t E = a.getInt("experts", 8), K = a.getInt("top-k", 2);
+  upcycle::LoraOptions lora;
+  lora.rank = a.getInt("lora-rank", 8);
+  lora.alpha = 2.0 * static_cast<double>(lora.rank);
+  lora.targets = upcycle::parseLoraTargets(a.get("lora-targets", "gate,up,down"));
+  upcycle::validateLoraOptions(lora, "--lora-rank / --lora-targets");
+  std::vector<std::pair<std::string, upcycle::ModelConfig>> bases;
+  if (a.has("model")) {
+    bases.push_back({a.get("model", ""), upcycle::loadHfConfig(a.get("model", ""))});
+  } else {
+    const upcycle::ModelConfig demo = upcycle::createConfig(upcycle::tinyBase());  // the demo's base
+    bases.push_back({"demo base (d 128, 4 layers)", demo});
+    upcycle::ModelConfig q;  // Qwen2.5-0.5B's config.json
+    q.modelType = "qwen2";
+    q.vocabSize = 151936;
+    q.hiddenSize = 896;
+    q.intermediateSize = 4864;
+    q.numLayers = 24;
+    q.numHeads = 14;
+    q.numKvHeads = 2;
+    q.headDim = 64;
+    q.attentionBias = true;
+    q.tieWordEmbeddings = true;
+    bases.push_back({"Qwen2.5-0.5B shape (d 896, 24 layers)", q});
+  }
+  std::printf("post-training an MoE of E = %lld experts, top-%lld; LoRA experts of rank %lld on", static_cast<long long>(E),
+              static_cast<long long>(K), static_cast<long long>(lora.rank));
+  for (const auto& t : lora.targets) std::printf(" %s", t.c_str());
+  std::printf("\n%-40s %-10s %14s %14s %12s %14s\n", "base", "experts", "parameters", "trainable", "gradients", "AdamW state");
+  auto mb = [](int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); };
+  for (const auto& [name, cfg] : bases) {
+    for (const bool withLora : {false, true}) {
+      const upcycle::ModelConfig moe = upcycle::upitMoeConfig(cfg, E, K, withLora ? &lora : nullptr);
+      const upcycle::TrainableMemory m = upcycle::trainableMemory(moe);
+      std::printf("%-40s %-10s %14lld %14lld %9.1f MB %11.1f MB\n", name.c_str(), withLora ? "LoRA" : "full FFN",
+                  static_cast<long long>(m.total), static_cast<long long>(m.trainable), mb(m.gradientBytes),
+                  mb(m.optimizerBytes));
+    }
+  }
+  return 0;
+}
+
 int cmdBench(const Args& a) {
+  if (!a.positional().empty() && a.positional()[0] == "lora-memory") {
+    a.allowOnly({"experts", "top-k", "lora-rank", "lora-targets", "model"});
+    return cmdBenchLoraMemory(a);
+  }
   a.allowOnly({"d-model", "d-ff", "experts", "top-k", "tokens", "threads", "device", "json", "iterations", "seed", "layers",
                "heads", "kv-heads", "seq-len", "batch", "steps", "method", "base", "work", "keep", "model", "text",
                "passes", "corpus-mb", "write-corpus", "nproc", "sizes-mb", "dist-store", "dist-timeout", "precision",
@@ -912,7 +970,7 @@ int cmdBench(const Args& a) {
                     (a.positional()[0] == "moe" || a.positional()[0] == "train" || a.positional()[0] == "convert" ||
                      a.positional()[0] == "analysis" || a.positional()[0] == "tokenize" ||
                      a.positional()[0] == "allreduce"),
-                "usage: upcycle bench moe|train|convert|analysis|tokenize|allreduce [options]");
+                "usage: upcycle bench moe|train|convert|analysis|tokenize|allreduce|lora-memory [options]");
   if (a.positional()[0] == "allreduce") return withDist(a, a.get("device", "cpu"), [&] { return cmdBenchAllreduce(a); });
   if (a.positional()[0] == "tokenize") return cmdBenchTokenize(a);  // no BLAS involved
   if (!a.has("json")) std::printf("BLAS: %s\n", upcycle::runtimeInfo().blas.c_str());
@@ -1024,7 +1082,7 @@ int main(int argc, char** argv) {
   int distRank = 0;
   try {
     Args args(argc, argv, 2, {"json", "keep", "quick", "tie", "diff-only", "accuracy", "resume", "raw", "train-on-prompt",
-                              "shared-indices", "no-expand", "decode", "chat", "add-special-tokens", "vary-routing"});
+                              "shared-indices", "no-expand", "keep-factors", "decode", "chat", "add-special-tokens", "vary-routing"});
     std::signal(SIGINT, onSigint);  // training stops at the next step boundary
     // Data-parallel: --dist-store / --dist-timeout reach every rank through the environment, and
     // ranks > 0 keep quiet (rank 0 reports; their errors still go to standard error).

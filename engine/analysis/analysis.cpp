@@ -105,15 +105,16 @@ AnalysisReport analyzeDecoder(DecoderLMImpl& moe, DecoderLMImpl* base, const std
     auto& b = blocks[i];
     // The experts' flattened FFNs: gate, up, down, each (E, F D), never concatenated, in their own
     // dtype (cosineMatrix reads bfloat16 rows without a float32 copy).
-    const std::vector<torch::Tensor> parts = {b->w_gate.to(torch::kCPU), b->w_up.to(torch::kCPU),
-                                              b->w_down.to(torch::kCPU)};
+    // LoRA experts: base + update each (the deltas against the base are then their updates).
+    const auto [wg, wu, wd] = b->expertWeights();
+    const std::vector<torch::Tensor> parts = {wg.to(torch::kCPU), wu.to(torch::kCPU), wd.to(torch::kCPU)};
     LayerSimilarity s;
     s.layer = layerIds[i];
     s.weights = cosineMatrix(parts, {});
     if (base) {
       auto d = layerAt(*base, layerIds[i])->mlp;
       UPCYCLE_CHECK(d, "the base model's layer ", layerIds[i], " has no dense FFN");
-      UPCYCLE_CHECK(d->gate_proj->weight.size(0) == b->w_gate.size(1), "the base's d_ff differs from the experts'");
+      UPCYCLE_CHECK(d->gate_proj->weight.size(0) == parts[0].size(1), "the base's d_ff differs from the experts'");
       s.deltas = cosineMatrix(parts, {d->gate_proj->weight.to(torch::kCPU), d->up_proj->weight.to(torch::kCPU),
                                       d->down_proj->weight.to(torch::kCPU)});
     }
@@ -180,11 +181,11 @@ AnalysisReport analyzeDecoder(DecoderLMImpl& moe, DecoderLMImpl* base, const std
     // Output CKA: every expert applied to every probe token's router input.
     auto X = torch::cat(inputs[l], 0).to(dev);  // (N, D)
     auto& b = blocks[l];
+    const auto [gates, ups, downs] = b->expertWeights();
     std::vector<torch::Tensor> outs;
     for (int64_t e = 0; e < E; ++e) {
       // In float32, one expert at a time (a bf16 model's expert is widened here, 3 F D floats).
-      const auto wg = b->w_gate[e].to(torch::kFloat), wu = b->w_up[e].to(torch::kFloat),
-                 wd = b->w_down[e].to(torch::kFloat);
+      const auto wg = gates[e].to(torch::kFloat), wu = ups[e].to(torch::kFloat), wd = downs[e].to(torch::kFloat);
       auto h = torch::silu(torch::matmul(X, wg.t())) * torch::matmul(X, wu.t());  // (N, F)
       outs.push_back(torch::matmul(h, wd.t()).cpu());                            // (N, D)
     }

@@ -42,7 +42,11 @@ CheckpointSummary summarizeCheckpoint(const fs::path& folder) {
              : c.modelType == "qwen3_moe" ? (fused ? "qwen3-moe-fused" : "qwen3-moe")
              : fused                      ? "mixtral-fused"
                                           : "mixtral-hub";
-  const int64_t perExpert = 3 * c.hiddenSize * c.expertIntermediateSize;
+  // LoRA experts: an expert's own parameters are its factors (the base FFN is shared and always active).
+  const int64_t perExpert = c.loraExperts.enabled()
+                                ? c.loraExperts.rank * (c.hiddenSize + c.expertIntermediateSize) *
+                                      static_cast<int64_t>(c.loraExperts.targets.size())
+                                : 3 * c.hiddenSize * c.expertIntermediateSize;
   int64_t inactive = 0;
   for (int64_t l = 0; l < c.numLayers; ++l)
     if (c.isMoeLayer(l)) inactive += (c.numExperts - c.topK) * perExpert;
@@ -150,6 +154,8 @@ std::string inspectJson(const InspectReport& r) {
   j["dtype"] = torchNameOf(c.dtype);
   j["file_dtypes"] = s.fileDtypes;
   j["num_experts"] = c.numExperts;
+  if (c.loraExperts.enabled())
+    j["lora_experts"] = {{"rank", c.loraExperts.rank}, {"alpha", c.loraExperts.alpha}, {"targets", c.loraExperts.targets}};
   j["top_k"] = c.topK;
   if (c.isMoe()) {
     j["expert_intermediate_size"] = c.expertIntermediateSize;
@@ -233,6 +239,11 @@ std::string inspectText(const InspectReport& r) {
        << c.topK << ", " << moeLayers << "/" << c.numLayers << " MoE layers"
        << (c.sharedExpertIntermediateSize ? ", shared expert d_ff " + std::to_string(c.sharedExpertIntermediateSize) : "")
        << "\n";
+    if (c.loraExperts.enabled()) {
+      os << "LoRA experts  rank " << c.loraExperts.rank << ", alpha " << c.loraExperts.alpha << " on";
+      for (const auto& t : c.loraExperts.targets) os << " " << t;
+      os << ", over one shared base FFN per layer (native form; `convert` without --keep-factors exports a plain MoE)\n";
+    }
   }
   os << "Parameters    " << human(double(s.totalParams), "") << " total, " << human(double(s.activeParams), "")
      << " active per token (" << s.totalParams << " / " << s.activeParams << ")\n"

@@ -1,4 +1,6 @@
 #include "api/models.h"
+#include "upcycle/upit_lora.h"
+#include "formats/peft_adapter.h"
 
 #include <algorithm>
 #include <cmath>
@@ -160,8 +162,11 @@ void validateConvertOptions(const ConvertOptions& o) {
   if (!o.base.empty())
     UPCYCLE_CHECK(fs::weakly_canonical(o.base) != fs::weakly_canonical(o.out), "--out must differ from --base (",
                   o.out.string(), ")");
-  if (o.run.method == "upit") {
-    UPCYCLE_CHECK(!o.checkpoints.empty(), "--checkpoints is required for upit");
+  UPCYCLE_CHECK(o.run.method != "loramoe", "loramoe's experts start at the base: it is trained, not converted (use an "
+                                          "experiment with method: loramoe)");
+  UPCYCLE_CHECK(!o.keepFactors || o.run.method == "upit_lora", "--keep-factors is for --method upit_lora");
+  if (usesSftCheckpoints(o.run.method)) {
+    UPCYCLE_CHECK(!o.checkpoints.empty(), "--checkpoints is required for ", o.run.method);
     for (const auto& c : o.checkpoints) UPCYCLE_CHECK(fs::exists(c), "--checkpoints: not found: ", c.string());
   }
   if (!o.data.empty()) UPCYCLE_CHECK(fs::exists(o.data), "--data: not found: ", o.data.string());
@@ -174,12 +179,12 @@ ConvertReport convertModel(const ConvertOptions& o) {
   in.start = in.base;
   in.device = o.device;
   for (const auto& c : o.checkpoints) {
-    if (!fs::exists(c / "config.json") && isTrainerOutput(c))
+    if (!fs::exists(c / "config.json") && !isPeftAdapter(c) && isTrainerOutput(c))
       for (const auto& t : listTrainerCheckpoints(c)) in.checkpoints.push_back(t.path);
     else
       in.checkpoints.push_back(c);
   }
-  if (o.run.method == "upit") {
+  if (usesSftCheckpoints(o.run.method)) {
     const int64_t n = static_cast<int64_t>(in.checkpoints.size());
     UPCYCLE_CHECK(o.run.checkpoints <= n || o.run.select == "list", "--num-checkpoints (", o.run.checkpoints,
                   ") exceeds the ", n, " checkpoints given");
@@ -215,6 +220,7 @@ ConvertReport convertModel(const ConvertOptions& o) {
     torch::Generator gen = at::detail::createCPUGenerator(o.run.seed);
     RunSummary summary;
     DecoderLM moe = buildRunModel(o.run, in, gen, summary);
+    if (moe->config().loraExperts.enabled() && !o.keepFactors) moe = mergeLoraExperts(*moe);
     SaveOptions save;
     if (moe->config().modelType == "mixtral")
       save.layout = o.layout == "mixtral-fused" ? MoeLayout::MixtralFused : MoeLayout::MixtralHub;
@@ -238,8 +244,7 @@ CreateOptions tinyBase() {
   return c;
 }
 
-ModelConfig createRandomModel(const CreateOptions& o) {
-  UPCYCLE_CHECK(!o.out.empty(), "--out is required");
+ModelConfig createConfig(const CreateOptions& o) {
   ModelConfig c;
   c.modelType = o.modelType;
   c.vocabSize = o.vocabSize;
@@ -263,6 +268,12 @@ ModelConfig createRandomModel(const CreateOptions& o) {
   UPCYCLE_CHECK(o.rmsNormEps > 0, "--rms-eps must be positive, got ", o.rmsNormEps);
   UPCYCLE_CHECK(o.ropeTheta > 0, "--rope-theta must be positive, got ", o.ropeTheta);
   UPCYCLE_CHECK(o.maxPositionEmbeddings > 0, "--max-positions must be positive, got ", o.maxPositionEmbeddings);
+  return c;
+}
+
+ModelConfig createRandomModel(const CreateOptions& o) {
+  UPCYCLE_CHECK(!o.out.empty(), "--out is required");
+  ModelConfig c = createConfig(o);
   if (!o.tokenizer.empty()) {  // a real tokenizer: its special ids, checked against the vocabulary
     UPCYCLE_CHECK(fs::is_directory(o.tokenizer), "--tokenizer: not a folder: ", o.tokenizer.string());
     const auto tok = loadTokenizer(o.tokenizer);

@@ -67,7 +67,7 @@ struct GenerateRequest {
 std::string generateText(const GenerateRequest& r);
 
 struct ConvertOptions {
-  RunSpec run;                      // method (sparse|drop|noise|scratch|btx|upit) and its settings
+  RunSpec run;                      // method (sparse|drop|noise|scratch|btx|upit|upit_lora) and its settings
   std::filesystem::path base;       // the dense model (UpIT: the base the checkpoints were tuned from)
   std::filesystem::path out;
   std::vector<std::filesystem::path> checkpoints;  // UpIT: checkpoint folders or Trainer output folders
@@ -75,6 +75,9 @@ struct ConvertOptions {
   std::string promptTemplate;       // for `data` (empty: the base's stored template, else alpaca)
   std::string layout = "mixtral-hub";  // mixtral-hub | mixtral-fused (ignored for qwen2_moe/qwen3_moe outputs)
   std::string device = "auto";
+  // upit_lora: write the LoRA-expert MoE in its native form (base FFN + per-expert factors, FORMATS.md)
+  // instead of the standard MoE whose expert e is the base FFN plus expert e's update.
+  bool keepFactors = false;
 };
 
 struct ConvertReport {
@@ -88,6 +91,20 @@ struct ConvertReport {
 // Refuses bad settings before any work starts, naming the field (top-k > experts, r outside [0, 1], ...).
 void validateConvertOptions(const ConvertOptions& o);
 ConvertReport convertModel(const ConvertOptions& o);
+
+// Trainable parameters, gradients and AdamW state (two float32 moments per trainable parameter) of
+// post-training an MoE of config `moe`: with LoRA experts (upit_lora, loramoe) the experts' factors and
+// the routers; otherwise every parameter (full-FFN UpIT, sparse, drop). Arithmetic on the config alone.
+struct TrainableMemory {
+  int64_t trainable = 0;       // parameters in the optimizer
+  int64_t total = 0;           // parameters of the model
+  int64_t optimizerBytes = 0;  // 2 x 4 bytes per trainable parameter
+  int64_t gradientBytes = 0;   // 4 bytes per trainable parameter (float32 gradients)
+};
+TrainableMemory trainableMemory(const ModelConfig& moe);
+// The MoE config that `method` (upit or upit_lora) builds from a dense config: E experts, top-k, and
+// for upit_lora LoRA experts of `lora` (its FFN targets).
+ModelConfig upitMoeConfig(const ModelConfig& dense, int64_t experts, int64_t topK, const LoraOptions* lora);
 
 struct CreateOptions {
   std::string modelType = "llama";  // llama | mistral | qwen2 | qwen3 | mixtral | qwen2_moe | qwen3_moe
@@ -115,6 +132,9 @@ struct CreateOptions {
 
 // The demo's tiny byte-level Llama: d_model 128, 4 layers, 4 heads (2 KV), d_ff 344, compact template.
 CreateOptions tinyBase();
+// The config createRandomModel writes for `o` (before a --tokenizer sets its special ids and the MoE
+// fields are filled); throws UserError naming the option.
+ModelConfig createConfig(const CreateOptions& o);
 
 // Writes a randomly initialized model (HF init, normal(0, 0.02)) as a HF checkpoint folder.
 ModelConfig createRandomModel(const CreateOptions& o);

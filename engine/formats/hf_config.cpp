@@ -133,6 +133,16 @@ void ModelConfig::validate(const std::string& ctx) const {
     UPCYCLE_CHECK(static_cast<int64_t>(moeLayers.size()) == numLayers, ctx,
                   ": MoE layer map has ", moeLayers.size(), " entries for ", numLayers, " layers");
   }
+  if (loraExperts.enabled()) {
+    const std::string k = ctx + ": upcycle_lora_experts";
+    UPCYCLE_CHECK(isMoe(), k, " is only for MoE models");
+    validateLoraOptions(loraExperts, k);
+    UPCYCLE_CHECK(!loraExperts.targets.empty(), k, ": target_modules is empty");
+    for (const auto& t : loraExperts.targets)
+      UPCYCLE_CHECK(t == "gate_proj" || t == "up_proj" || t == "down_proj", k, ": target \"", t,
+                    "\" is not an FFN projection (gate_proj, up_proj, down_proj)");
+    UPCYCLE_CHECK(sharedExpertIntermediateSize == 0, k, ": LoRA experts with a shared expert are not supported");
+  }
 }
 
 ModelConfig parseHfConfig(const std::string& text, const std::string& ctx) {
@@ -265,6 +275,22 @@ ModelConfig parseHfConfig(const std::string& text, const std::string& ctx) {
   }
   // Our own extension keys (written by the workbench, ignored by transformers).
   c.routerZLossCoef = optNum(j, "router_z_loss_coef", 0.0, ctx);
+  if (j.contains("upcycle_lora_experts")) {
+    const std::string k = ctx + ": upcycle_lora_experts";
+    const json& le = j["upcycle_lora_experts"];
+    UPCYCLE_CHECK(le.is_object(), k, " must be an object");
+    UPCYCLE_CHECK(c.isMoe(), k, " is only for MoE models");
+    c.loraExperts.rank = requireInt(le, "r", k);
+    c.loraExperts.alpha = optNum(le, "lora_alpha", 16.0, k);
+    c.loraExperts.rslora = optBool(le, "use_rslora", false, k);
+    UPCYCLE_CHECK(le.contains("target_modules") && le["target_modules"].is_array(), k,
+                  ": target_modules must be a list of gate_proj, up_proj, down_proj");
+    c.loraExperts.targets.clear();
+    for (const json& t : le["target_modules"]) {
+      UPCYCLE_CHECK(t.is_string(), k, ": target_modules entry ", t.dump(), " is not a string");
+      c.loraExperts.targets.push_back(t.get<std::string>());
+    }
+  }
   c.validate(ctx);
   return c;
 }
@@ -355,6 +381,9 @@ std::string hfConfigJson(const ModelConfig& c) {
     j["mlp_only_layers"] = only;
   }
   if (c.routerZLossCoef != 0.0) j["router_z_loss_coef"] = c.routerZLossCoef;
+  if (c.loraExperts.enabled())
+    j["upcycle_lora_experts"] = {{"r", c.loraExperts.rank}, {"lora_alpha", c.loraExperts.alpha},
+                                 {"use_rslora", c.loraExperts.rslora}, {"target_modules", c.loraExperts.targets}};
   return j.dump(2) + "\n";
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "api/lora.h"
 #include "formats/dtype.h"
 
 namespace upcycle {
@@ -58,6 +59,11 @@ struct ModelConfig {
   // i is not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0 (transformers' rule).
   std::vector<bool> moeLayers;
   MoeLayout moeLayout = MoeLayout::MixtralHub;
+  // upit_lora's LoRA-expert MoE (FORMATS.md, "LoRA-expert MoE"): each MoE layer keeps one frozen base FFN
+  // and per expert LoRA factors on loraExperts.targets (gate_proj, up_proj, down_proj); expert e
+  // computes the base FFN with W + scale * B_e A_e in each target. Rank 0: ordinary experts.
+  // config.json key "upcycle_lora_experts": {"r", "lora_alpha", "use_rslora", "target_modules"}.
+  LoraOptions loraExperts{0, 16, 0, false, {}};
 
   bool isMoe() const { return numExperts > 0; }
   bool isMoeLayer(int64_t layer) const {

@@ -116,10 +116,34 @@ MoeBlockImpl::MoeBlockImpl(const ModelConfig& c, torch::Dtype dtype)
     : numExperts(c.numExperts), topK(c.topK), normTopk(c.normTopkProb), jitter(c.routerJitterNoise) {
   const int64_t E = c.numExperts, D = c.hiddenSize, F = c.expertIntermediateSize;
   router = register_module("router", torch::nn::Linear(torch::nn::LinearOptions(D, E).bias(false)));
-  // The stacks, most of an MoE's memory, are made in `dtype` directly.
-  w_gate = register_parameter("w_gate", torch::zeros({E, F, D}, dtype));
-  w_up = register_parameter("w_up", torch::zeros({E, F, D}, dtype));
-  w_down = register_parameter("w_down", torch::zeros({E, D, F}, dtype));
+  if (c.loraExperts.enabled()) {
+    // One base FFN shared by the experts; each expert's own part is its LoRA factors.
+    loraRank = c.loraExperts.rank;
+    loraScale = c.loraExperts.scale();
+    const int64_t r = loraRank;
+    base_gate = register_parameter("base_gate", torch::zeros({F, D}, dtype));
+    base_up = register_parameter("base_up", torch::zeros({F, D}, dtype));
+    base_down = register_parameter("base_down", torch::zeros({D, F}, dtype));
+    const auto& t = c.loraExperts.targets;
+    auto has = [&](const char* n) { return std::find(t.begin(), t.end(), n) != t.end(); };
+    if (has("gate_proj")) {
+      lora_gate_A = register_parameter("lora_gate_A", torch::zeros({E, r, D}));
+      lora_gate_B = register_parameter("lora_gate_B", torch::zeros({E, F, r}));
+    }
+    if (has("up_proj")) {
+      lora_up_A = register_parameter("lora_up_A", torch::zeros({E, r, D}));
+      lora_up_B = register_parameter("lora_up_B", torch::zeros({E, F, r}));
+    }
+    if (has("down_proj")) {
+      lora_down_A = register_parameter("lora_down_A", torch::zeros({E, r, F}));
+      lora_down_B = register_parameter("lora_down_B", torch::zeros({E, D, r}));
+    }
+  } else {
+    // The stacks, most of an MoE's memory, are made in `dtype` directly.
+    w_gate = register_parameter("w_gate", torch::zeros({E, F, D}, dtype));
+    w_up = register_parameter("w_up", torch::zeros({E, F, D}, dtype));
+    w_down = register_parameter("w_down", torch::zeros({E, D, F}, dtype));
+  }
   if (c.sharedExpertIntermediateSize > 0) {
     shared_expert = register_module("shared_expert", SwiGlu(D, c.sharedExpertIntermediateSize));
     shared_expert_gate = register_module(
@@ -158,7 +182,8 @@ torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& reco
   std::vector<int64_t> cnt(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + numExperts);
   // Under bf16 autocast each expert's matmul would cast its slice of the float32 weights on every call
   // (autocast caches only leaf tensors, and the slices are views): cast each stacked tensor once.
-  const bool bf16 = bf16AutocastActive(x.device()) && w_gate.scalar_type() == torch::kFloat;
+  const bool bf16 = bf16AutocastActive(x.device()) &&
+                    (loraExperts() ? base_gate : w_gate).scalar_type() == torch::kFloat;
   // oneDNN JIT-builds a bf16 matmul kernel for every new shape (about 0.5 ms each at d 256 on an AMX
   // Xeon), and routing gives each expert a new row count every step: 288 new kernels per step of a
   // 4-layer, 8-expert model. On the CPU in bf16 each expert's rows are rounded up to a multiple of 64
@@ -190,16 +215,21 @@ torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& reco
   // once. Indexing w_gate[e] or narrowing xs instead gives each expert a zero-filled gradient of the
   // whole tensor that autograd then sums: E^2 F D traffic per weight, 42% of the layer's time at
   // d 256 on the CPU.
-  auto cast = [&](const torch::Tensor& w) { return bf16 ? w.to(torch::kBFloat16) : w; };
-  const auto gate = cast(w_gate).unbind(0), up = cast(w_up).unbind(0), down = cast(w_down).unbind(0);
-  const auto segs = cast(xs).split_with_sizes(cnt);  // (n_e, D) each
-  std::vector<torch::Tensor> outs;
-  for (int64_t e = 0; e < numExperts; ++e) {
-    if (cnt[e] == 0) continue;
-    auto h = torch::silu(torch::matmul(segs[e], gate[e].t())) * torch::matmul(segs[e], up[e].t());  // (n, F)
-    outs.push_back(torch::matmul(h, down[e].t()));                                                  // (n, D)
+  auto cast = [&](const torch::Tensor& w) { return bf16 && w.defined() ? w.to(torch::kBFloat16) : w; };
+  torch::Tensor ys;  // (rows, D)
+  if (loraExperts()) {
+    ys = loraExpertRows(cast(xs), cnt, cast);
+  } else {
+    const auto gate = cast(w_gate).unbind(0), up = cast(w_up).unbind(0), down = cast(w_down).unbind(0);
+    const auto segs = cast(xs).split_with_sizes(cnt);  // (n_e, D) each
+    std::vector<torch::Tensor> outs;
+    for (int64_t e = 0; e < numExperts; ++e) {
+      if (cnt[e] == 0) continue;
+      auto h = torch::silu(torch::matmul(segs[e], gate[e].t())) * torch::matmul(segs[e], up[e].t());  // (n, F)
+      outs.push_back(torch::matmul(h, down[e].t()));                                                  // (n, D)
+    }
+    ys = torch::cat(outs, 0);
   }
-  auto ys = torch::cat(outs, 0);  // (rows, D)
   auto w = wsrc.index_select(0, order).unsqueeze(1).to(ys.scalar_type());
   auto out = torch::zeros({xsrc.size(0), D}, ys.options()).index_add(0, tokenOf, ys * w).to(x.scalar_type());
   if (pad > 1) out = out.narrow(0, 0, N);
@@ -208,6 +238,41 @@ torch::Tensor MoeBlockImpl::forward(const torch::Tensor& xIn, RouterRecord& reco
     out = out + g * shared_expert(x);
   }
   return out.view({B, T, D});
+}
+
+torch::Tensor MoeBlockImpl::loraExpertRows(const torch::Tensor& xs, const std::vector<int64_t>& cnt,
+                                           const std::function<torch::Tensor(const torch::Tensor&)>& cast) {
+  // The base projections run once over all rows (the experts share them); each expert adds its
+  // low-rank update scale * (x A_e^T) B_e^T on its own rows. Per-expert factor views through unbind,
+  // as for the stacks (one concatenated gradient per factor).
+  auto lowRank = [&](const torch::Tensor& A, const torch::Tensor& B, const torch::Tensor& rows) {
+    if (!A.defined()) return torch::Tensor();
+    const auto a = cast(A).unbind(0), b = cast(B).unbind(0);
+    const auto segs = rows.split_with_sizes(cnt);
+    std::vector<torch::Tensor> outs;
+    for (int64_t e = 0; e < numExperts; ++e)
+      if (cnt[e] > 0) outs.push_back(torch::matmul(torch::matmul(segs[e], a[e].t()), b[e].t()));
+    return torch::cat(outs, 0) * loraScale;
+  };
+  auto project = [&](const torch::Tensor& W, const torch::Tensor& A, const torch::Tensor& B, const torch::Tensor& rows) {
+    auto y = torch::matmul(rows, cast(W).t());
+    auto d = lowRank(A, B, rows);
+    return d.defined() ? y + d.to(y.scalar_type()) : y;
+  };
+  auto h = torch::silu(project(base_gate, lora_gate_A, lora_gate_B, xs)) * project(base_up, lora_up_A, lora_up_B, xs);
+  return project(base_down, lora_down_A, lora_down_B, h);
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> MoeBlockImpl::expertWeights() const {
+  torch::NoGradGuard ng;
+  if (!loraExperts()) return {w_gate.detach(), w_up.detach(), w_down.detach()};
+  auto full = [&](const torch::Tensor& W, const torch::Tensor& A, const torch::Tensor& B) {
+    auto w = W.detach().to(torch::kFloat).unsqueeze(0).expand({numExperts, W.size(0), W.size(1)});
+    return A.defined() ? w + torch::bmm(B.detach().to(torch::kFloat), A.detach().to(torch::kFloat)) * loraScale
+                       : w.contiguous();
+  };
+  return {full(base_gate, lora_gate_A, lora_gate_B), full(base_up, lora_up_A, lora_up_B),
+          full(base_down, lora_down_A, lora_down_B)};
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int64_t layer, torch::Dtype dtype) {

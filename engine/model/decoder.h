@@ -15,7 +15,9 @@
 // Thread-safety: a module is used by one thread at a time.
 #include <torch/torch.h>
 
+#include <functional>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include "formats/hf_config.h"
@@ -88,8 +90,24 @@ struct MoeBlockImpl : torch::nn::Module {
   explicit MoeBlockImpl(const ModelConfig& cfg, torch::Dtype dtype = torch::kFloat);
   // x (B, T, D) -> (B, T, D); appends this layer's routing to `record`.
   torch::Tensor forward(const torch::Tensor& x, RouterRecord& record);
+  // Every expert's (gate (E, F, D), up (E, F, D), down (E, D, F)) weights as plain tensors, without
+  // gradient: the stacks themselves, or for LoRA experts base + scale * B_e A_e (float32).
+  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> expertWeights() const;
+  bool loraExperts() const { return loraRank > 0; }
+  // LoRA experts on rows sorted by expert (cnt[e] rows each): (rows, D).
+  torch::Tensor loraExpertRows(const torch::Tensor& xs, const std::vector<int64_t>& cnt,
+                               const std::function<torch::Tensor(const torch::Tensor&)>& cast);
+
   torch::nn::Linear router{nullptr};
-  torch::Tensor w_gate, w_up, w_down;
+  torch::Tensor w_gate, w_up, w_down;  // ordinary experts (undefined with LoRA experts)
+  // LoRA experts (ModelConfig::loraExperts): the shared frozen base FFN, and per expert the factors of
+  // each target projection (undefined for a projection that is not a target):
+  //   base_gate (F, D), base_up (F, D), base_down (D, F)
+  //   lora_gate_A (E, r, D), lora_gate_B (E, F, r), lora_up_A/B likewise, lora_down_A (E, r, F), lora_down_B (E, D, r)
+  torch::Tensor base_gate, base_up, base_down;
+  torch::Tensor lora_gate_A, lora_gate_B, lora_up_A, lora_up_B, lora_down_A, lora_down_B;
+  int64_t loraRank = 0;
+  double loraScale = 0;
   SwiGlu shared_expert{nullptr};
   torch::nn::Linear shared_expert_gate{nullptr};
   int64_t numExperts, topK;

@@ -27,6 +27,7 @@ struct Site {
   Lora* lora = nullptr;
   std::string target;      // q_proj, ...: the adapter is registered as `<target>_lora`
   std::string peftPrefix;  // base_model.model.model.layers.N.self_attn.q_proj
+  int64_t layer = 0;
 };
 
 // The site of `target` in layer `l`; none for an FFN target of an MoE layer (its experts are not a
@@ -35,6 +36,7 @@ std::optional<Site> siteOf(DecoderLayerImpl& layer, size_t l, const std::string&
   const std::string prefix = "base_model.model.model.layers." + std::to_string(l) + ".";
   Site s;
   s.target = target;
+  s.layer = static_cast<int64_t>(l);
   if (isAttention(target)) {
     auto& a = *layer.self_attn;
     s.owner = &a;
@@ -117,7 +119,7 @@ LoraOptions loraOf(DecoderLM& model) {
 std::vector<LoraTensors> loraTensors(DecoderLM& model) {
   std::vector<LoraTensors> out;
   for (const Site& s : sites(model))
-    if (*s.lora) out.push_back({s.peftPrefix, (*s.lora)->lora_A, (*s.lora)->lora_B});
+    if (*s.lora) out.push_back({s.peftPrefix, (*s.lora)->lora_A, (*s.lora)->lora_B, s.layer, s.target, (*s.lora)->scale});
   return out;
 }
 

@@ -27,6 +27,9 @@ LoraOptions loraOf(DecoderLM& model);
 struct LoraTensors {
   std::string peftPrefix;
   torch::Tensor A, B;
+  int64_t layer = 0;
+  std::string target;  // q_proj, ..., down_proj
+  double scale = 0;    // the adapter's alpha / rank (or alpha / sqrt(rank))
 };
 std::vector<LoraTensors> loraTensors(DecoderLM& model);
 // W += scale * B A in every adapted projection, then the adapters are removed: a plain model that

@@ -49,6 +49,12 @@ namespace {
 
 std::string layerPrefix(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
 
+// The projection's on-disk name in `layout`: gate -> w1 / gate_proj, up -> w3 / up_proj, down -> w2 / down_proj.
+std::string projName(MoeLayout layout, const std::string& proj) {
+  if (layout == MoeLayout::MixtralHub) return proj == "gate" ? "w1" : proj == "up" ? "w3" : "w2";
+  return proj + "_proj";
+}
+
 // One on-disk tensor for an internal parameter: either the whole parameter, a slice of a stacked
 // expert tensor (expert index), or a half of the fused gate_up tensor.
 struct DiskTensor {
@@ -85,8 +91,33 @@ std::string diskName(const std::string& internal, MoeLayout layout, bool isMoe) 
   const std::string rest = internal.substr(pos + key.size());
   if (rest == "router.weight")
     return head + (layout == MoeLayout::MixtralHub ? "block_sparse_moe.gate.weight" : "mlp.gate.weight");
+  if (rest.rfind("base_", 0) == 0)  // a LoRA-expert MoE's shared base FFN
+    return head + (layout == MoeLayout::MixtralHub ? "block_sparse_moe." : "mlp.") + "base." +
+           projName(layout, rest.substr(5)) + ".weight";
   // shared_expert.*, shared_expert_gate.weight (Qwen2-MoE only)
   return head + "mlp." + rest;
+}
+
+std::string moePrefix(MoeLayout layout, int64_t layer) {
+  return layerPrefix(layer) + (layout == MoeLayout::MixtralHub ? "block_sparse_moe." : "mlp.");
+}
+
+// LoRA experts' stacked factors: model.layers.N.moe.lora_<proj>_<A|B> (E, ...) -> one tensor per
+// expert, adapter-style: <moe prefix>experts.E.<proj name>.lora_A.weight. The shared base FFN:
+// model.layers.N.moe.base_<proj> -> <moe prefix>base.<proj name>.weight.
+bool isLoraExpertStack(const std::string& name, int64_t& layer, std::string& proj, std::string& factor) {
+  auto pos = name.find(".moe.lora_");
+  if (pos == std::string::npos) return false;
+  const std::string rest = name.substr(pos + 10);  // gate_A
+  const auto us = rest.rfind('_');
+  proj = rest.substr(0, us);
+  factor = rest.substr(us + 1);
+  layer = std::stoll(name.substr(std::string("model.layers.").size()));
+  return true;
+}
+std::string loraExpertName(MoeLayout layout, int64_t layer, const std::string& proj, const std::string& factor, int64_t e) {
+  return moePrefix(layout, layer) + "experts." + std::to_string(e) + "." + projName(layout, proj) + ".lora_" + factor +
+         ".weight";
 }
 
 bool isExpertStack(const std::string& name, int64_t& layer, std::string& which) {
@@ -187,7 +218,15 @@ DecoderLM loadModel(const fs::path& folder, const LoadOptions& opts) {
     const std::string& name = p.key();
     torch::Tensor& param = p.value();
     int64_t layer = 0;
-    std::string which;
+    std::string which, factor;
+    if (isLoraExpertStack(name, layer, which, factor)) {
+      for (int64_t e = 0; e < param.size(0); ++e) {
+        const std::string disk = loraExpertName(cfg.moeLayout, layer, which, factor, e);
+        param[e].copy_(read(disk, param[e].sizes()));
+        done(disk);
+      }
+      continue;
+    }
     if (isExpertStack(name, layer, which)) {
       const int64_t E = param.size(0);
       if (cfg.moeLayout == MoeLayout::MixtralFused) {
@@ -252,7 +291,11 @@ void saveModel(DecoderLM& model, const fs::path& folder, const SaveOptions& opts
                   "): save them with savePeftAdapter, or merge them into the weights (mergeLora) first");
     auto t = p.value().detach().to(torch::kCPU, store).contiguous();
     int64_t layer = 0;
-    std::string which;
+    std::string which, factor;
+    if (isLoraExpertStack(name, layer, which, factor)) {
+      for (int64_t e = 0; e < t.size(0); ++e) out.push_back({loraExpertName(layout, layer, which, factor, e), t[e].contiguous()});
+      continue;
+    }
     if (isExpertStack(name, layer, which)) {
       if (layout == MoeLayout::MixtralFused) {
         const std::string p0 = layerPrefix(layer) + "mlp.experts.";

@@ -18,6 +18,7 @@ struct BuildInputs {
   std::string device = "auto";
   std::string precision = "auto";  // mixed precision of router pre-optimization
   int64_t batchSize = 32;
+  LoraOptions lora{0};             // the experiment's lora: (loramoe's experts)
   PipelineObserver* observer = nullptr;
   const std::atomic<bool>* cancel = nullptr;
 };

@@ -1,5 +1,7 @@
 #include "pipeline/experiment.h"
 
+#include "formats/peft_adapter.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <set>
@@ -203,6 +205,28 @@ Experiment parseExperimentUnguarded(const std::string& text, const std::string& 
       readTraining(s, e.sftTraining);
     }
   }
+  if (top.has("lora")) {
+    Section l = top.child("lora");
+    l.read("rank", e.lora.rank);
+    l.read("alpha", e.lora.alpha);
+    l.read("dropout", e.lora.dropout);
+    l.read("rslora", e.lora.rslora);
+    if (l.has("targets")) {
+      YAML::Node t = l.node("targets");
+      std::string list;
+      if (t.IsSequence()) {
+        for (const auto& item : t) {
+          UPCYCLE_CHECK(item.IsScalar(), ctx, ": lora.targets entries must be names (q, k, v, o, gate, up, down)");
+          list += (list.empty() ? "" : ",") + item.Scalar();
+        }
+      } else {
+        l.read("targets", list);
+      }
+      e.lora.targets = parseLoraTargets(list, ctx + ": lora.targets");
+    }
+    l.finish();
+    UPCYCLE_CHECK(e.lora.rank >= 1, ctx, ": lora.rank must be at least 1, got ", e.lora.rank);
+  }
   if (top.has("post")) {
     Section post = top.child("post");
     if (post.has("corpus")) {
@@ -290,6 +314,8 @@ Experiment parseExperimentUnguarded(const std::string& text, const std::string& 
 
 }  // namespace
 
+bool usesSftCheckpoints(const std::string& method) { return method == "upit" || method == "upit_lora"; }
+
 std::vector<uint64_t> parseSeedList(const std::string& text, const std::string& what) {
   std::vector<uint64_t> out;
   auto number = [&](const std::string& raw) -> uint64_t {
@@ -356,8 +382,9 @@ void validateRunSpec(const RunSpec& r, const std::string& f, const std::string& 
     UPCYCLE_CHECK(ok, ctx, ": ", field, " ", why);
   };
   auto field = [&](const std::string& key) { return f.empty() ? key : f + "." + key; };
-    const std::set<std::string> methods = {"dense", "sparse", "drop", "noise", "scratch", "btx", "upit"};
-    check(methods.count(r.method), field("method"), "\"" + r.method + "\" is not one of dense, sparse, drop, noise, scratch, btx, upit");
+    const std::set<std::string> methods = {"dense", "sparse", "drop", "noise", "scratch", "btx", "upit", "upit_lora", "loramoe"};
+    check(methods.count(r.method), field("method"),
+          "\"" + r.method + "\" is not one of dense, sparse, drop, noise, scratch, btx, upit, upit_lora, loramoe");
     if (r.method == "dense") return;
     check(r.experts >= 1 && r.experts <= 1024, field("experts"), "must be in [1, 1024], got " + std::to_string(r.experts));
     check(r.topK >= 1 && r.topK <= r.experts, field("top_k"),
@@ -375,7 +402,7 @@ void validateRunSpec(const RunSpec& r, const std::string& f, const std::string& 
       check(r.experts % static_cast<int64_t>(r.sources.size()) == 0, field("experts"), "must be a multiple of the number of sources");
       for (const auto& s : r.sources) check(fs::exists(s / "config.json"), field("sources"), "has no config.json: " + s.string());
     }
-    if (r.method == "upit") {
+    if (usesSftCheckpoints(r.method)) {
       check(r.checkpoints >= 1, field("checkpoints"), "must be at least 1");
       check(r.expand || r.checkpoints >= r.experts, field("expand"),
             "is off, so checkpoints (" + std::to_string(r.checkpoints) + ") must be at least experts (" +
@@ -474,17 +501,28 @@ void validateExperiment(const Experiment& e) {
           "must be in [8, 65536], got " + std::to_string(e.postCorpusBlock));
   }
   bool needsSft = false;
+  if (e.lora.enabled()) validateLoraOptions(e.lora, ctx + ": lora");
   for (size_t i = 0; i < e.runs.size(); ++i) {
     validateRunSpec(e.runs[i], "runs[" + std::to_string(i) + "]", ctx);
-    needsSft = needsSft || e.runs[i].method == "upit";
+    needsSft = needsSft || usesSftCheckpoints(e.runs[i].method);
+    const std::string& m = e.runs[i].method;
+    if (m == "loramoe" || (m == "upit_lora" && e.sftCheckpoints.empty())) {
+      check(e.lora.enabled(), "runs[" + std::to_string(i) + "].method",
+            m + " needs a lora: section (" + (m == "loramoe" ? "the experts' rank, alpha and targets" : "the SFT trains the LoRA adapters that become the experts") + ")");
+      const auto& t = e.lora.targets;
+      check(std::find(t.begin(), t.end(), "gate_proj") != t.end() || std::find(t.begin(), t.end(), "up_proj") != t.end() ||
+                std::find(t.begin(), t.end(), "down_proj") != t.end(),
+            "lora.targets", "must include gate, up or down: " + m + "'s experts are FFN adapters");
+    }
   }
   for (size_t i = 0; i < e.sftCheckpoints.size(); ++i)
-    check(fs::exists(e.sftCheckpoints[i] / "config.json"), "sft.checkpoints[" + std::to_string(i) + "]",
-          "has no config.json: " + e.sftCheckpoints[i].string());
+    check(fs::exists(e.sftCheckpoints[i] / "config.json") || isPeftAdapter(e.sftCheckpoints[i]),
+          "sft.checkpoints[" + std::to_string(i) + "]",
+          "has no config.json (nor adapter_config.json): " + e.sftCheckpoints[i].string());
   if (needsSft && !e.sftCheckpoints.empty()) {
     check(e.sft, "sft", "is needed: UpIT builds its experts from the SFT checkpoints");
     for (size_t i = 0; i < e.runs.size(); ++i)
-      if (e.runs[i].method == "upit")
+      if (usesSftCheckpoints(e.runs[i].method))
         check(static_cast<int64_t>(e.sftCheckpoints.size()) >= e.runs[i].checkpoints,
               "runs[" + std::to_string(i) + "].checkpoints",
               "(" + std::to_string(e.runs[i].checkpoints) + ") exceeds the " + std::to_string(e.sftCheckpoints.size()) +
@@ -494,7 +532,7 @@ void validateExperiment(const Experiment& e) {
     check(e.sftTraining.saveEvery > 0, "sft.save_every", "must be positive: UpIT needs intermediate checkpoints");
     for (size_t i = 0; i < e.runs.size(); ++i) {
       const RunSpec& r = e.runs[i];
-      if (r.method != "upit") continue;
+      if (!usesSftCheckpoints(r.method)) continue;
       const double epochs = e.sftTraining.epochs;
       const int64_t expected = e.sftTraining.maxSteps > 0 ? 0 : static_cast<int64_t>(std::floor(epochs / e.sftTraining.saveEvery + 1e-9));
       check(expected == 0 || expected >= r.checkpoints, "runs[" + std::to_string(i) + "].checkpoints",
@@ -559,6 +597,12 @@ std::string experimentYaml(const Experiment& e) {
     }
     y << YAML::EndMap;
   };
+  if (e.lora.enabled()) {
+    y << YAML::Key << "lora" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "rank" << YAML::Value
+      << e.lora.rank << YAML::Key << "alpha" << YAML::Value << e.lora.alpha << YAML::Key << "dropout" << YAML::Value
+      << e.lora.dropout << YAML::Key << "rslora" << YAML::Value << e.lora.rslora << YAML::Key << "targets" << YAML::Value
+      << YAML::Flow << e.lora.targets << YAML::EndMap;
+  }
   if (e.sft) training("sft", e.sftTraining);
   else y << YAML::Key << "sft" << YAML::Value << false;
   training("post", e.post);
@@ -584,7 +628,7 @@ std::string experimentYaml(const Experiment& e) {
       for (const auto& s : r.sources) y << s.string();
       y << YAML::EndSeq;
     }
-    if (r.method == "upit") {
+    if (usesSftCheckpoints(r.method)) {
       y << YAML::Key << "checkpoints" << YAML::Value << r.checkpoints << YAML::Key << "select" << YAML::Value << r.select;
       if (!r.checkpointList.empty()) y << YAML::Key << "checkpoint_list" << YAML::Value << YAML::Flow << r.checkpointList;
       y << YAML::Key << "non_ffn" << YAML::Value << r.nonFfn << YAML::Key << "expand" << YAML::Value << r.expand;

@@ -19,6 +19,8 @@
 //         # or {train: FILE, eval: FILE, template: alpaca, max_length: 512}
 //   sft: {epochs: 2, save_every: 0.25, lr: 2.0e-3, batch_size: 32}   # dense instruction tuning
 //        # or {checkpoints: [out/sft/checkpoint-7, ...]}: existing SFT checkpoints, no training
+//   lora: {rank: 8, alpha: 16, dropout: 0.05, targets: [gate, up, down]}  # optional: the SFT trains LoRA
+//                               # adapters (PEFT checkpoints); upit_lora and loramoe runs need it
 //   post: {epochs: 1, lr: 1.0e-3, batch_size: 32, aux_loss_coef: 0.01}  # the same budget for every run
 //   eval: {accuracy: true, max_new_tokens: 16}
 //   runs:
@@ -29,10 +31,15 @@
 //        ga: {parent_rule: distance, alpha: [0, 1], dare_p: 0.3, merge: linear},
 //        router: {seed_fraction: 0.01, min_seed: 32, epochs: 4, a: 0.5, lr: 1.0e-3,
 //                 assign: loss}}   # or random (the ablation)
+//     - {name: upit-lora, method: upit_lora, experts: 8, top_k: 2, checkpoints: 4}  # the same keys as upit;
+//                               # experts are the SFT's LoRA adapters over the shared base FFN
+//     - {name: loramoe, method: loramoe, experts: 8, top_k: 2}  # fresh LoRA experts on the base
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include "api/lora.h"
 
 namespace upcycle {
 
@@ -51,7 +58,7 @@ struct StageTraining {
 
 struct RunSpec {
   std::string name;
-  std::string method = "sparse";  // dense | sparse | drop | noise | scratch | btx | upit
+  std::string method = "sparse";  // dense | sparse | drop | noise | scratch | btx | upit | upit_lora | loramoe
   int64_t experts = 8;
   int64_t topK = 2;
   int64_t moeLayerFreq = 1;
@@ -125,6 +132,9 @@ struct Experiment {
   // sft: {checkpoints: [DIR, ...]}: use these existing dense checkpoints (in training order) instead of
   // running the SFT stage; the GUI's Checkpoints panel writes them.
   std::vector<std::filesystem::path> sftCheckpoints;
+  // lora: the SFT stage trains LoRA adapters (its checkpoints are PEFT folders); rank 0 = full SFT.
+  // Also the rank, alpha and FFN targets of loramoe's fresh experts.
+  LoraOptions lora{0, 16, 0, false, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}};
   StageTraining post{1.0, 0, 0, 1e-3, 32};
   // post: {corpus: {documents: N, block: B}}: post-train every run on N documents of the built-in
   // corpus packed in blocks of B tokens (continued pretraining, as in Drop-Upcycling) instead of the
@@ -135,6 +145,9 @@ struct Experiment {
   std::vector<RunSpec> runs;
   std::filesystem::path sourceFile;  // where it was read from (for messages)
 };
+
+// Methods whose experts are intermediate SFT checkpoints (upit, upit_lora).
+bool usesSftCheckpoints(const std::string& method);
 
 // "0,1,2", "0-4" or a mix ("0-2, 7"): the seeds of --seeds and the workbench's Seeds field; errors
 // name `what`.

@@ -21,6 +21,8 @@
 #include "train/trainer.h"
 #include "upcycle/methods.h"
 #include "upcycle/upit.h"
+#include "upcycle/upit_lora.h"
+#include "model/lora.h"
 #include "analysis/analysis.h"
 #include "store/run_store.h"
 #include "store/run_summary.h"
@@ -74,6 +76,13 @@ MoeShape shapeOf(const RunSpec& r) { return MoeShape{r.experts, r.topK, r.moeLay
 namespace {
 DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Generator& gen, RunSummary& summary);
 
+// A checkpoint as a plain model: a PEFT adapter's updates merged into its base's weights.
+DecoderLM loadMerged(const fs::path& folder) {
+  DecoderLM m = loadModel(folder);
+  mergeLora(m);
+  return m;
+}
+
 // Prompts per expert for the `hidden` router init: expert e takes up to 8 training records of the
 // e-th domain (modulo the number of domains), in file order.
 std::vector<std::vector<std::vector<int64_t>>> promptsByDomain(const std::vector<TokenRecord>& train, int64_t E) {
@@ -111,29 +120,47 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
   if (m == "btx") {
     std::vector<DecoderLM> models;
     std::vector<DecoderLMImpl*> ptrs;
-    for (const auto& s : r.sources) models.push_back(loadModel(s));
+    for (const auto& s : r.sources) models.push_back(loadMerged(s));
     for (auto& x : models) ptrs.push_back(x.get());
     return btxUpcycle(ptrs, shapeOf(r), r.routerInit, gen);
   }
-  if (m == "upit") {
+  if (m == "upit" || m == "upit_lora") {
+    const bool lora = m == "upit_lora";
     const int64_t n = static_cast<int64_t>(c.checkpoints.size());
     const auto chosen = selectCheckpoints(n, r.checkpoints, r.select, r.checkpointList);
     DecoderLM baseModel = loadModel(c.base);
     std::vector<DecoderLM> models;
     std::vector<ExpertFfn> pool;
+    std::vector<LoraExpert> loraPool;
+    LoraOptions lo;
     for (int64_t i : chosen) {
-      models.push_back(loadModel(c.checkpoints[i]));
-      checkSameArchitecture(baseModel->config(), models.back()->config(), "UpIT checkpoint " + c.checkpoints[i].string());
-      pool.push_back(ffnOf(*models.back()));
+      const fs::path& ck = c.checkpoints[i];
+      models.push_back(loadModel(ck));
+      checkSameArchitecture(baseModel->config(), models.back()->config(), "UpIT checkpoint " + ck.string());
+      if (lora) {
+        UPCYCLE_CHECK(loraOf(models.back()).enabled(), "upit_lora: checkpoint ", ck.string(),
+                      " is not a LoRA adapter (give the experiment a lora: section, so that the SFT trains adapters)");
+        LoraOptions mine;
+        loraPool.push_back(loraExpertOf(models.back(), mine));
+        UPCYCLE_CHECK(loraPool.size() == 1 || (mine.rank == lo.rank && mine.targets == lo.targets &&
+                                             std::abs(mine.scale() - lo.scale()) < 1e-12),
+                      "upit_lora: checkpoint ", ck.string(), " has other LoRA settings (rank, alpha or targets) than the first");
+        lo = mine;
+      }
+      // The adapters' updates go into the weights: attention's into the averaged shared weights, and for
+      // upit the FFN expert is the adapted FFN.
+      mergeLora(models.back());
+      if (!lora) pool.push_back(ffnOf(*models.back()));
       summary.checkpointsUsed.push_back(i + 1);
     }
-    stage("upit", "experts from SFT checkpoints " + [&] {
+    stage(m, "experts from SFT checkpoints " + [&] {
       std::string s;
       for (int64_t i : chosen) s += (s.empty() ? "" : ", ") + c.checkpoints[i].filename().string();
       return s;
     }());
     const ExpertFfn baseFfn = ffnOf(*baseModel);
-    if (r.expand && r.experts > static_cast<int64_t>(pool.size())) {
+    const int64_t have = static_cast<int64_t>(lora ? loraPool.size() : pool.size());
+    if (r.expand && r.experts > have) {
       GaConfig ga;
       ga.parentRule = r.parentRule;
       ga.distance = r.distance;
@@ -142,15 +169,17 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
       ga.dareP = r.dareP;
       ga.dareRescale = r.dareRescale;
       ga.mergeOp = r.mergeOp;
-      const auto lineage = expandPool(pool, baseFfn, r.experts, ga, gen);
+      const auto lineage = lora ? expandLoraPool(loraPool, baseFfn, r.experts, ga, lo.scale(), lo.rank, gen)
+                                : expandPool(pool, baseFfn, r.experts, ga, gen);
       summary.lineage = lineage;
-      stage("upit", "grew " + std::to_string(lineage.size()) + " experts by merging (" + r.mergeOp + " + DARE p=" +
-                          std::to_string(r.dareP).substr(0, 4) + ")");
+      stage(m, "grew " + std::to_string(lineage.size()) + " experts by merging (" + r.mergeOp + " + DARE p=" +
+                   std::to_string(r.dareP).substr(0, 4) + (lora ? ", back to rank " + std::to_string(lo.rank) + " by SVD" : "") + ")");
     }
     std::vector<DecoderLMImpl*> nonFfn;
     if (r.nonFfn == "last") nonFfn.push_back(models.back().get());
     else for (auto& x : models) nonFfn.push_back(x.get());
-    DecoderLM moe = assembleMoe(nonFfn, pool, shapeOf(r), r.routerInit, gen);
+    DecoderLM moe = lora ? assembleLoraMoe(nonFfn, *baseModel, loraPool, lo, shapeOf(r), r.routerInit, gen)
+                         : assembleMoe(nonFfn, pool, shapeOf(r), r.routerInit, gen);
     if (r.preoptimize && !c.train.empty()) {
       // Seed set: a random seed_fraction of the training records, at least min_seed.
       const int64_t N = static_cast<int64_t>(c.train.size());
@@ -163,6 +192,8 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
       if (r.seedAssign == "random") {  // the ablation: each seed sample to an expert drawn uniformly
         const auto draw = torch::randint(r.experts, {k}, gen, torch::kLong);
         for (int64_t i = 0; i < k; ++i) bucket.push_back(draw[i].item<int64_t>());
+      } else if (lora) {
+        bucket = assignSeedsWith(*moe, r.experts, installLoraExpert(*baseModel, loraPool, lo.scale()), seeds, c.batchSize);
       } else {
         bucket = assignSeeds(*moe, pool, seeds, c.batchSize);
       }
@@ -173,8 +204,8 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
       }
       std::string counts;
       for (int64_t b : summary.seedBuckets) counts += (counts.empty() ? "" : " ") + std::to_string(b);
-      stage("upit", "seed data (" + std::to_string(k) + " samples" + (r.seedAssign == "random" ? ", assigned at random" : "") +
-                        ") per expert: " + counts);
+      stage(m, "seed data (" + std::to_string(k) + " samples" + (r.seedAssign == "random" ? ", assigned at random" : "") +
+                   ") per expert: " + counts);
       if (std::count(summary.seedBuckets.begin(), summary.seedBuckets.end(), 0) > 0 && c.observer)
         c.observer->onLog("warning: some experts won no seed sample (empty buckets)");
       TrainOptions o;
@@ -189,7 +220,12 @@ DecoderLM buildRunModelImpl(const RunSpec& r, const BuildInputs& c, torch::Gener
     }
     return moe;
   }
-  DecoderLM dense = loadModel(c.start);
+  if (m == "loramoe") {
+    // LoRAMoE: fresh LoRA experts and routers on the pretrained base, trained by the post stage alone.
+    DecoderLM base = loadModel(c.base);
+    return freshLoraMoe(*base, c.lora, shapeOf(r), r.routerInit, gen);
+  }
+  DecoderLM dense = loadMerged(c.start);
   if (m == "sparse") return sparseUpcycle(*dense, shapeOf(r), r.routerInit, gen);
   if (m == "drop") return dropUpcycle(*dense, shapeOf(r), r.routerInit, r.ratio, r.sharedIndices, gen);
   if (m == "noise") return noiseUpcycle(*dense, shapeOf(r), r.routerInit, r.noiseStd, r.noiseFraction, gen);
@@ -426,6 +462,7 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
   c.device = e.device;
   c.precision = e.precision;
   c.batchSize = e.post.batchSize;
+  c.lora = e.lora;
   c.observer = obs;
   c.cancel = cancel;
   std::vector<TokenRecord> evalRecords;
@@ -517,6 +554,9 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
     stage("sft", "dense instruction tuning, a checkpoint every " + std::to_string(e.sftTraining.saveEvery).substr(0, 4) + " epoch");
     TrainOptions o = stageOptions(e.sftTraining, e, sftSeed, e.out / "sft", "sft");
     o.tokenizerFrom = c.base;
+    o.lora = e.lora;  // rank 0: full SFT; else PEFT adapter checkpoints on the base
+    std::error_code ec;
+    o.loraBase = fs::weakly_canonical(fs::absolute(c.base), ec);
     TrainResult r = withTorchErrors("sft", [&] {
       DecoderLM m = loadModel(c.base);
       return trainDecoder(m, c.train, o, obs, cancel);
@@ -580,7 +620,10 @@ ExperimentReport runExperimentStages(const Experiment& e, PipelineObserver* obs,
       std::vector<TokenRecord> probe(postEval->begin(), postEval->begin() + std::min<size_t>(postEval->size(), 256));
       DecoderLM reference{nullptr};
       if (model->config().isMoe()) {
-        reference = loadModel(c.start, {resolveDevice(e.device), torch::kFloat});
+        // The dense model the experts are compared with: the base for LoRA experts (their updates are the
+        // deltas), else the model the run started from (an adapter's updates merged).
+        reference = loadModel(model->config().loraExperts.enabled() ? c.base : c.start, {resolveDevice(e.device), torch::kFloat});
+        mergeLora(reference);
         model->to(resolveDevice(e.device));
         s.converted = analyzeDecoder(*model, reference->config().isMoe() ? nullptr : reference.get(), probe);
       }

@@ -267,14 +267,19 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
       }
     }
     const bool lora = loraOf(model).enabled();
+    // LoRA experts (upit_lora, loramoe): their factors and the routers train; the base stays frozen.
+    static const std::vector<std::string> kLoraExpertParams = {"moe.lora_", "moe.router"};
+    const bool loraExperts = model->config().loraExperts.enabled();
     if (lora) setLoraGenerator(model, at::detail::createCPUGenerator(o.seed ^ 0x44726f70ull ^ (uint64_t(rank) << 32)));
 
     // Trainable parameters: decay for matrices, none for vectors (norms, biases). With LoRA, the
     // adapters alone (the base stays frozen and out of the optimizer).
     std::vector<torch::Tensor> decay, noDecay, trainable;
     for (auto& p : model->named_parameters()) {
-      const bool selected = lora ? p.key().find("_lora.") != std::string::npos
-                                 : (o.trainOnly.empty() || nameMatches(p.key(), o.trainOnly));
+      const bool selected = lora          ? p.key().find("_lora.") != std::string::npos
+                            : loraExperts ? nameMatches(p.key(), kLoraExpertParams) &&
+                                                (o.trainOnly.empty() || nameMatches(p.key(), o.trainOnly))
+                                          : (o.trainOnly.empty() || nameMatches(p.key(), o.trainOnly));
       const bool train = selected && !nameMatches(p.key(), o.freeze);
       p.value().set_requires_grad(train);
       if (!train) continue;

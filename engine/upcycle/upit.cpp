@@ -1,6 +1,7 @@
 #include "upcycle/upit.h"
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <set>
 
@@ -113,11 +114,11 @@ ExpertFfn makeChild(const ExpertFfn& a, const ExpertFfn& b, const ExpertFfn& bas
   return child;
 }
 
-std::vector<LineageEntry> expandPool(std::vector<ExpertFfn>& pool, const ExpertFfn& base, int64_t target,
-                                     const GaConfig& ga, torch::Generator& gen) {
+std::vector<LineageEntry> growPool(int64_t n0, int64_t target, const GaConfig& ga, torch::Generator& gen,
+                                   const std::function<double(int64_t, int64_t)>& distance,
+                                   const std::function<void(const LineageEntry&)>& addChild) {
   ga.validate();
-  UPCYCLE_CHECK(pool.size() >= 2 || static_cast<int64_t>(pool.size()) >= target,
-                "the genetic expansion needs at least 2 experts to merge, got ", pool.size());
+  UPCYCLE_CHECK(n0 >= 2 || n0 >= target, "the genetic expansion needs at least 2 experts to merge, got ", n0);
   std::vector<LineageEntry> lineage;
   std::set<std::pair<int64_t, int64_t>> used;
   auto uniform = [&] {
@@ -125,30 +126,30 @@ std::vector<LineageEntry> expandPool(std::vector<ExpertFfn>& pool, const ExpertF
     u.uniform_(0.0, 1.0, gen);
     return u.item<double>();
   };
+  int64_t n = n0;
   auto randomPair = [&] {
-    auto idx = torch::randperm(static_cast<int64_t>(pool.size()), gen, torch::kLong);
+    auto idx = torch::randperm(n, gen, torch::kLong);
     int64_t x = idx[0].item<int64_t>(), y = idx[1].item<int64_t>();
     return std::make_pair(std::min(x, y), std::max(x, y));
   };
-  while (static_cast<int64_t>(pool.size()) < target) {
+  while (n < target) {
     std::pair<int64_t, int64_t> parents{0, 1};
     double bestDist = -1;
-    const int64_t n = static_cast<int64_t>(pool.size());
     if (ga.parentRule == "distance") {
       for (int pass = 0; pass < 2 && bestDist < 0; ++pass)
         for (int64_t i = 0; i < n; ++i)
           for (int64_t j = i + 1; j < n; ++j) {
             if (pass == 0 && used.count({i, j})) continue;
-            const double d = expertDistance(pool[i], pool[j], base, ga.distance);
+            const double d = distance(i, j);
             if (d > bestDist) { bestDist = d; parents = {i, j}; }
           }
     } else if (ga.parentRule == "random") {
       parents = randomPair();
-      bestDist = expertDistance(pool[parents.first], pool[parents.second], base, ga.distance);
+      bestDist = distance(parents.first, parents.second);
     } else {  // tournament: the most distant of `tournamentSize` random pairs
       for (int64_t t = 0; t < ga.tournamentSize; ++t) {
         auto p = randomPair();
-        const double d = expertDistance(pool[p.first], pool[p.second], base, ga.distance);
+        const double d = distance(p.first, p.second);
         if (d > bestDist) { bestDist = d; parents = p; }
       }
     }
@@ -162,10 +163,21 @@ std::vector<LineageEntry> expandPool(std::vector<ExpertFfn>& pool, const ExpertF
     e.maskSeed = static_cast<uint64_t>(uniform() * 9007199254740992.0);  // 2^53: exact in JSON/SQLite
     e.distance = bestDist;
     e.mergeOp = ga.mergeOp;
-    pool.push_back(makeChild(pool[e.parentA], pool[e.parentB], base, e.alpha, ga, e.maskSeed));
+    addChild(e);
     lineage.push_back(e);
+    ++n;
   }
   return lineage;
+}
+
+std::vector<LineageEntry> expandPool(std::vector<ExpertFfn>& pool, const ExpertFfn& base, int64_t target,
+                                     const GaConfig& ga, torch::Generator& gen) {
+  return growPool(
+      static_cast<int64_t>(pool.size()), target, ga, gen,
+      [&](int64_t i, int64_t j) { return expertDistance(pool[i], pool[j], base, ga.distance); },
+      [&](const LineageEntry& e) {
+        pool.push_back(makeChild(pool[e.parentA], pool[e.parentB], base, e.alpha, ga, e.maskSeed));
+      });
 }
 
 DecoderLM assembleMoe(const std::vector<DecoderLMImpl*>& nonFfn, const std::vector<ExpertFfn>& pool,
@@ -194,6 +206,17 @@ DecoderLM assembleMoe(const std::vector<DecoderLMImpl*>& nonFfn, const std::vect
 
 std::vector<int64_t> assignSeeds(DecoderLMImpl& moe, const std::vector<ExpertFfn>& pool,
                                  const std::vector<TokenRecord>& seeds, int64_t batchSize) {
+  return assignSeedsWith(moe, static_cast<int64_t>(pool.size()),
+                         [&](int64_t e, size_t l, torch::Tensor& gate, torch::Tensor& up, torch::Tensor& down) {
+                           gate.copy_(pool[e].gate[l]);
+                           up.copy_(pool[e].up[l]);
+                           down.copy_(pool[e].down[l]);
+                         },
+                         seeds, batchSize);
+}
+
+std::vector<int64_t> assignSeedsWith(DecoderLMImpl& moe, int64_t experts, const InstallExpert& install,
+                                     const std::vector<TokenRecord>& seeds, int64_t batchSize) {
   UPCYCLE_CHECK(!seeds.empty(), "the seed set is empty");
   // A dense model with the MoE's shared tensors; each expert's FFN goes into every layer in turn.
   ModelConfig dc = moe.config();
@@ -201,27 +224,26 @@ std::vector<int64_t> assignSeeds(DecoderLMImpl& moe, const std::vector<ExpertFfn
   dc.numExperts = 0;
   dc.topK = 0;
   dc.moeLayers.clear();
+  dc.loraExperts.rank = 0;
   dc.intermediateSize = dc.expertIntermediateSize;
   DecoderLM dense(dc);
   copySharedWeights(moe, *dense);
   dense->to(moe.lmHeadWeight().device());
   std::vector<double> best(seeds.size(), std::numeric_limits<double>::infinity());
   std::vector<int64_t> bucket(seeds.size(), 0);
-  for (size_t e = 0; e < pool.size(); ++e) {
+  for (int64_t e = 0; e < experts; ++e) {
     {
       torch::NoGradGuard ng;
       for (size_t l = 0; l < dense->model->layers->size(); ++l) {
         auto m = layerAt(*dense, l)->mlp;
-        m->gate_proj->weight.copy_(pool[e].gate[l]);
-        m->up_proj->weight.copy_(pool[e].up[l]);
-        m->down_proj->weight.copy_(pool[e].down[l]);
+        install(e, l, m->gate_proj->weight, m->up_proj->weight, m->down_proj->weight);
       }
     }
     const auto losses = recordLosses(*dense, seeds, batchSize);
     for (size_t i = 0; i < seeds.size(); ++i)
       if (losses[i].mean() < best[i]) {  // ties go to the lower expert index
         best[i] = losses[i].mean();
-        bucket[i] = static_cast<int64_t>(e);
+        bucket[i] = e;
       }
   }
   return bucket;

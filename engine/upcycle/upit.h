@@ -6,6 +6,7 @@
 //       with a * L_lm + (1 - a) * L_cls (preoptimizeRouters)
 //   5.4 assembly (assembleMoe); post-training is the ordinary trainer.
 #include <atomic>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,12 @@ double expertDistance(const ExpertFfn& a, const ExpertFfn& b, const ExpertFfn& b
 // The child of a and b before and after mutation (see LineageEntry).
 ExpertFfn makeChild(const ExpertFfn& a, const ExpertFfn& b, const ExpertFfn& base, double alpha,
                     const GaConfig& ga, uint64_t maskSeed);
+// 5.2's selection loop, whatever an expert is: grows a pool of n0 experts to `target`, reading
+// distance(i, j) between pool members and handing each new entry (parents, alpha, mask seed) to
+// addChild, which appends the child. Draw order from `gen`: pair draws, then alpha, then the mask seed.
+std::vector<LineageEntry> growPool(int64_t n0, int64_t target, const GaConfig& ga, torch::Generator& gen,
+                                   const std::function<double(int64_t, int64_t)>& distance,
+                                   const std::function<void(const LineageEntry&)>& addChild);
 // 5.2: grows `pool` to `target` experts; children join the pool and may be parents later. With the
 // distance rule, the most distant pair not yet used as parents is chosen (any pair once all are used).
 std::vector<LineageEntry> expandPool(std::vector<ExpertFfn>& pool, const ExpertFfn& base, int64_t target,
@@ -61,6 +68,11 @@ DecoderLM assembleMoe(const std::vector<DecoderLMImpl*>& nonFfn, const std::vect
 // has the lowest loss on each record. Returns one expert index per record.
 std::vector<int64_t> assignSeeds(DecoderLMImpl& moe, const std::vector<ExpertFfn>& pool,
                                  const std::vector<TokenRecord>& seeds, int64_t batchSize);
+// The same for experts of any kind: install(e, layer, gate, up, down) writes expert e's FFN of `layer`
+// into the dense model's weights (F, D), (F, D), (D, F).
+using InstallExpert = std::function<void(int64_t, size_t, torch::Tensor&, torch::Tensor&, torch::Tensor&)>;
+std::vector<int64_t> assignSeedsWith(DecoderLMImpl& moe, int64_t experts, const InstallExpert& install,
+                                     const std::vector<TokenRecord>& seeds, int64_t batchSize);
 
 // L_cls at every MoE layer and real token: BCE(sigmoid(z), onehot(record's expert)), averaged over
 // tokens and layers. tags (B) hold each record's expert; mask (B, T) the real tokens.

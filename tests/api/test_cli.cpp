@@ -401,6 +401,47 @@ void runQuickStudy(const std::string& file, const std::string& metric, size_t ru
 // Cli.EveryStudyFileIsValid.
 TEST(Cli, QuickStudyUpitFfnTableRunsEndToEnd) { runQuickStudy("upit-ffn-quick.yaml", "accuracy", 6); }
 
+// UpIT's LoRA table in miniature (dense LoRA, LoRAMoE, UpIT-LoRA and its two router ablations).
+TEST(Cli, QuickStudyUpitLoraTableRunsEndToEnd) { runQuickStudy("upit-lora-quick.yaml", "eval_loss", 5); }
+
+// convert --method upit_lora: with two copies of one adapter as the experts (no expansion), every expert
+// is the same FFN, so the MoE computes the adapted dense model: the reference's float64 loss of the
+// merged model (tests/reference/make_lora_fixtures.py), for the exported Qwen3-MoE and the native form.
+TEST(Cli, UpitLoraConversionOfIdenticalAdaptersIsTheAdaptedDenseModel) {
+  const auto lora = upcycle::test::fixtures() / "lora";
+  json e = json::parse(upcycle::test::readBytes(lora / "expected.json"));
+  TempDir dir;
+  std::vector<int64_t> ids1 = e["input_ids"][1];
+  ids1.resize(5);
+  const auto data = dir / "data.jsonl";
+  upcycle::test::writeBytes(data, json({{"input_ids", e["input_ids"][0]}}).dump() + "\n" +
+                                      json({{"input_ids", ids1}}).dump() + "\n");
+  const std::string adapter = (lora / "adapter").string();
+  for (const std::string extra : {"", " --keep-factors"}) {
+    const auto out = dir / (extra.empty() ? "moe" : "native");
+    Result cv = run("convert --method upit_lora --base " + (lora / "base").string() + " --checkpoints " + adapter + " " +
+                    adapter + " --experts 2 --top-k 2 --no-expand --out " + out.string() + extra);
+    ASSERT_EQ(cv.rc, 0) << cv.err;
+    Result in = run("inspect " + out.string() + " --json");
+    ASSERT_EQ(in.rc, 0) << in.err;
+    const json j = json::parse(in.out);
+    EXPECT_EQ(j["num_experts"], 2);
+    EXPECT_EQ(j.contains("lora_experts"), !extra.empty()) << in.out;
+    if (!extra.empty()) {
+      EXPECT_EQ(j["lora_experts"]["rank"], 4);
+    }
+    Result ev = run("eval --model " + out.string() + " --data " + data.string() + " --json --precision fp32");
+    ASSERT_EQ(ev.rc, 0) << ev.err;
+    EXPECT_NEAR(json::parse(ev.out)["loss"].get<double>(), e["loss"].get<double>(), 1e-5) << extra;
+  }
+  // An adapter without FFN targets cannot give LoRA experts: one clean line.
+  Result bad = run("convert --method upit_lora --base " + (lora / "base").string() + " --checkpoints " +
+                   (lora / "base").string() + " " + (lora / "base").string() + " --experts 2 --no-expand --out " +
+                   (dir / "x").string());
+  expectOneCleanLine(bad);
+  EXPECT_NE(bad.err.find("is not a LoRA adapter"), std::string::npos) << bad.err;
+}
+
 TEST(Cli, EveryStudyFileIsValid) {
   // Each study: a default (5 seeds), a quick (3) and an H200 variant (5), with the same run names.
   const auto dir = upcycle::test::fixtures().parent_path().parent_path() / "resources/experiments/studies";
@@ -424,8 +465,8 @@ TEST(Cli, EveryStudyFileIsValid) {
     if (names.count(study)) EXPECT_EQ(names[study], runs) << stem << ": the variants run the same comparison";
     else names[study] = runs;
   }
-  EXPECT_EQ(files, 9);
-  EXPECT_EQ(names.size(), 3u);
+  EXPECT_EQ(files, 12);
+  EXPECT_EQ(names.size(), 4u);  // upit-ffn, upit-lora, drop-curve, expert-scaling
 }
 
 TEST(Cli, KilledRunIsInterruptedAndTheStoreStaysIntact) {

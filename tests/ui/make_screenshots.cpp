@@ -7,6 +7,7 @@
 #include <QDockWidget>
 #include <QElapsedTimer>
 #include <QScreen>
+#include <QScrollArea>
 #include <QSettings>
 #include <QSignalSpy>
 #include <QStandardPaths>
@@ -202,6 +203,20 @@ int main(int argc, char** argv) {
     detail.grab().save(dir + QStringLiteral("/run-detail.png"));
     std::printf("wrote %s/run-detail.png\n", qPrintable(dir));
     detail.close();
+
+    // UpIT with LoRA experts: the built-in study (run from the source folder, as scripts/screenshots.sh
+    // does), its upit-lora run, and the SFT form's LoRA fields scrolled into view.
+    const QString loraStudy = QStringLiteral("resources/experiments/studies/upit-lora.yaml");
+    if (QFileInfo::exists(loraStudy) && w.experimentPanel()->loadFile(loraStudy).isEmpty()) {
+      w.experimentPanel()->selectRun(2);
+      w.showPanel(QStringLiteral("experimentDock"));
+      settle();
+      if (QWidget* rank = w.experimentPanel()->findChild<QWidget*>(QStringLiteral("lora.rank")))
+        for (QScrollArea* area : w.experimentPanel()->findChildren<QScrollArea*>())
+          if (area->isAncestorOf(rank) && area->isVisible()) area->ensureWidgetVisible(rank, 20, 120);
+      settle();
+      shoot(w, dir, QStringLiteral("method-lora"));
+    }
   }
   QSettings().clear();
   return 0;
