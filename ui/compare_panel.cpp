@@ -125,13 +125,14 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   m_tabs->addTab(m_seeds, tr("Across seeds"));
 
   connect(ws, &Workspace::compareRequested, this, &ComparePanel::setRuns);
-  // Ticking runs in the Runs table overlays their curves at once; 2 to 4 ticked runs fill every tab.
+  // The ticked runs are the compared runs: ticking in the Runs table overlays their curves at once;
+  // 2 to 4 ticked runs fill every tab, and the header always names what the tabs show.
   connect(ws, &Workspace::checkedRunsChanged, this, [this](const QList<qint64>& ids) {
     if (ids.isEmpty()) return;
     m_curves->setRuns(ids);
     QList<qint64> shown;
     for (const RunDetail& r : m_runs) shown << r.run.id;
-    if (ids.size() >= 2 && ids.size() <= 4 && ids != shown) setRuns(ids);
+    if (ids != shown) setRuns(ids);
   });
 
   m_simFrame->setCsvSource([this] {
@@ -158,10 +159,13 @@ void ComparePanel::setDiffOnly(bool on) { m_diffOnly->setChecked(on); }
 void ComparePanel::setCurveMetric(const QString& key) { m_curves->setMetric(key); }
 PlotFrame* ComparePanel::curvesFrame() const { return m_curves->frame(); }
 
+QString ComparePanel::headerText() const { return m_header->text(); }
+
 void ComparePanel::setRuns(const QList<qint64>& ids) {
   m_runs.clear();
   if (ids.size() < 2 || ids.size() > 4) {
-    m_header->setText(tr("Compare takes 2 to 4 runs; %1 selected.").arg(ids.size()));
+    m_header->setText(ids.size() > 4 ? tr("%1 runs ticked: Curves overlays them all; the other tabs compare 2 to 4 runs.").arg(ids.size())
+                                     : tr("Compare takes 2 to 4 runs; %1 ticked.").arg(ids.size()));
   } else if (m_ws->store()) {
     try {
       for (qint64 id : ids) m_runs.push_back(m_ws->store()->run(id));

@@ -32,6 +32,7 @@ class ComparePanel : public QWidget {
  public:
   explicit ComparePanel(Workspace* ws, QWidget* parent = nullptr);
   void setRuns(const QList<qint64>& ids);  // 2-4 run ids; others are refused with a message
+  QString headerText() const;
   const std::vector<RunDetail>& runs() const { return m_runs; }
   ParamDiffModel* paramModel() const { return m_params; }
   MetricsCompareModel* metricsModel() const { return m_metrics; }

@@ -1,6 +1,8 @@
 #include "lineage_panel.h"
 
 #include <QGraphicsEllipseItem>
+#include <QGraphicsPathItem>
+#include <QPainterPath>
 #include <QGraphicsScene>
 #include <QGraphicsSimpleTextItem>
 #include <QGraphicsView>
@@ -28,19 +30,27 @@ std::map<int64_t, TreeNode> layoutLineage(int64_t experts, const std::vector<Lin
   std::map<int64_t, TreeNode> nodes;
   const int64_t fromCheckpoints = std::max<int64_t>(0, experts - static_cast<int64_t>(lineage.size()));
   for (int64_t e = 0; e < fromCheckpoints; ++e) nodes[e] = TreeNode{e, 0, static_cast<double>(e)};
-  std::map<int, int> perRow;
+  std::map<int, std::vector<double>> taken;  // slots per column
+  for (const auto& [e, n] : nodes) taken[0].push_back(n.x);
   for (const LineageRow& l : lineage) {  // the GA appends children in order: parents come first
-    const int da = nodes.count(l.parentA) ? nodes[l.parentA].depth : 0;
-    const int db = nodes.count(l.parentB) ? nodes[l.parentB].depth : 0;
-    TreeNode n{l.child, std::max(da, db) + 1, 0};
-    n.x = perRow[n.depth]++;
+    const bool hasA = nodes.count(l.parentA) > 0, hasB = nodes.count(l.parentB) > 0;
+    const int da = hasA ? nodes[l.parentA].depth : 0;
+    const int db = hasB ? nodes[l.parentB].depth : 0;
+    double want = 0;
+    if (hasA && hasB) want = (nodes[l.parentA].x + nodes[l.parentB].x) / 2.0;
+    else if (hasA || hasB) want = hasA ? nodes[l.parentA].x : nodes[l.parentB].x;
+    TreeNode n{l.child, std::max(da, db) + 1, want};
+    // The nearest free slot: want, want +- 0.5, want +- 1, ...
+    auto& column = taken[n.depth];
+    for (int k = 0;; ++k) {
+      const double at = want + (k % 2 == 1 ? 0.5 : -0.5) * ((k + 1) / 2);
+      if (std::all_of(column.begin(), column.end(), [&](double o) { return std::abs(o - at) >= 1.0 - 1e-9; })) {
+        n.x = at;
+        break;
+      }
+    }
+    column.push_back(n.x);
     nodes[l.child] = n;
-  }
-  // Centre each row under the checkpoint row.
-  for (auto& [e, n] : nodes) {
-    if (n.depth == 0) continue;
-    const double width = static_cast<double>(perRow[n.depth]);
-    n.x += (static_cast<double>(fromCheckpoints) - width) / 2.0;
   }
   return nodes;
 }
@@ -69,6 +79,11 @@ class ZoomView : public QGraphicsView {
 
  protected:
   void wheelEvent(QWheelEvent* e) override { m_panel->zoomBy(e->angleDelta().y() > 0 ? 1.15 : 1 / 1.15); }
+  // The tree follows the view's size until the user zooms.
+  void resizeEvent(QResizeEvent* e) override {
+    QGraphicsView::resizeEvent(e);
+    if (!m_panel->userZoomed()) m_panel->fitTree();
+  }
 
  private:
   LineagePanel* m_panel;
@@ -88,7 +103,11 @@ LineagePanel::LineagePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
     auto* b = new QToolButton;
     b->setText(QString::fromLatin1(text));
     b->setToolTip(tr(tip));
-    connect(b, &QToolButton::clicked, this, [this, f = factor] { f > 0 ? zoomBy(f) : fitTree(); });
+    connect(b, &QToolButton::clicked, this, [this, f = factor] {
+      if (f > 0) return zoomBy(f);
+      m_userZoomed = false;
+      fitTree();
+    });
     bar->addWidget(b);
   }
   layout->addLayout(bar);
@@ -150,13 +169,14 @@ void LineagePanel::reloadRun() {
   else if (lineage.empty())
     m_note->setText(tr("Every expert of this run came from an SFT checkpoint: the GA grew none."));
   else
-    m_note->setText(tr("%1 experts from SFT checkpoints (top row), %2 grown by merging two parents and a DARE mutation.")
+    m_note->setText(tr("%1 experts from SFT checkpoints (left column), %2 grown by merging two parents and a DARE mutation.")
                         .arg(experts - static_cast<int64_t>(lineage.size()))
                         .arg(lineage.size()));
   drawTree(experts, lineage, roots);
 }
 
 void LineagePanel::zoomBy(double factor) {
+  m_userZoomed = true;
   const double now = m_view->transform().m11();
   const double next = std::clamp(now * factor, 0.2, 5.0);
   m_view->scale(next / now, next / now);
@@ -169,26 +189,62 @@ void LineagePanel::fitTree() {
   double s = r.isEmpty() || v.isEmpty() ? 1.0 : std::min(v.width() / r.width(), v.height() / r.height());
   s = std::clamp(s, 0.8, 1.5);
   m_view->setTransform(QTransform::fromScale(s, s));
-  m_view->centerOn(r.center().x(), r.top());
+  // Centred when it fits; otherwise from the checkpoints (top left) on.
+  const double halfW = v.width() / (2 * s), halfH = v.height() / (2 * s);
+  m_view->centerOn(r.width() <= 2 * halfW ? r.center().x() : r.left() + halfW,
+                   r.height() <= 2 * halfH ? r.center().y() : r.top() + halfH);
+}
+
+QPainterPath LineagePanel::edgePath(const QPointF& from, const QPointF& to, const std::vector<QRectF>& avoid) {
+  // A horizontal S-curve from the parent's right side to the child's left side. An edge that spans
+  // columns and would cross a node on the way bows above or below it: the control points move
+  // up or down in steps until no sampled point of the curve falls in a node it does not join.
+  auto curve = [&](double bow) {
+    const double dx = (to.x() - from.x()) / 2.0;
+    QPainterPath path(from);
+    path.cubicTo(from + QPointF(dx, bow), to - QPointF(dx, -bow), to);
+    return path;
+  };
+  auto clear = [&](const QPainterPath& path) {
+    for (int i = 1; i < 40; ++i) {
+      const QPointF q = path.pointAtPercent(i / 40.0);
+      for (const QRectF& r : avoid)
+        if (r.contains(q)) return false;
+    }
+    return true;
+  };
+  const double step = std::max(20.0, std::abs(to.y() - from.y()) / 4.0 + 12.0);
+  for (int k = 0; k < 24; ++k) {
+    const double bow = (k % 2 == 1 ? -1.0 : 1.0) * ((k + 1) / 2) * step;
+    QPainterPath path = curve(bow);
+    if (clear(path)) return path;
+  }
+  return curve(0);
 }
 
 void LineagePanel::drawTree(int64_t experts, const std::vector<LineageRow>& lineage, const QStringList& roots) {
   m_scene->clear();
+  m_userZoomed = false;
   const auto nodes = layoutLineage(experts, lineage);
   const QFont font = m_view->font();  // labels at the normal size, never smaller
   const QFontMetricsF fm(font);
-  const double kR = std::max(26.0, fm.horizontalAdvance(QStringLiteral("E00")) * 0.75);
-  const double kDx = std::max(130.0, fm.horizontalAdvance(QStringLiteral("checkpoint-0000")) + 24);
-  const double kDy = std::max(150.0, fm.height() * 7);
+  QFont boldFont = font;
+  boldFont.setBold(true);
+  const double kR = std::max(17.0, QFontMetricsF(boldFont).horizontalAdvance(QStringLiteral("E00")) * 0.5 + 6);
+  // Columns far enough apart for two edge labels side by side; slots just taller than a node and its
+  // caption, so four checkpoint experts fit the dock's height at 1280x800.
+  const double kDx = std::max(170.0, fm.horizontalAdvance(QStringLiteral("0.00")) * 4 + 2 * kR + 40);
+  const double kDy = 2 * kR + fm.height() + 12;
   auto centre = [&](int64_t e) {
     const TreeNode& n = nodes.at(e);
-    return QPointF(n.x * kDx + kR, n.depth * kDy + kR);
+    return QPointF(n.depth * kDx + kR, n.x * kDy + kR);
+  };
+  auto nodeRect = [&](int64_t e) {  // the circle and its caption below
+    const QPointF c = centre(e);
+    return QRectF(c.x() - kR, c.y() - kR, 2 * kR, 2 * kR + fm.height() + 4);
   };
   std::vector<QRectF> taken;  // node circles and their captions, and labels placed so far
-  for (const auto& [e, n] : nodes) {
-    const QPointF c = centre(e);
-    taken.push_back(QRectF(c.x() - kR, c.y() - kR, 2 * kR, 2 * kR + fm.height() + 4));
-  }
+  for (const auto& [e, n] : nodes) taken.push_back(nodeRect(e));
   auto freeAt = [&](const QRectF& r) {
     for (const QRectF& t : taken)
       if (t.intersects(r)) return false;
@@ -196,20 +252,27 @@ void LineagePanel::drawTree(int64_t experts, const std::vector<LineageRow>& line
   };
   for (const LineageRow& l : lineage) {
     if (!nodes.count(l.parentA) || !nodes.count(l.parentB) || !nodes.count(l.child)) continue;
-    const QPointF c = centre(l.child) - QPointF(0, kR);
+    const QPointF c = centre(l.child) - QPointF(kR, 0);
     int which = 0;
     for (int64_t parent : {l.parentA, l.parentB}) {
-      const QPointF p = centre(parent) + QPointF(0, kR + fm.height() + 4);
+      const QPointF p = centre(parent) + QPointF(kR, 0);
+      std::vector<QRectF> avoid;
+      for (const auto& [e, n] : nodes)
+        if (e != parent && e != l.child) avoid.push_back(nodeRect(e).adjusted(-4, -4, 4, 4));
+      const QPainterPath path = edgePath(p, c, avoid);
       const double w = which == 0 ? l.alpha : 1.0 - l.alpha;
       const QColor colour = seriesColor(which == 0 ? 0 : 1);
-      auto* edge = m_scene->addLine(QLineF(p, c), QPen(colour, 1.0 + 4.0 * w));
+      auto* edge = m_scene->addPath(path, QPen(colour, 1.0 + 4.0 * w));
+      edge->setData(0, QStringLiteral("edge"));
+      edge->setData(1, QVariant::fromValue<qint64>(parent));
+      edge->setData(2, QVariant::fromValue<qint64>(l.child));
       edge->setZValue(-2);
       // The label on its edge, at the first spot along it that no node or other label takes.
       const QString text = QStringLiteral("%1").arg(w, 0, 'f', 2);
       const QSizeF size(fm.horizontalAdvance(text) + 6, fm.height() + 2);
       QRectF place;
-      for (double t : {0.35, 0.5, 0.22, 0.65, 0.78, 0.12, 0.88}) {
-        const QPointF at = c + (p - c) * t;
+      for (double t : {0.5, 0.35, 0.65, 0.22, 0.78, 0.12, 0.88}) {
+        const QPointF at = path.pointAtPercent(t);
         const QRectF r(at - QPointF(size.width() / 2, size.height() / 2), size);
         if (freeAt(r)) {
           place = r;
@@ -217,7 +280,7 @@ void LineagePanel::drawTree(int64_t experts, const std::vector<LineageRow>& line
         }
       }
       if (place.isNull()) {  // every spot taken: beside the edge's middle, pushed down until free
-        QRectF r(((p + c) / 2.0) - QPointF(size.width() / 2, size.height() / 2), size);
+        QRectF r(path.pointAtPercent(0.5) - QPointF(size.width() / 2, size.height() / 2), size);
         while (!freeAt(r)) r.translate(0, size.height());
         place = r;
       }
@@ -244,6 +307,8 @@ void LineagePanel::drawTree(int64_t experts, const std::vector<LineageRow>& line
       step = tr("step %1").arg(m.captured(1));
     auto* circle = m_scene->addEllipse(QRectF(c.x() - kR, c.y() - kR, 2 * kR, 2 * kR), QPen(QColor(60, 60, 60), 1.5),
                                        grown ? QColor(255, 236, 179) : QColor(204, 229, 255));
+    circle->setData(0, QStringLiteral("node"));
+    circle->setData(1, QVariant::fromValue<qint64>(e));
     circle->setToolTip(grown ? tr("E%1 = merge(alpha E%2, (1 - alpha) E%3), alpha %4, DARE p %5")
                                    .arg(e)
                                    .arg(byChild[e]->parentA)
@@ -262,7 +327,7 @@ void LineagePanel::drawTree(int64_t experts, const std::vector<LineageRow>& line
     sub->setData(0, QStringLiteral("nodeCaption"));
     sub->setPos(c + QPointF(-sub->boundingRect().width() / 2, kR + 2));
   }
-  m_scene->setSceneRect(m_scene->itemsBoundingRect().adjusted(-20, -20, 20, 20));
+  m_scene->setSceneRect(m_scene->itemsBoundingRect().adjusted(-8, -8, 8, 8));
   fitTree();
 }
 

@@ -1,5 +1,7 @@
 #include "plot_frame.h"
 
+#include <algorithm>
+
 #include <QDir>
 #include <QFile>
 #include <QFileDialog>
@@ -49,6 +51,10 @@ QColor seriesColor(int index) {
 }
 
 QColor runColor(qint64 runId) { return seriesColor(static_cast<int>(std::max<qint64>(0, runId - 1) % 100000)); }
+
+QColor groupColor(const std::vector<int64_t>& runIds) {
+  return runIds.empty() ? seriesColor(0) : runColor(*std::min_element(runIds.begin(), runIds.end()));
+}
 
 bool writeAtomically(const QString& path, const std::function<bool(const QString&)>& write, QString* error) {
   const QFileInfo info(path);

@@ -59,6 +59,9 @@ QColor seriesColor(int index);
 // A run's colour, the same in every panel (the Runs table's swatch, curves, heatmap titles, bars):
 // from the run's store id, so it never changes when other runs come or go.
 QColor runColor(qint64 runId);
+// A run name's colour across its seeds (group rows, the Across seeds view): its earliest run's colour,
+// so seed 0's curves and the group's bars look alike.
+QColor groupColor(const std::vector<int64_t>& runIds);
 // Writes `write(tempPath)` then renames onto `path`; removes the temporary file on failure. For files
 // a Qt writer must create by name (PNG, PDF).
 bool writeAtomically(const QString& path, const std::function<bool(const QString&)>& write, QString* error);

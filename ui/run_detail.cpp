@@ -1,5 +1,7 @@
 #include "run_detail.h"
 
+#include <algorithm>
+
 #include <QDesktopServices>
 #include <QDialogButtonBox>
 #include <QDir>
@@ -74,7 +76,14 @@ QString runOutputFolder(const Workspace* ws, qint64 id) {
 RunDetailDialog::RunDetailDialog(Workspace* ws, qint64 id, QWidget* parent) : QDialog(parent), m_ws(ws), m_id(id) {
   setObjectName(QStringLiteral("runDetail"));
   setAttribute(Qt::WA_DeleteOnClose, false);
-  resize(820, 600);
+  // Two thirds of the main window (a larger page on a larger screen), never below 820x600 where the
+  // window has room for it.
+  QSize size(820, 600);
+  if (parent) {
+    const QSize w = parent->window()->size();
+    size = QSize(std::max(std::min(820, w.width() - 40), w.width() * 2 / 3), std::max(std::min(600, w.height() - 40), w.height() * 2 / 3));
+  }
+  resize(size);
   auto* v = new QVBoxLayout(this);
   RunDetail d;
   QString error;

@@ -168,6 +168,8 @@ bool RunPanel::start(const Experiment& e, const QString& source) {
   m_history.clear();
   m_graphs.clear();
   m_stageIndex.clear();
+  m_lastStage.clear();
+  m_segments.clear();
   m_x = 0;
   for (auto* f : m_frames) {
     // A new run starts from empty axes: a plot that gets no data (the aux loss of dense stages)
@@ -204,7 +206,8 @@ void RunPanel::onStepsAvailable() {
 }
 
 QCPGraph* RunPanel::graphFor(int plot, const std::string& stage) {
-  auto key = std::make_pair(plot, stage);
+  const int segment = m_segments[stage];
+  auto key = std::make_tuple(plot, stage, segment);
   auto it = m_graphs.find(key);
   if (it != m_graphs.end()) return it->second;
   if (!m_stageIndex.count(stage)) {
@@ -216,6 +219,7 @@ QCPGraph* RunPanel::graphFor(int plot, const std::string& stage) {
   g->setName(QString::fromStdString(stage));
   g->setPen(QPen(seriesColor(m_stageIndex[stage]), 1.5));
   g->setAdaptiveSampling(true);
+  if (segment > 0) g->removeFromLegend();  // one legend entry per stage name
   m_graphs[key] = g;
   return g;
 }
@@ -226,6 +230,12 @@ void RunPanel::drain() {
   m_stages->onSteps(steps);
   for (const StepMetrics& m : steps) {
     m_x += 1;
+    if (m.stage != m_lastStage) {
+      // A stage that begins again (the next seed's) opens new graphs in its colour.
+      if (m_segments.count(m.stage)) ++m_segments[m.stage];
+      else m_segments[m.stage] = 0;
+      m_lastStage = m.stage;
+    }
     for (int i = 0; i < 4; ++i) {
       if (i == 1 && m.auxLoss == 0.0) continue;  // dense stages have no load-balancing loss
       graphFor(i, m.stage)->addData(m_x, curveValue(i, m));

@@ -8,6 +8,7 @@
 #include <QTimer>
 #include <QWidget>
 #include <map>
+#include <tuple>
 #include <vector>
 
 #include "api/training.h"
@@ -67,7 +68,11 @@ class RunPanel : public QWidget {
   QTimer m_coalesce;
   std::vector<StepMetrics> m_history;
   std::map<std::string, int> m_stageIndex;          // colour per stage
-  std::map<std::pair<int, std::string>, QCPGraph*> m_graphs;
+  // The graph a stage's steps go to now. A stage that begins again (the same stage name in the next
+  // seed) starts a new graph in the same colour, so no line joins the end of one seed to the next.
+  std::map<std::tuple<int, std::string, int>, QCPGraph*> m_graphs;  // (plot, stage, segment)
+  std::map<std::string, int> m_segments;            // how often each stage began, less one
+  std::string m_lastStage;                          // the stage of the last step drawn
   double m_x = 0;                                   // global step counter across stages
   QElapsedTimer m_clock;                            // since start()
   double m_expectedSeconds = -1;                    // the last complete run of this experiment, -1: none

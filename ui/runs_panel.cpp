@@ -235,6 +235,9 @@ void RunsPanel::refresh() {
       }
       RunsTableModel::Entry e = entryOf(*r);
       e.groupSize = static_cast<int>(seeds.size());
+      // The colour of the Across seeds view: from the runs it summarizes (each seed's last finished one).
+      for (const auto& [seed, m] : bySeed) e.memberIds.push_back(m->id);
+      if (e.memberIds.empty()) e.memberIds.push_back(r->id);
       e.expanded = m_expanded.contains(QString::fromStdString(key));
       e.accuracy = sampleStats(acc);
       e.evalLoss = sampleStats(loss);

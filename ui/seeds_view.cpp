@@ -71,9 +71,9 @@ SeedsView::SeedsView(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws)
   m_table->horizontalHeader()->setStretchLastSection(true);
   m_table->setMinimumHeight(90);
 
-  m_barsFrame = new PlotFrame(tr("Mean across seeds, 95% CI"));
-  m_curvesFrame = new PlotFrame(tr("Post-training loss: mean across seeds, 95% CI band (colours as in the table)"));
-  m_pairedFrame = new PlotFrame(tr("Paired difference to the baseline, 95% CI"));
+  m_barsFrame = new PlotFrame(tr("Mean, 95% CI"));
+  m_curvesFrame = new PlotFrame(tr("Post-training loss, mean, 95% band"));
+  m_pairedFrame = new PlotFrame(tr("Paired difference, 95% CI"));
   for (PlotFrame* f : {m_barsFrame, m_curvesFrame, m_pairedFrame}) f->setMinimumSize(220, 180);
   auto* plots = new QSplitter(Qt::Horizontal);
   plots->setChildrenCollapsible(false);
@@ -263,7 +263,7 @@ void SeedsView::fillTable() {
       m_table->setItem(i, col, item);
     };
     set(0, QString::fromStdString(g.name));
-    m_table->item(i, 0)->setForeground(seriesColor(i));
+    m_table->item(i, 0)->setForeground(groupColor(g.runIds));
     set(1, QString::number(g.stats.n));
     set(2, number(g.stats.mean, dp));
     set(3, g.stats.n >= 2 ? number(g.stats.sd, dp) : QStringLiteral("-"));
@@ -293,10 +293,10 @@ void SeedsView::drawBars() {
     auto* bars = new QCPBars(p->xAxis, p->yAxis);
     bars->setData(QVector<double>{static_cast<double>(i)}, QVector<double>{g.stats.mean});
     bars->setWidth(0.6);
-    QColor fill = seriesColor(static_cast<int>(i));
+    QColor fill = groupColor(m_summary->runs[i].runIds);
     fill.setAlpha(150);
     bars->setBrush(fill);
-    bars->setPen(QPen(seriesColor(static_cast<int>(i)), 1));
+    bars->setPen(QPen(groupColor(m_summary->runs[i].runIds), 1));
     bars->setName(QString::fromStdString(g.name));
     if (g.stats.n >= 2) {
       auto* err = new QCPErrorBars(p->xAxis, p->yAxis);
@@ -341,7 +341,7 @@ void SeedsView::drawCurves() {
     const RunGroupStats& g = m_summary->runs[i];
     const CurveBand b = lossBand(g);
     if (b.steps.empty()) continue;
-    const QColor c = seriesColor(static_cast<int>(i));
+    const QColor c = groupColor(m_summary->runs[i].runIds);
     const QVector<double> x(b.steps.begin(), b.steps.end());
     auto* lower = p->addGraph();
     lower->setData(x, QVector<double>(b.lo.begin(), b.lo.end()));
@@ -373,7 +373,7 @@ void SeedsView::drawPaired() {
   const bool any = m_summary && std::any_of(m_summary->runs.begin(), m_summary->runs.end(),
                                             [](const RunGroupStats& g) { return g.paired.has_value(); });
   if (!any) {
-    m_pairedFrame->setTitle(tr("Paired difference to the baseline, 95% CI (choose a baseline)"));
+    m_pairedFrame->setTitle(tr("Paired difference (choose a baseline)"));
     p->replot();
     return;
   }
@@ -386,12 +386,12 @@ void SeedsView::drawPaired() {
     auto* point = p->addGraph();
     point->setData(QVector<double>{static_cast<double>(i)}, QVector<double>{g.paired->meanDiff});
     point->setLineStyle(QCPGraph::lsNone);
-    point->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, seriesColor(static_cast<int>(i)), 9));
+    point->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, groupColor(m_summary->runs[i].runIds), 9));
     if (g.paired->n >= 2) {
       auto* err = new QCPErrorBars(p->xAxis, p->yAxis);
       err->setDataPlottable(point);
       err->setData(QVector<double>{g.paired->meanDiff - g.paired->lo}, QVector<double>{g.paired->hi - g.paired->meanDiff});
-      err->setPen(QPen(seriesColor(static_cast<int>(i)), 1.6));
+      err->setPen(QPen(groupColor(m_summary->runs[i].runIds), 1.6));
       err->setWhiskerWidth(10);
       lo = std::min(lo, g.paired->lo);
       hi = std::max(hi, g.paired->hi);
@@ -407,8 +407,7 @@ void SeedsView::drawPaired() {
   p->yAxis->setLabel(tr("run − %1").arg(baseline));
   const double pad = 0.1 * std::max(1e-9, hi - lo);
   p->yAxis->setRange(lo - pad, hi + pad);
-  m_pairedFrame->setTitle(tr("Paired difference to %1, 95% CI (%2 is better)")
-                              .arg(baseline, m_summary->higherIsBetter ? tr("above 0") : tr("below 0")));
+  m_pairedFrame->setTitle(tr("Δ to %1, 95% CI (%2 better)").arg(baseline, m_summary->higherIsBetter ? tr("above 0") : tr("below 0")));
   p->replot();
 }
 

@@ -1,8 +1,11 @@
 #include "table_models.h"
 
+#include <QRegularExpression>
+
 #include <QBrush>
 #include <QColor>
 #include <QFont>
+#include <QRegularExpression>
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -143,7 +146,7 @@ QVariant RunsTableModel::groupData(const Entry& e, int column, int role) const {
     f.setBold(true);
     return f;
   }
-  if (role == Qt::DecorationRole && column == kName) return runColor(e.run.id);
+  if (role == Qt::DecorationRole && column == kName) return groupColor(e.memberIds);
   if (role == Qt::ToolTipRole)
     return tr("%1 seeds of %2: mean ± half-width of the 95% confidence interval. Click to %3 the seeds.")
         .arg(e.groupSize)
@@ -309,7 +312,10 @@ QString MetricsCompareModel::formatCell(const Row& r, double v) {
   for (double o : r.values)
     if (std::isfinite(o)) largest = std::max(largest, std::fabs(o));
   const int decimals = largest > 0 ? std::clamp(3 - static_cast<int>(std::floor(std::log10(largest))), 0, 6) : 4;
-  return QString::number(v, 'f', decimals);
+  QString text = QString::number(v, 'f', decimals);
+  // -0.0 and tiny negatives that round to zero read as 0, not "-0.0000".
+  if (text.startsWith(QLatin1Char('-')) && text.count(QRegularExpression(QStringLiteral("[1-9]"))) == 0) text.remove(0, 1);
+  return text;
 }
 
 QVariant MetricsCompareModel::data(const QModelIndex& index, int role) const {

@@ -35,6 +35,7 @@ class RunsTableModel : public QAbstractTableModel {
     int groupSize = 0;  // > 0: a group row of this many seeds
     bool expanded = false, member = false;
     SampleStats accuracy, evalLoss, diversity;  // group rows: across the seeds (accuracy in %)
+    std::vector<int64_t> memberIds;             // group rows: every seed's run (its colour: groupColor)
   };
   using QAbstractTableModel::QAbstractTableModel;
   void setEntries(std::vector<Entry> entries);

@@ -36,7 +36,12 @@ class Workspace : public QObject {
   // when no file is there, stays closed (store() null, no runs) unless `create`.
   void reopen(bool create);
   void setCurrentRun(qint64 id);
-  void requestCompare(const QList<qint64>& ids) { Q_EMIT compareRequested(ids); }
+  // The compared runs are the ticked runs: Compare ticks exactly `ids` (so the header, every tab and
+  // the Runs table's ticks agree), then shows the panel.
+  void requestCompare(const QList<qint64>& ids) {
+    setCheckedRuns(ids);
+    Q_EMIT compareRequested(ids);
+  }
   void setCheckedRuns(const QList<qint64>& ids);
   // The run detail page (parameters, stages, log, output folder, artifacts) for a run.
   void requestDetails(qint64 id) { Q_EMIT detailsRequested(id); }

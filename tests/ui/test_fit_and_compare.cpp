@@ -10,6 +10,7 @@
 #include <QComboBox>
 #include <QDockWidget>
 #include <QFileInfo>
+#include <QGraphicsPathItem>
 #include <QGraphicsRectItem>
 #include <QGraphicsScene>
 #include <QGraphicsSimpleTextItem>
@@ -403,6 +404,47 @@ TEST(Layout, LegendsSitBesideTheData) {
   EXPECT_EQ(cmp.routingHoverAt(gap), QString());
 }
 
+TEST(RunPanel, AStageThatBeginsAgainInTheNextSeedIsANewLineNotAJoin) {
+  Store f;
+  EngineController engine;
+  RunPanel run(f.ws.get(), &engine);
+  run.resize(900, 700);
+  run.show();
+  // Seed 0's sft, its post stage, then seed 1's sft: steps 1-3, 4-5, 6-7 on the x axis.
+  auto push = [&](const char* stage, int n, double loss) {
+    for (int i = 0; i < n; ++i) {
+      StepMetrics m;
+      m.stage = stage;
+      m.step = i + 1;
+      m.totalSteps = n;
+      m.loss = loss - 0.1 * i;
+      m.lr = 1e-3;
+      m.tokensPerSec = 100;
+      engine.worker()->pushStep(m);
+    }
+  };
+  push("sft", 3, 3.0);
+  push("post:dense", 2, 2.0);
+  push("sft", 2, 2.9);
+  QCustomPlot* loss = run.curve(0)->plot();
+  test::waitFor([&] { return loss->graphCount() >= 3; }, 5000);
+  ASSERT_EQ(loss->graphCount(), 3);
+  // Each line holds one stretch of steps: seed 1's sft starts at step 6, not joined to step 3.
+  std::vector<std::vector<double>> keys;
+  for (int g = 0; g < loss->graphCount(); ++g) {
+    std::vector<double> k;
+    for (auto it = loss->graph(g)->data()->constBegin(); it != loss->graph(g)->data()->constEnd(); ++it) k.push_back(it->key);
+    keys.push_back(k);
+  }
+  EXPECT_EQ(keys[0], (std::vector<double>{1, 2, 3}));
+  EXPECT_EQ(keys[1], (std::vector<double>{4, 5}));
+  EXPECT_EQ(keys[2], (std::vector<double>{6, 7}));
+  // Both sft lines in one colour, one legend entry per stage name.
+  EXPECT_EQ(loss->graph(0)->pen().color(), loss->graph(2)->pen().color());
+  EXPECT_NE(loss->graph(0)->pen().color(), loss->graph(1)->pen().color());
+  EXPECT_EQ(loss->legend->itemCount(), 2);
+}
+
 TEST(Layout, EveryDockFitsA1280x800Window) {
   Window win(QSize(1280, 800));
   MainWindow& w = *win.w;
@@ -460,6 +502,27 @@ TEST(ComparePanel, TickedRunsOverlayWithSmoothingLogScaleAndACrosshairReadout) {
       << v->frame()->defaultFileName(QStringLiteral("png")).toStdString();
 }
 
+TEST(ComparePanel, TheComparedRunsAreTheTickedRunsInEveryTabAndTheHeader) {
+  Store f;
+  RunsPanel runs(f.ws.get());
+  ComparePanel cmp(f.ws.get());
+  f.ws->setCheckedRuns({f.dense, f.ids.a, f.ids.b, f.ids.upit});
+  EXPECT_EQ(cmp.curves()->series().size(), 3u) << "alpha, beta and delta have loss curves; gamma none";
+  // Compare on a selection of two: the ticks, the header and the curves follow it.
+  f.ws->requestCompare({f.ids.a, f.ids.b});
+  EXPECT_EQ(f.ws->checkedRuns(), (QList<qint64>{f.ids.a, f.ids.b}));
+  EXPECT_EQ(cmp.curves()->series().size(), 2u);
+  EXPECT_TRUE(cmp.headerText().contains(QStringLiteral("#%1 alpha").arg(f.ids.a))) << cmp.headerText().toStdString();
+  EXPECT_FALSE(cmp.headerText().contains(QStringLiteral("delta")));
+  int ticked = 0;
+  for (int r = 0; r < runs.proxy()->rowCount(); ++r)
+    ticked += runs.proxy()->index(r, RunsTableModel::kId).data(Qt::CheckStateRole).toInt() == Qt::Checked;
+  EXPECT_EQ(ticked, 2);
+  // Five ticked: the header says the other tabs take 2 to 4, never names runs they do not show.
+  f.ws->setCheckedRuns({f.dense, f.ids.a, f.ids.b, f.ids.upit, f.ids.a + 1000});
+  EXPECT_TRUE(cmp.headerText().contains(QStringLiteral("2 to 4"))) << cmp.headerText().toStdString();
+}
+
 TEST(Models, MetricsCompareBoldsOnlyAUniqueBest) {
   RunDetail a, b, c;
   a.run.id = 1;
@@ -480,6 +543,17 @@ TEST(Models, MetricsCompareBoldsOnlyAUniqueBest) {
   three.setRuns({a, b, c});
   EXPECT_TRUE(three.index(0, 3).data(Qt::FontRole).value<QFont>().bold());
   EXPECT_FALSE(three.index(1, 2).data(Qt::FontRole).isValid()) << "1.25 twice: a tie";
+  // Diversities -0.0 and -1e-9 beside 0.25 (four decimals: 3 - floor(log10 0.25)) read "0.0000", never "-0.0000".
+  RunDetail d, e, g;
+  d.run.finalMetrics["analysis/diversity"] = -0.0;
+  e.run.finalMetrics["analysis/diversity"] = -1e-9;
+  g.run.finalMetrics["analysis/diversity"] = 0.25;
+  MetricsCompareModel zero;
+  zero.setRuns({d, e, g});
+  ASSERT_EQ(zero.index(0, 0).data().toString(), QStringLiteral("analysis/diversity"));
+  EXPECT_EQ(zero.index(0, 1).data().toString(), QStringLiteral("0.0000"));
+  EXPECT_EQ(zero.index(0, 2).data().toString(), QStringLiteral("0.0000"));
+  EXPECT_EQ(zero.index(0, 3).data().toString(), QStringLiteral("0.2500"));
 }
 
 TEST(RunDetail, ShowsTheRunsParamsLogAndStages) {
@@ -528,6 +602,48 @@ TEST(LineagePanel, ReadableLabelsThatNeverOverlapAndRootsNameTheirStep) {
   const double before = panel.view()->transform().m11();
   panel.zoomBy(1.25);
   EXPECT_NEAR(panel.view()->transform().m11(), before * 1.25, 1e-9);
+}
+
+TEST(LineagePanel, TheDemosEightExpertTreeFitsA1280ViewAndNoEdgeCrossesANode) {
+  // The demo's shape: 4 checkpoint experts and a chain of 4 children, each from the last child and
+  // an older expert, so a straight edge E3 -> E6 would run through E4 or E5.
+  TempDir dir;
+  {
+    RunStore s(dir / "runs.db");
+    const int64_t id = s.beginRun("upit", "demo", "upit", 0, "cpu", {{"run.method", "upit"}, {"run.experts", "8"}});
+    s.addLineage(id, {{4, 0, 3, 0.918, 0.3, 0.18, 1, "linear"}, {5, 3, 4, 0.709, 0.3, 0.29, 2, "linear"},
+                      {6, 4, 5, 0.913, 0.3, 0.30, 3, "linear"}, {7, 3, 6, 0.6, 0.3, 0.31, 4, "linear"}});
+    s.finishRun(id, "finished");
+  }
+  Workspace ws(QString::fromStdString((dir / "runs.db").string()));
+  LineagePanel panel(&ws);
+  panel.resize(790, 470);  // the dock's size in a 1280x800 window
+  panel.show();
+  test::waitFor([] { return false; }, 50);
+  std::map<qint64, QRectF> nodes;
+  std::vector<QGraphicsPathItem*> edges;
+  for (QGraphicsItem* item : panel.scene()->items()) {
+    if (item->data(0).toString() == QLatin1String("node")) nodes[item->data(1).toLongLong()] = item->sceneBoundingRect();
+    if (item->data(0).toString() == QLatin1String("edge")) edges.push_back(static_cast<QGraphicsPathItem*>(item));
+  }
+  ASSERT_EQ(nodes.size(), 8u);
+  ASSERT_EQ(edges.size(), 8u);
+  // Every node in sight at a readable scale.
+  EXPECT_GE(panel.view()->transform().m11(), 0.8);
+  const QRect viewport = panel.view()->viewport()->rect();
+  for (const auto& [e, r] : nodes)
+    EXPECT_TRUE(viewport.contains(panel.view()->mapFromScene(r).boundingRect())) << "E" << e << " is cut off";
+  // No edge runs through a node it does not join (sampled along the curve).
+  for (QGraphicsPathItem* edge : edges) {
+    const qint64 from = edge->data(1).toLongLong(), to = edge->data(2).toLongLong();
+    for (int i = 1; i < 100; ++i) {
+      const QPointF q = edge->path().pointAtPercent(i / 100.0);
+      for (const auto& [e, r] : nodes)
+        if (e != from && e != to) {
+          EXPECT_FALSE(r.contains(q)) << "E" << from << " -> E" << to << " crosses E" << e;
+        }
+    }
+  }
 }
 
 TEST(CheckpointsPanel, WithoutABaseTheEarliestCheckedCheckpointIsTheBaseAndMarkersShowTheChecks) {

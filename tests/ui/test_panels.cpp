@@ -144,14 +144,14 @@ TEST(LineagePanel, TreeDepthsFollowTheParents) {
   EXPECT_EQ(nodes.at(2).depth, 1);
   EXPECT_EQ(nodes.at(3).depth, 1);
   EXPECT_EQ(nodes.at(4).depth, 2) << "expert 4's parent 2 is itself a child";
-  // 5 nodes, 6 edges, and labels: the scene is not empty and spans three rows.
-  int ellipses = 0, lines = 0;
+  // 5 nodes, 6 edges, and labels: the scene is not empty and spans three columns.
+  int ellipses = 0, edges = 0;
   for (auto* item : panel.scene()->items()) {
     ellipses += item->type() == QGraphicsEllipseItem::Type;
-    lines += item->type() == QGraphicsLineItem::Type;
+    edges += item->data(0).toString() == QLatin1String("edge");
   }
   EXPECT_EQ(ellipses, 5);
-  EXPECT_EQ(lines, 6);
+  EXPECT_EQ(edges, 6);
 }
 
 TEST(ComparePanel, CurvesHeatmapsAndBarsShareScalesAndMatchTheStore) {
@@ -187,12 +187,14 @@ TEST(ComparePanel, CurvesHeatmapsAndBarsShareScalesAndMatchTheStore) {
 TEST(SeedsView, TableBarsBandsAndPairedDifferencesByHand) {
   // Two run names over seeds 0, 1, 2 with hand-written accuracies and loss curves.
   TempDir dir;
+  int64_t moeSeed0 = 0;
   {
     RunStore s(dir / "runs.db");
     const double dense[3] = {0.50, 0.40, 0.45}, moe[3] = {0.56, 0.41, 0.44};
     for (uint64_t seed = 0; seed < 3; ++seed)
       for (const auto& [name, acc] : {std::pair<std::string, double>{"dense", dense[seed]}, {"moe", moe[seed]}}) {
         const int64_t id = s.beginRun(name, "seedy", name == "dense" ? "dense" : "sparse", seed, "cpu", {});
+        if (name == "moe" && seed == 0) moeSeed0 = id;
         s.addEval(id, {{"", 1.0, 2.7, acc, 10, 10}});
         // loss at steps 1, 2: (3 + seed, 2 + seed) for dense, (4 + seed, 1 + seed) for moe.
         const double off = static_cast<double>(seed) + (name == "moe" ? 1.0 : 0.0);
@@ -246,9 +248,10 @@ TEST(SeedsView, TableBarsBandsAndPairedDifferencesByHand) {
     checked = true;
   }
   EXPECT_TRUE(checked);
-  // No legend over the data: the colours are the table's (run i in seriesColor(i)).
+  // No legend over the data: the colours are the table's, each name in its earliest run's colour (as
+  // the Runs table's group row and that run's curves in Compare).
   EXPECT_FALSE(curves->legend->visible());
-  EXPECT_EQ(t->item(1, 0)->foreground().color(), seriesColor(1));
+  EXPECT_EQ(t->item(1, 0)->foreground().color(), runColor(moeSeed0));
 
   // Paired chart: the moe point at +2 with its interval; CSV rows agree.
   const CsvTable paired = view.pairedFrame()->csv();
@@ -317,6 +320,8 @@ TEST(RunsPanel, GroupsSeedsIntoOneRowWithMeanAndIntervalAndExpands) {
   // loss: mean 2, sd 1, half-width 4.3026527 / sqrt(3) = 2.4841.
   EXPECT_EQ(cell(group, RunsTableModel::kEvalLoss), QStringLiteral("2.0000 ± 2.4841"));
   EXPECT_EQ(cell(group, RunsTableModel::kStatus), QStringLiteral("3 of 3 finished"));
+  // The group's swatch: its seed-0 run's colour (run 1), as in the Across seeds view.
+  EXPECT_EQ(panel.proxy()->index(group, RunsTableModel::kName).data(Qt::DecorationRole).value<QColor>(), runColor(1));
   EXPECT_FALSE(panel.model()->flags(panel.model()->index(group, RunsTableModel::kId)) & Qt::ItemIsUserCheckable);
   // A click on the group shows its seeds under it, in seed order; another hides them.
   panel.toggleGroup(QStringLiteral("seedy"), QStringLiteral("moe"));
