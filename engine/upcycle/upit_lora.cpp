@@ -29,6 +29,18 @@ std::pair<torch::Tensor*, torch::Tensor*> factorStacks(MoeBlockImpl& b, size_t i
   if (i == 1) return {&b.lora_up_A, &b.lora_up_B};
   return {&b.lora_down_A, &b.lora_down_B};
 }
+// Calls fn(layer, projection, A stack, B stack) for every MoE layer's LoRA-expert projection.
+template <typename Fn>
+void forEachFactorStack(DecoderLMImpl& moe, Fn&& fn) {
+  for (size_t l = 0; l < moe.model->layers->size(); ++l) {
+    auto layer = layerAt(moe, l);
+    if (!layer->moe) continue;
+    for (size_t i = 0; i < 3; ++i) {
+      auto [A, B] = factorStacks(*layer->moe, i);
+      if (A->defined()) fn(l, i, *A, *B);
+    }
+  }
+}
 torch::Tensor& baseWeight(MoeBlockImpl& b, size_t i) { return i == 0 ? b.base_gate : i == 1 ? b.base_up : b.base_down; }
 torch::Tensor& denseWeight(SwiGluImpl& m, size_t i) {
   return i == 0 ? m.gate_proj->weight : i == 1 ? m.up_proj->weight : m.down_proj->weight;
@@ -215,22 +227,15 @@ DecoderLM assembleLoraMoe(const std::vector<DecoderLMImpl*>& nonFfn, DecoderLMIm
   copyBaseFfn(base, *moe);
   torch::NoGradGuard ng;
   initAllRouters(*moe, routerInit, gen);
-  for (size_t l = 0; l < moe->model->layers->size(); ++l) {
-    auto layer = layerAt(*moe, l);
-    if (!layer->moe) continue;
-    for (size_t i = 0; i < 3; ++i) {
-      auto [A, B] = factorStacks(*layer->moe, i);
-      if (!A->defined()) continue;
-      for (int64_t e = 0; e < mc.numExperts; ++e) {
-        UPCYCLE_CHECK(pool[e].A[l][i].defined(), "expert ", e, " has no LoRA on ", loraExpertProjections()[i],
-                      " of layer ", l);
-        UPCYCLE_CHECK(pool[e].A[l][i].sizes() == (*A)[e].sizes() && pool[e].B[l][i].sizes() == (*B)[e].sizes(),
-                      "expert ", e, ": the rank of its ", loraExpertProjections()[i], " factors differs from r = ", lora.rank);
-        (*A)[e].copy_(pool[e].A[l][i]);
-        (*B)[e].copy_(pool[e].B[l][i]);
-      }
+  forEachFactorStack(*moe, [&](size_t l, size_t i, torch::Tensor& A, torch::Tensor& B) {
+    for (int64_t e = 0; e < mc.numExperts; ++e) {
+      UPCYCLE_CHECK(pool[e].A[l][i].defined(), "expert ", e, " has no LoRA on ", loraExpertProjections()[i], " of layer ", l);
+      UPCYCLE_CHECK(pool[e].A[l][i].sizes() == A[e].sizes() && pool[e].B[l][i].sizes() == B[e].sizes(), "expert ", e,
+                    ": the rank of its ", loraExpertProjections()[i], " factors differs from r = ", lora.rank);
+      A[e].copy_(pool[e].A[l][i]);
+      B[e].copy_(pool[e].B[l][i]);
     }
-  }
+  });
   return moe;
 }
 
@@ -243,17 +248,11 @@ DecoderLM freshLoraMoe(DecoderLMImpl& dense, const LoraOptions& lora, const MoeS
   copyBaseFfn(dense, *moe);
   torch::NoGradGuard ng;
   initAllRouters(*moe, routerInit, gen);
-  for (size_t l = 0; l < moe->model->layers->size(); ++l) {
-    auto layer = layerAt(*moe, l);
-    if (!layer->moe) continue;
-    for (size_t i = 0; i < 3; ++i) {
-      auto [A, B] = factorStacks(*layer->moe, i);
-      if (!A->defined()) continue;
-      const double bound = 1.0 / std::sqrt(static_cast<double>(A->size(2)));  // PEFT: 1 / sqrt(in)
-      for (int64_t e = 0; e < mc.numExperts; ++e) (*A)[e].uniform_(-bound, bound, gen);
-      B->zero_();
-    }
-  }
+  forEachFactorStack(*moe, [&](size_t, size_t, torch::Tensor& A, torch::Tensor& B) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(A.size(2)));  // PEFT: 1 / sqrt(in)
+    for (int64_t e = 0; e < mc.numExperts; ++e) A[e].uniform_(-bound, bound, gen);
+    B.zero_();
+  });
   return moe;
 }
 
