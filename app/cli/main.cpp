@@ -1078,6 +1078,24 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string verb = argv[1];
+  // `upcycle VERB --help`: that verb's part of the usage (every verb's lines start with two spaces and
+  // the verb; its description runs to the next verb).
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a != "--help" && a != "-h") continue;
+    std::istringstream usage(kUsage);
+    std::string line, block;
+    bool in = false;
+    while (std::getline(usage, line)) {
+      const bool verbLine = line.size() > 2 && line[0] == ' ' && line[1] == ' ' && std::islower(static_cast<unsigned char>(line[2]));
+      if (verbLine) in = line.compare(2, verb.size(), verb) == 0 && (line.size() == 2 + verb.size() || line[2 + verb.size()] == ' ');
+      else if (!line.empty() && line[0] != ' ') in = false;
+      if (in) block += line + "\n";
+    }
+    if (block.empty()) break;  // not a verb: the error below
+    std::cout << "usage:\n" << block;
+    return 0;
+  }
   g_argv.assign(argv, argv + argc);
   int distRank = 0;
   try {

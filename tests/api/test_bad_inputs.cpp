@@ -186,6 +186,11 @@ TEST(BadInputs, ArgumentsAndExperimentsOutOfRange) {
   const Result verb = cli("frobnicate");
   EXPECT_EQ(verb.rc, 2);
   EXPECT_EQ(verb.err.rfind("upcycle: error: unknown verb \"frobnicate\"", 0), 0u) << verb.err;
+  // --help after a verb is that verb's usage, not "option --help needs a value".
+  const Result help = cli("runs summary --help");
+  EXPECT_EQ(help.rc, 0) << help.err;
+  EXPECT_NE(help.out.find("summary --experiment NAME"), std::string::npos) << help.out;
+  EXPECT_EQ(help.out.find("  convert"), std::string::npos) << "only the runs verb's lines";
 }
 
 TEST(BadInputs, GenerationStopsAtTheContextAndRecordsAreTruncatedToIt) {
