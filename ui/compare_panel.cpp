@@ -124,15 +124,16 @@ ComparePanel::ComparePanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_
   m_seeds = new SeedsView(ws);
   m_tabs->addTab(m_seeds, tr("Across seeds"));
 
-  connect(ws, &Workspace::compareRequested, this, &ComparePanel::setRuns);
+  // Compare ticks its runs first (Workspace::requestCompare), which already showed them below.
+  connect(ws, &Workspace::compareRequested, this, [this](const QList<qint64>& ids) {
+    if (sortedIds(ids) != shownIds() || m_runs.empty()) setRuns(ids);
+  });
   // The ticked runs are the compared runs: ticking in the Runs table overlays their curves at once;
   // 2 to 4 ticked runs fill every tab, and the header always names what the tabs show.
   connect(ws, &Workspace::checkedRunsChanged, this, [this](const QList<qint64>& ids) {
     if (ids.isEmpty()) return;
     m_curves->setRuns(ids);
-    QList<qint64> shown;
-    for (const RunDetail& r : m_runs) shown << r.run.id;
-    if (ids != shown) setRuns(ids);
+    if (sortedIds(ids) != shownIds() || m_runs.empty()) setRuns(ids);
   });
 
   m_simFrame->setCsvSource([this] {
@@ -160,6 +161,17 @@ void ComparePanel::setCurveMetric(const QString& key) { m_curves->setMetric(key)
 PlotFrame* ComparePanel::curvesFrame() const { return m_curves->frame(); }
 
 QString ComparePanel::headerText() const { return m_header->text(); }
+
+QList<qint64> ComparePanel::sortedIds(QList<qint64> ids) {
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+QList<qint64> ComparePanel::shownIds() const {
+  QList<qint64> ids;
+  for (const RunDetail& r : m_runs) ids << r.run.id;
+  return sortedIds(ids);
+}
 
 void ComparePanel::setRuns(const QList<qint64>& ids) {
   m_runs.clear();

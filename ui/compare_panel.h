@@ -33,6 +33,12 @@ class ComparePanel : public QWidget {
   explicit ComparePanel(Workspace* ws, QWidget* parent = nullptr);
   void setRuns(const QList<qint64>& ids);  // 2-4 run ids; others are refused with a message
   QString headerText() const;
+
+ private:
+  static QList<qint64> sortedIds(QList<qint64> ids);
+  QList<qint64> shownIds() const;  // the runs the tabs show, ascending
+
+ public:
   const std::vector<RunDetail>& runs() const { return m_runs; }
   ParamDiffModel* paramModel() const { return m_params; }
   MetricsCompareModel* metricsModel() const { return m_metrics; }

@@ -50,8 +50,8 @@ class LineagePanel : public QWidget {
   PlotFrame* treeFrame() const { return m_frame; }
   QGraphicsView* view() const { return m_view; }
   void zoomBy(double factor);
-  void fitTree();
-  bool userZoomed() const { return m_userZoomed; }  // the whole tree, never below a readable scale (scroll for the rest)
+  void fitTree();  // the whole tree, never below a readable scale (scroll for the rest)
+  bool userZoomed() const { return m_userZoomed; }
 
  private:
   void reloadRun();

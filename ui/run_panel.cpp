@@ -169,6 +169,7 @@ bool RunPanel::start(const Experiment& e, const QString& source) {
   m_graphs.clear();
   m_stageIndex.clear();
   m_lastStage.clear();
+  m_lastStep = 0;
   m_segments.clear();
   m_x = 0;
   for (auto* f : m_frames) {
@@ -230,12 +231,15 @@ void RunPanel::drain() {
   m_stages->onSteps(steps);
   for (const StepMetrics& m : steps) {
     m_x += 1;
-    if (m.stage != m_lastStage) {
-      // A stage that begins again (the next seed's) opens new graphs in its colour.
+    // A stage that begins again opens new graphs in its colour: after another stage (the next seed's
+    // sft after seed 0's post stages), or right after itself when its step count restarts (the same
+    // post:NAME stage of consecutive seeds when the SFT is shared and skipped).
+    if (m.stage != m_lastStage || m.step <= m_lastStep) {
       if (m_segments.count(m.stage)) ++m_segments[m.stage];
       else m_segments[m.stage] = 0;
       m_lastStage = m.stage;
     }
+    m_lastStep = m.step;
     for (int i = 0; i < 4; ++i) {
       if (i == 1 && m.auxLoss == 0.0) continue;  // dense stages have no load-balancing loss
       graphFor(i, m.stage)->addData(m_x, curveValue(i, m));

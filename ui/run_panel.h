@@ -73,6 +73,7 @@ class RunPanel : public QWidget {
   std::map<std::tuple<int, std::string, int>, QCPGraph*> m_graphs;  // (plot, stage, segment)
   std::map<std::string, int> m_segments;            // how often each stage began, less one
   std::string m_lastStage;                          // the stage of the last step drawn
+  int64_t m_lastStep = 0;                           // and its step
   double m_x = 0;                                   // global step counter across stages
   QElapsedTimer m_clock;                            // since start()
   double m_expectedSeconds = -1;                    // the last complete run of this experiment, -1: none

@@ -113,10 +113,7 @@ RunsPanel::RunsPanel(Workspace* ws, QWidget* parent) : QWidget(parent), m_ws(ws)
       return;
     for (qint64 id : ids) deleteRun(id);
   });
-  connect(m_compare, &QPushButton::clicked, this, [this] {
-    m_ws->setCheckedRuns(selectedRuns());  // the compared runs are the ticked ones
-    m_ws->requestCompare(selectedRuns());
-  });
+  connect(m_compare, &QPushButton::clicked, this, [this] { m_ws->requestCompare(selectedRuns()); });  // ticks them too
   connect(m_model, &RunsTableModel::checkedChanged, ws, &Workspace::setCheckedRuns);
   connect(ws, &Workspace::checkedRunsChanged, m_model, &RunsTableModel::setChecked);
   connect(m_table, &QTableView::doubleClicked, this, [this](const QModelIndex& i) {

@@ -1,11 +1,9 @@
 #include "table_models.h"
 
-#include <QRegularExpression>
 
 #include <QBrush>
 #include <QColor>
 #include <QFont>
-#include <QRegularExpression>
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -314,7 +312,7 @@ QString MetricsCompareModel::formatCell(const Row& r, double v) {
   const int decimals = largest > 0 ? std::clamp(3 - static_cast<int>(std::floor(std::log10(largest))), 0, 6) : 4;
   QString text = QString::number(v, 'f', decimals);
   // -0.0 and tiny negatives that round to zero read as 0, not "-0.0000".
-  if (text.startsWith(QLatin1Char('-')) && text.count(QRegularExpression(QStringLiteral("[1-9]"))) == 0) text.remove(0, 1);
+  if (std::isfinite(v) && text.startsWith(QLatin1Char('-')) && text.toDouble() == 0.0) text.remove(0, 1);
   return text;
 }
 

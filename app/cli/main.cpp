@@ -13,6 +13,7 @@
 #include <exception>
 #include <iostream>
 #include <optional>
+#include <cctype>
 #include <set>
 #include <sstream>
 
@@ -1078,21 +1079,27 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string verb = argv[1];
-  // `upcycle VERB --help`: that verb's part of the usage (every verb's lines start with two spaces and
-  // the verb; its description runs to the next verb).
-  for (int i = 2; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a != "--help" && a != "-h") continue;
+  // `upcycle VERB --help` (the last argument): that verb's part of the usage. Verbs are the lines of
+  // the "verbs:" section that start with two spaces and the verb; a description runs to the next verb.
+  if (argc > 2 && std::string(argv[argc - 1]) == "--help") {
     std::istringstream usage(kUsage);
     std::string line, block;
-    bool in = false;
+    bool inVerbs = false, in = false;
     while (std::getline(usage, line)) {
-      const bool verbLine = line.size() > 2 && line[0] == ' ' && line[1] == ' ' && std::islower(static_cast<unsigned char>(line[2]));
-      if (verbLine) in = line.compare(2, verb.size(), verb) == 0 && (line.size() == 2 + verb.size() || line[2 + verb.size()] == ' ');
-      else if (!line.empty() && line[0] != ' ') in = false;
+      if (line == "verbs:") {
+        inVerbs = true;
+        continue;
+      }
+      if (!inVerbs) continue;
+      if (line.empty()) break;  // the end of the verbs section
+      if (line.size() > 2 && line[0] == ' ' && line[1] == ' ' && std::islower(static_cast<unsigned char>(line[2])))
+        in = line.compare(2, verb.size(), verb) == 0 && (line.size() == 2 + verb.size() || line[2 + verb.size()] == ' ');
       if (in) block += line + "\n";
     }
-    if (block.empty()) break;  // not a verb: the error below
+    if (block.empty()) {
+      std::cerr << "upcycle: error: unknown verb \"" << verb << "\" (try: upcycle help)\n";
+      return 2;
+    }
     std::cout << "usage:\n" << block;
     return 0;
   }

@@ -191,6 +191,14 @@ TEST(BadInputs, ArgumentsAndExperimentsOutOfRange) {
   EXPECT_EQ(help.rc, 0) << help.err;
   EXPECT_NE(help.out.find("summary --experiment NAME"), std::string::npos) << help.out;
   EXPECT_EQ(help.out.find("  convert"), std::string::npos) << "only the runs verb's lines";
+  const Result run = cli("run --help");
+  EXPECT_EQ(run.rc, 0) << run.err;
+  EXPECT_EQ(run.out.find("runs list"), std::string::npos) << "run is not runs: " << run.out;
+  const Result unknown = cli("frobnicate --help");
+  EXPECT_EQ(unknown.rc, 2);
+  EXPECT_EQ(unknown.err.rfind("upcycle: error: unknown verb \"frobnicate\"", 0), 0u) << unknown.err;
+  const Result sentence = cli("router --help");  // a word that starts a line of the usage outside the verbs
+  EXPECT_EQ(sentence.rc, 2) << sentence.out;
 }
 
 TEST(BadInputs, GenerationStopsAtTheContextAndRecordsAreTruncatedToIt) {

@@ -426,9 +426,12 @@ TEST(RunPanel, AStageThatBeginsAgainInTheNextSeedIsANewLineNotAJoin) {
   push("sft", 3, 3.0);
   push("post:dense", 2, 2.0);
   push("sft", 2, 2.9);
+  // Then the same post stage twice in a row (a shared SFT skipped in the next seed): steps 8-9, 10-11.
+  push("post:dense", 2, 1.9);
+  push("post:dense", 2, 1.8);
   QCustomPlot* loss = run.curve(0)->plot();
-  test::waitFor([&] { return loss->graphCount() >= 3; }, 5000);
-  ASSERT_EQ(loss->graphCount(), 3);
+  test::waitFor([&] { return loss->graphCount() >= 5; }, 5000);
+  ASSERT_EQ(loss->graphCount(), 5);
   // Each line holds one stretch of steps: seed 1's sft starts at step 6, not joined to step 3.
   std::vector<std::vector<double>> keys;
   for (int g = 0; g < loss->graphCount(); ++g) {
@@ -439,6 +442,8 @@ TEST(RunPanel, AStageThatBeginsAgainInTheNextSeedIsANewLineNotAJoin) {
   EXPECT_EQ(keys[0], (std::vector<double>{1, 2, 3}));
   EXPECT_EQ(keys[1], (std::vector<double>{4, 5}));
   EXPECT_EQ(keys[2], (std::vector<double>{6, 7}));
+  EXPECT_EQ(keys[3], (std::vector<double>{8, 9}));
+  EXPECT_EQ(keys[4], (std::vector<double>{10, 11}));
   // Both sft lines in one colour, one legend entry per stage name.
   EXPECT_EQ(loss->graph(0)->pen().color(), loss->graph(2)->pen().color());
   EXPECT_NE(loss->graph(0)->pen().color(), loss->graph(1)->pen().color());
@@ -614,6 +619,20 @@ TEST(LineagePanel, TheDemosEightExpertTreeFitsA1280ViewAndNoEdgeCrossesANode) {
     s.addLineage(id, {{4, 0, 3, 0.918, 0.3, 0.18, 1, "linear"}, {5, 3, 4, 0.709, 0.3, 0.29, 2, "linear"},
                       {6, 4, 5, 0.913, 0.3, 0.30, 3, "linear"}, {7, 3, 6, 0.6, 0.3, 0.31, 4, "linear"}});
     s.finishRun(id, "finished");
+  }
+  // Slots by hand: each child at its parents' mean slot, one column right of its deeper parent.
+  {
+    RunStore s(dir / "runs.db");
+    const auto nodes = layoutLineage(8, s.run(1).lineage);
+    EXPECT_DOUBLE_EQ(nodes.at(4).x, 1.5);                // (0 + 3) / 2
+    EXPECT_DOUBLE_EQ(nodes.at(5).x, 2.25);               // (3 + 1.5) / 2
+    EXPECT_DOUBLE_EQ(nodes.at(6).x, 1.875);              // (1.5 + 2.25) / 2
+    EXPECT_DOUBLE_EQ(nodes.at(7).x, 2.4375);             // (3 + 1.875) / 2
+    EXPECT_EQ(nodes.at(7).depth, 4);
+    // Two children of the same parents: the second moves to the nearest slot 1 away.
+    const auto twins = layoutLineage(4, {{2, 0, 1, 0.5, 0.3, 0.1, 1, "linear"}, {3, 0, 1, 0.5, 0.3, 0.1, 2, "linear"}});
+    EXPECT_DOUBLE_EQ(twins.at(2).x, 0.5);
+    EXPECT_DOUBLE_EQ(twins.at(3).x, 1.5);
   }
   Workspace ws(QString::fromStdString((dir / "runs.db").string()));
   LineagePanel panel(&ws);

@@ -190,6 +190,8 @@ TEST(SeedsView, TableBarsBandsAndPairedDifferencesByHand) {
   int64_t moeSeed0 = 0;
   {
     RunStore s(dir / "runs.db");
+    // A run of another experiment first, so that no run's id is its row + 1 (colours by id, not by row).
+    s.finishRun(s.beginRun("pre", "other", "dense", 0, "cpu", {}), "finished");
     const double dense[3] = {0.50, 0.40, 0.45}, moe[3] = {0.56, 0.41, 0.44};
     for (uint64_t seed = 0; seed < 3; ++seed)
       for (const auto& [name, acc] : {std::pair<std::string, double>{"dense", dense[seed]}, {"moe", moe[seed]}}) {
