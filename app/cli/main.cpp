@@ -139,9 +139,12 @@ verbs:
   bench analysis [--d-model D] [--d-ff F] [--layers L] [--experts E] [--json]
       Expert-similarity analysis and one GA child (merge + DARE) against the measured memory bandwidth.
   bench train [--d-model D] [--d-ff F] [--layers L] [--experts E (0: dense)] [--top-k K] [--seq-len T]
-          [--batch B] [--steps N] [--device cpu|cuda] [--json]
+          [--batch B] [--steps N] [--device cpu|cuda] [--precision fp32|bf16] [--optimizer fused|torch|both] [--json]
       Whole training steps through the trainer: tokens/s and model FLOPs utilization (MFU) against the
-      measured matmul peak.
+      measured matmul peak. --optimizer torch: LibTorch's AdamW instead of the trainer's fused one; both:
+      the two in alternating runs, and the ratio.
+  bench adamw [--d-model D] [--d-ff F] [--layers L] [--experts E] [--rounds N] [--json]
+      One AdamW step over bench train's parameters: LibTorch's AdamW against the fused one, side by side.
   bench lora-memory [--model DIR] [--experts E] [--top-k K] [--lora-rank R] [--lora-targets gate,up,down]
       Trainable parameters, gradients and AdamW state of post-training: UpIT with FFN experts against
       LoRA experts, for the demo's base and a Qwen2.5-0.5B-shaped one (or DIR's config).
@@ -966,12 +969,13 @@ int cmdBench(const Args& a) {
   a.allowOnly({"d-model", "d-ff", "experts", "top-k", "tokens", "threads", "device", "json", "iterations", "seed", "layers",
                "heads", "kv-heads", "seq-len", "batch", "steps", "method", "base", "work", "keep", "model", "text",
                "passes", "corpus-mb", "write-corpus", "nproc", "sizes-mb", "dist-store", "dist-timeout", "precision",
-               "vary-routing"});
+               "vary-routing", "optimizer", "rounds"});
   UPCYCLE_CHECK(a.positional().size() == 1 &&
                     (a.positional()[0] == "moe" || a.positional()[0] == "train" || a.positional()[0] == "convert" ||
+                     a.positional()[0] == "adamw" ||
                      a.positional()[0] == "analysis" || a.positional()[0] == "tokenize" ||
                      a.positional()[0] == "allreduce"),
-                "usage: upcycle bench moe|train|convert|analysis|tokenize|allreduce|lora-memory [options]");
+                "usage: upcycle bench moe|train|adamw|convert|analysis|tokenize|allreduce|lora-memory [options]");
   if (a.positional()[0] == "allreduce") return withDist(a, a.get("device", "cpu"), [&] { return cmdBenchAllreduce(a); });
   if (a.positional()[0] == "tokenize") return cmdBenchTokenize(a);  // no BLAS involved
   if (!a.has("json")) std::printf("BLAS: %s\n", upcycle::runtimeInfo().blas.c_str());
@@ -997,6 +1001,28 @@ int cmdBench(const Args& a) {
     }
     return 0;
   }
+  if (a.positional()[0] == "adamw") {
+    upcycle::AdamWBenchOptions o;
+    o.dModel = a.getInt("d-model", 256);
+    o.dFf = a.getInt("d-ff", 688);
+    o.layers = a.getInt("layers", 4);
+    o.experts = a.getInt("experts", 8);
+    o.rounds = a.getInt("rounds", 7);
+    o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
+    auto r = upcycle::benchAdamW(o);
+    if (a.has("json")) {
+      std::cout << upcycle::adamWBenchJson(r) << "\n";
+    } else {
+      std::printf("AdamW step over %lld parameters (d %lld, d_ff %lld, %lld layers, E %lld), %d threads\n",
+                  static_cast<long long>(r.params), static_cast<long long>(o.dModel), static_cast<long long>(o.dFf),
+                  static_cast<long long>(o.layers), static_cast<long long>(o.experts), r.threads);
+      std::printf("LibTorch AdamW: %8.2f ms\nfused AdamW:    %8.2f ms (%.1f GB/s moved)\nspeedup: %.2fx; "
+                  "parameters after %lld rounds differ by at most %.2g (relative)\n",
+                  1e3 * r.torchSeconds, 1e3 * r.fusedSeconds, r.fusedGbPerS, r.speedup,
+                  static_cast<long long>(o.rounds + 2), r.maxRelDiff);
+    }
+    return 0;
+  }
   if (a.positional()[0] == "train") {
     upcycle::TrainBenchOptions o;
     o.dModel = a.getInt("d-model", 256);
@@ -1011,7 +1037,30 @@ int cmdBench(const Args& a) {
     o.steps = a.getInt("steps", 6);
     o.device = a.get("device", "cpu");
     o.precision = a.get("precision", "fp32");
+    const std::string optimizer = a.get("optimizer", "fused");
+    UPCYCLE_CHECK(optimizer == "fused" || optimizer == "torch" || optimizer == "both",
+                  "--optimizer must be fused, torch or both, got \"", optimizer, "\"");
+    o.fusedAdamW = optimizer != "torch";
     o.seed = static_cast<uint64_t>(a.getInt("seed", 0));
+    if (optimizer == "both") {
+      // Side by side: three rounds of (LibTorch's AdamW, fused), each a whole bench run; medians.
+      UPCYCLE_CHECK(!a.has("nproc"), "--optimizer both runs in one process (leave out --nproc)");
+      std::vector<double> libtorch, fused;
+      for (int round = 0; round < 3; ++round) {
+        for (bool f : {false, true}) {
+          o.fusedAdamW = f;
+          (f ? fused : libtorch).push_back(upcycle::benchTrain(o).secondsPerStep);
+        }
+      }
+      std::sort(libtorch.begin(), libtorch.end());
+      std::sort(fused.begin(), fused.end());
+      std::printf("training step, d %lld, d_ff %lld, %lld layers, E %lld, %s: LibTorch AdamW %.1f ms, fused %.1f ms "
+                  "(medians of 3 alternating runs): %.2fx\n",
+                  static_cast<long long>(o.dModel), static_cast<long long>(o.dFf), static_cast<long long>(o.layers),
+                  static_cast<long long>(o.experts), o.precision.c_str(), 1e3 * libtorch[1], 1e3 * fused[1],
+                  libtorch[1] / fused[1]);
+      return 0;
+    }
     auto r = withDistValue(a, o.device, [&] { return upcycle::benchTrain(o); });
     if (a.has("json")) {
       std::cout << upcycle::trainBenchJson(r) << "\n";

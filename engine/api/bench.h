@@ -50,6 +50,7 @@ struct TrainBenchOptions {
   int64_t warmup = 2, steps = 6;
   std::string device = "cpu";
   std::string precision = "fp32";  // fp32 | bf16 | auto: the trainer's; MFU against that precision's peak
+  bool fusedAdamW = true;          // false: LibTorch's AdamW (TrainOptions::fusedAdamW)
   uint64_t seed = 0;
 };
 
@@ -67,6 +68,29 @@ struct TrainBenchResult {
 
 TrainBenchResult benchTrain(const TrainBenchOptions& o);
 std::string trainBenchJson(const TrainBenchResult& r);
+
+// `upcycle bench adamw`: one optimizer step over the parameters of `bench train`'s model (same sizes),
+// LibTorch's AdamW against the trainer's FusedAdamW on the same gradients, in interleaved rounds.
+// Bytes moved: LibTorch's sequence reads and writes each float32 parameter-sized tensor in nine
+// operations; the fused loop reads p, g, m, v and writes p, m, v once (28 bytes per parameter).
+struct AdamWBenchOptions {
+  int64_t dModel = 256, dFf = 688, layers = 4, experts = 8;
+  int64_t rounds = 7;
+  uint64_t seed = 0;
+};
+
+struct AdamWBenchResult {
+  AdamWBenchOptions options;
+  int threads = 1;
+  int64_t params = 0;
+  double torchSeconds = 0, fusedSeconds = 0;  // medians
+  double speedup = 0;                          // median over rounds of torch / fused
+  double fusedGbPerS = 0;                      // 28 bytes per parameter / fusedSeconds
+  double maxRelDiff = 0;                       // the two optimizers' parameters after all rounds (max |a-b| / max |b|)
+};
+
+AdamWBenchResult benchAdamW(const AdamWBenchOptions& o);
+std::string adamWBenchJson(const AdamWBenchResult& r);
 
 // `upcycle bench allreduce`: c10d all-reduce (sum, float32) of one tensor per size across the ranks of
 // the running group (Gloo on the CPU, NCCL on CUDA), as the gradient reducer issues its buckets. Each

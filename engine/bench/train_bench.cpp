@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "model/decoder.h"
 #include "model/model_io.h"
+#include "train/fused_adamw.h"
 #include "train/trainer.h"
 
 namespace upcycle {
@@ -104,6 +105,7 @@ TrainBenchResult benchTrain(const TrainBenchOptions& o) {
     t.precision = o.precision;
     t.seed = o.seed;
     t.saveFinal = false;
+    t.fusedAdamW = o.fusedAdamW;
     t.stage = "bench";
     // The matmul peak at the model's largest GEMM: (batch x seq) x D times D x F.
     const torch::Device dev = resolveDevice(o.device);
@@ -142,12 +144,79 @@ std::string trainBenchJson(const TrainBenchResult& r) {
   const auto& o = r.options;
   nlohmann::json j = {{"d_model", o.dModel}, {"d_ff", o.dFf}, {"layers", o.layers}, {"heads", o.heads},
                       {"kv_heads", o.kvHeads}, {"experts", o.experts}, {"top_k", o.topK}, {"seq_len", o.seqLen},
-                      {"batch", o.batch}, {"device", o.device}, {"threads", r.threads}, {"world", r.world}, {"precision", r.precision},
+                      {"batch", o.batch}, {"device", o.device}, {"optimizer", o.fusedAdamW ? "fused" : "torch"}, {"threads", r.threads}, {"world", r.world}, {"precision", r.precision},
                       {"fp32_peak_gflops", r.fp32PeakGflops}, {"blas", runtimeInfo().blas},
                       {"total_params", r.totalParams}, {"active_params", r.activeParams},
                       {"flops_per_token", r.flopsPerToken}, {"seconds_per_step", r.secondsPerStep},
                       {"tokens_per_s", r.tokensPerS}, {"achieved_gflops", r.achievedGflops},
                       {"matmul_peak_gflops", r.matmulPeakGflops}, {"mfu", r.mfu}};
+  return j.dump(2);
+}
+
+AdamWBenchResult benchAdamW(const AdamWBenchOptions& o) {
+  UPCYCLE_CHECK(o.dModel > 0 && o.dFf > 0 && o.layers > 0 && o.experts >= 0, "bench sizes must be positive");
+  UPCYCLE_CHECK(o.rounds >= 1, "rounds must be at least 1");
+  return withTorchErrors("bench adamw", [&] {
+    AdamWBenchResult r;
+    r.options = o;
+    r.threads = at::get_num_threads();
+    // The decoder's parameter shapes: per layer q, k, v, o (k, v at half width as with 2 KV heads of
+    // 4), two norms, the FFN or E experts and a router; embeddings and the final norm.
+    const int64_t D = o.dModel, F = o.dFf, V = 264;
+    std::vector<std::vector<int64_t>> shapes = {{V, D}, {V, D}, {D}};
+    for (int64_t l = 0; l < o.layers; ++l) {
+      for (auto s : std::vector<std::vector<int64_t>>{{D, D}, {D / 2, D}, {D / 2, D}, {D, D}, {D}, {D}}) shapes.push_back(s);
+      const int64_t E = std::max<int64_t>(o.experts, 1);
+      for (int i = 0; i < 2; ++i) shapes.push_back({E, F, D});
+      shapes.push_back({E, D, F});
+      if (o.experts > 0) shapes.push_back({o.experts, D});
+    }
+    torch::manual_seed(o.seed);
+    std::vector<torch::Tensor> pa, pb, matA, vecA, matB, vecB;
+    for (const auto& s : shapes) {
+      auto p = torch::randn(s) * 0.02;
+      pa.push_back(p.clone().set_requires_grad(true));
+      pb.push_back(p.clone().set_requires_grad(true));
+      (s.size() >= 2 ? matA : vecA).push_back(pa.back());
+      (s.size() >= 2 ? matB : vecB).push_back(pb.back());
+      const auto g = torch::randn(s) * 1e-3;
+      pa.back().mutable_grad() = g;
+      pb.back().mutable_grad() = g.clone();
+      r.params += p.numel();
+    }
+    // The trainer's groups: weight decay on matrices, none on vectors.
+    auto base = torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8);
+    auto groups = [&](const std::vector<torch::Tensor>& mats, const std::vector<torch::Tensor>& vecs) {
+      std::vector<torch::optim::OptimizerParamGroup> g;
+      g.emplace_back(mats, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(base).weight_decay(0.1)));
+      g.emplace_back(vecs, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(base).weight_decay(0.0)));
+      return g;
+    };
+    torch::optim::AdamW libtorch(groups(matB, vecB), base);
+    FusedAdamW fused(groups(matA, vecA), base);
+    const torch::Device cpu(torch::kCPU);
+    const auto t = interleavedSeconds(2, o.rounds, cpu, {[&] { libtorch.step(); }, [&] { fused.step(); }});
+    r.torchSeconds = median(t[0]);
+    r.fusedSeconds = median(t[1]);
+    std::vector<double> ratio;
+    for (size_t i = 0; i < t[0].size(); ++i) ratio.push_back(t[0][i] / t[1][i]);
+    r.speedup = median(ratio);
+    r.fusedGbPerS = 28.0 * static_cast<double>(r.params) / r.fusedSeconds / 1e9;
+    for (size_t i = 0; i < pa.size(); ++i) {
+      // The largest difference relative to the tensor's largest value.
+      auto d = (pa[i].detach() - pb[i].detach()).abs().max() / pb[i].detach().abs().max();
+      r.maxRelDiff = std::max(r.maxRelDiff, d.item<double>());
+    }
+    return r;
+  });
+}
+
+std::string adamWBenchJson(const AdamWBenchResult& r) {
+  const auto& o = r.options;
+  nlohmann::json j = {{"d_model", o.dModel}, {"d_ff", o.dFf}, {"layers", o.layers}, {"experts", o.experts},
+                      {"threads", r.threads}, {"params", r.params}, {"torch_seconds", r.torchSeconds},
+                      {"fused_seconds", r.fusedSeconds}, {"speedup", r.speedup}, {"fused_gb_per_s", r.fusedGbPerS},
+                      {"max_rel_diff", r.maxRelDiff}};
   return j.dump(2);
 }
 

@@ -51,12 +51,6 @@ struct Conn {
   ~Conn() { sqlite3_close(db); }
 };
 
-bool damagedCode(int rc) {
-  rc &= 0xff;
-  return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB || rc == SQLITE_IOERR || rc == SQLITE_FORMAT || rc == SQLITE_RANGE ||
-         rc == SQLITE_ERROR;
-}
-
 // ---- Pass 2: b-tree leaf pages read by hand (https://www.sqlite.org/fileformat2.html) ----
 
 struct Value {

@@ -20,6 +20,7 @@
 #include "dist/reducer.h"
 #include "formats/trainer_outputs.h"
 #include "model/model_io.h"
+#include "train/fused_adamw.h"
 
 namespace upcycle {
 
@@ -295,7 +296,10 @@ TrainResult trainDecoder(DecoderLM& model, const std::vector<TokenRecord>& data,
     if (!noDecay.empty())
       groups.emplace_back(noDecay, std::make_unique<torch::optim::AdamWOptions>(
                                        torch::optim::AdamWOptions(base).weight_decay(0.0)));
-    torch::optim::AdamW optimizer(std::move(groups), base);
+    std::unique_ptr<torch::optim::AdamW> optimizerOwner =
+        o.fusedAdamW ? std::make_unique<FusedAdamW>(std::move(groups), base)
+                     : std::make_unique<torch::optim::AdamW>(std::move(groups), base);
+    torch::optim::AdamW& optimizer = *optimizerOwner;
 
     const int64_t N = static_cast<int64_t>(data.size());
     const int64_t microPerEpoch = (N + o.batchSize - 1) / o.batchSize;
