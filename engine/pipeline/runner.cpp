@@ -254,7 +254,14 @@ namespace {
 class Recorder : public PipelineObserver {
  public:
   Recorder(PipelineObserver* user, RunStore* store) : m_user(user), m_store(store) {}
-  ~Recorder() override { flush(); }
+  // A destructor must not throw (that ends the process): whatever could not be flushed by now is lost
+  // with the run that failed (scripts/disk_full.sh found a full store doing exactly that).
+  ~Recorder() override {
+    try {
+      flush();
+    } catch (...) {
+    }
+  }
   void begin(const std::string& name, const std::string& experiment, const std::string& method, uint64_t seed,
              const std::string& device, const std::vector<std::pair<std::string, std::string>>& params) {
     flush();
@@ -265,11 +272,26 @@ class Recorder : public PipelineObserver {
     if (m_store && m_run) m_store->finishRun(m_run, status);
     m_run = 0;
   }
+  // On the way out of an error: record the status if the store can still be written, and never
+  // replace the error being reported by the store's own (on a full disk both fail). A run whose
+  // status could not be written shows as interrupted once its process is gone.
+  void endAfterError(const std::string& status) noexcept {
+    try {
+      flush();
+    } catch (...) {
+    }
+    try {
+      if (m_store && m_run) m_store->finishRun(m_run, status);
+    } catch (...) {
+    }
+    m_run = 0;
+  }
   int64_t run() const { return m_run; }
   RunStore* store() const { return m_run ? m_store : nullptr; }
   void flush() {
-    if (m_store && m_run && !m_buffer.empty()) m_store->addMetrics(m_run, m_buffer);
-    m_buffer.clear();
+    std::vector<MetricPoint> batch;
+    batch.swap(m_buffer);  // a batch the store refused is not offered again
+    if (m_store && m_run && !batch.empty()) m_store->addMetrics(m_run, batch);
   }
   void onStep(const StepMetrics& m) override {
     if (m_user) m_user->onStep(m);
@@ -432,11 +454,11 @@ ExperimentReport runExperiment(const Experiment& e, PipelineObserver* userObs, c
     }
     return total;
   } catch (const std::exception& ex) {
-    recorder.end("failed");
+    recorder.endAfterError("failed");
     if (dist) dist->fail(ex.what());
     throw;
   } catch (...) {
-    recorder.end("failed");
+    recorder.endAfterError("failed");
     throw;
   }
 }

@@ -127,6 +127,13 @@ class Transaction {
 
 }  // namespace
 
+namespace {
+
+// The process that began a run (runs.pid) no longer exists on this machine.
+bool processGone(int64_t pid) { return pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH); }
+
+}  // namespace
+
 RunStore::RunStore(const fs::path& file) : m_path(file) {
   if (file.has_parent_path()) fs::create_directories(file.parent_path());
   if (sqlite3_open_v2(file.c_str(), &m_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK) {
@@ -148,10 +155,8 @@ RunStore::RunStore(const fs::path& file) : m_path(file) {
     auto deadRuns = [&] {
       std::vector<int64_t> dead;
       Stmt s(m_db, "SELECT id, pid FROM runs WHERE status = 'running'");
-      while (s.step()) {
-        const pid_t pid = static_cast<pid_t>(s.i64(1));
-        if (pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH)) dead.push_back(s.i64(0));
-      }
+      while (s.step())
+        if (processGone(s.i64(1))) dead.push_back(s.i64(0));
       return dead;
     };
     if (!deadRuns().empty()) {  // the common case, nothing to mark, takes no write lock
@@ -414,7 +419,7 @@ std::vector<RunRow> RunStore::rows(int64_t only) const {
   std::vector<RunRow> out;
   Stmt s(m_db,
          "SELECT r.id, r.name, coalesce(e.name, ''), r.method, r.status, r.started, coalesce(r.finished, ''), "
-         "coalesce(r.device, ''), coalesce(r.code_version, ''), r.tags, coalesce(r.seed, 0) "
+         "coalesce(r.device, ''), coalesce(r.code_version, ''), r.tags, coalesce(r.seed, 0), coalesce(r.pid, 0) "
          "FROM runs r LEFT JOIN experiments e ON e.id = r.experiment_id WHERE ?1 = 0 OR r.id = ?1 ORDER BY r.id");
   s.bind(1, only);
   while (s.step()) {
@@ -430,6 +435,9 @@ std::vector<RunRow> RunStore::rows(int64_t only) const {
     r.codeVersion = s.text(8);
     r.tags = s.text(9);
     r.seed = static_cast<uint64_t>(s.i64(10));
+    // A run whose process died is interrupted even where the store could not be written to say so
+    // (a read-only open, or a full disk that stopped both the run and the marking).
+    if (r.status == "running" && processGone(s.i64(11))) r.status = "interrupted";
     out.push_back(std::move(r));
   }
   std::map<int64_t, RunRow*> byId;

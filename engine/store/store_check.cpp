@@ -289,8 +289,19 @@ StoreCheck checkStore(const fs::path& file) {
   };
   std::vector<std::string> integrity;
   std::string err = query("PRAGMA integrity_check(100)", [&](sqlite3_stmt* s) { integrity.push_back(text(s, 0)); });
-  if (!err.empty()) {  // not even the schema could be read ("file is not a database")
-    r.problems.push_back(err);
+  if (!err.empty()) {
+    // A store that cannot be read here is not a damaged store: a full file system (SQLite cannot
+    // grow the -shm it reads a WAL store through), another process holding it, no memory. Say so
+    // instead of calling it damaged (a copy of such a file elsewhere checks ok).
+    const int ext = sqlite3_extended_errcode(c.db), rc = ext & 0xff;
+    const bool environment = rc == SQLITE_FULL || rc == SQLITE_BUSY || rc == SQLITE_LOCKED || rc == SQLITE_CANTOPEN ||
+                             rc == SQLITE_NOMEM || ext == SQLITE_IOERR_SHMSIZE || ext == SQLITE_IOERR_SHMMAP ||
+                             ext == SQLITE_IOERR_SHMOPEN || ext == SQLITE_IOERR_SHMLOCK || ext == SQLITE_IOERR_WRITE ||
+                             ext == SQLITE_IOERR_TRUNCATE || ext == SQLITE_IOERR_FSYNC || ext == SQLITE_IOERR_NOMEM;
+    if (environment)
+      throw UserError("cannot check run store " + file.string() + ": " + err + " (SQLite code " + std::to_string(ext) +
+                      "; is its file system full?)");
+    r.problems.push_back(err);  // not even the schema could be read ("file is not a database")
     return r;
   }
   for (const auto& l : integrity)

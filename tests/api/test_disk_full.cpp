@@ -207,6 +207,59 @@ TEST(DiskFull, RunInProgressIsMarkedFailedWhenItsCheckpointCannotBeWritten) {
   }
 }
 
+TEST(DiskFull, RunsCheckOnAFullFileSystemSaysItCannotReadNotThatTheStoreIsDamaged) {
+  // scripts/disk_full.sh at 32 KiB: the store's -shm filled the file system, and `runs check` called
+  // the sound store DAMAGED (SQLite's "disk I/O error": it cannot grow the -shm to read the WAL).
+  TempDir dir;
+  const std::string yaml =
+      "name: tiny\nseed: 5\nout: " + (dir / "mnt/out").string() +
+      "\nbase: {pretrain: {steps: 4, documents: 40, hidden: 32, ff: 64, layers: 2, heads: 2, kv_heads: 1, block: 32, "
+      "batch_size: 4}}\ndata: {generate: {per_domain: 3, eval_per_domain: 1}, template: compact}\n"
+      "sft: {epochs: 1, batch_size: 7}\npost: {epochs: 1, batch_size: 7}\n"
+      "runs:\n  - {name: sparse, method: sparse, experts: 4, top_k: 2}\n";
+  test::writeBytes(dir / "tiny.yaml", yaml);
+  const fs::path db = dir / "mnt/runs.db";
+  const Result r = runOnTmpfs(dir, dir / "mnt", "32k",
+                              kCli + " run " + (dir / "tiny.yaml").string() + " --db " + db.string() +
+                                  " > /dev/null 2>&1; cp " + db.string() + " " + (dir / "copy.db").string() + "; " + kCli +
+                                  " runs check --db " + db.string(),
+                              dir / "mnt");
+  if (r.rc < 0) GTEST_SKIP() << "cannot mount a tmpfs here (unshare -m)";
+  if (!fs::exists(dir / "copy.db")) GTEST_SKIP() << "the store was not created at 32 KiB here";
+  expectOneClearError(r, db.string(), "is its file system full?");
+  // The file itself is sound: its copy on a disk with room checks ok.
+  const std::string check = kCli + " runs check --db " + (dir / "copy.db").string() + " > /dev/null 2>&1";
+  EXPECT_EQ(std::system(check.c_str()), 0);
+}
+
+TEST(DiskFull, OutputsAndStoreOnOneFullFileSystemNeverCrashTheRun) {
+  // scripts/disk_full.sh's sweep, at a few sizes: the outputs and the store share a tmpfs, so it fills
+  // at different writes. At 800 and 1280 KiB (this commit's layout) a checkpoint failed, recording
+  // "failed" then failed on the full store, and the Recorder's destructor threw while unwinding:
+  // std::terminate, exit 134. Every size must end in 0 or one clear error line.
+  TempDir dir;
+  const std::string yaml =
+      "name: tiny\nseed: 5\nout: " + (dir / "mnt/out").string() +
+      "\nbase: {pretrain: {steps: 4, documents: 40, hidden: 32, ff: 64, layers: 2, heads: 2, kv_heads: 1, block: 32, "
+      "batch_size: 4}}\ndata: {generate: {per_domain: 3, eval_per_domain: 1}, template: compact}\n"
+      "sft: {epochs: 1, save_every: 0.5, batch_size: 7}\npost: {epochs: 1, batch_size: 7}\n"
+      "eval: {accuracy: true, max_new_tokens: 2}\nruns:\n  - {name: sparse, method: sparse, experts: 4, top_k: 2}\n";
+  test::writeBytes(dir / "tiny.yaml", yaml);
+  for (const char* size : {"96k", "320k", "800k", "1280k"}) {
+    const fs::path db = dir / "mnt/runs.db";
+    const Result r = runOnTmpfs(dir, dir / "mnt", size,
+                                kCli + " run " + (dir / "tiny.yaml").string() + " --db " + db.string(), dir / "mnt");
+    if (r.rc < 0) GTEST_SKIP() << "cannot mount a tmpfs here (unshare -m)";
+    EXPECT_TRUE(r.rc == 0 || r.rc == 1) << size << ": exit " << r.rc << ": " << r.err;
+    if (r.rc == 1) {
+      EXPECT_EQ(r.err.rfind("upcycle: error: ", 0), 0u) << size << ": " << r.err;
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << size << ": " << r.err;
+    }
+    EXPECT_EQ(r.err.find("terminate"), std::string::npos) << size << ": " << r.err;
+    expectNoTemporary(r);
+  }
+}
+
 TEST(ReadOnlyFolder, CheckpointAndStoreInAFolderNobodyMayWrite) {
   TempDir dir;
   // Root ignores permission bits; as root the commands run as nobody, for whom 0555 means read-only.

@@ -101,6 +101,34 @@ TEST(RunStore, RunsOfDeadProcessesAreInterruptedOnOpen) {
   EXPECT_EQ(reader.run(live).run.status, "running");
 }
 
+TEST(RunStore, AReadOnlyOpenShowsADeadProcesssRunInterruptedWithoutWriting) {
+  // A full disk stops a run and also the marking of it (scripts/disk_full.sh found one left
+  // "running"); a read-only open cannot write either. Both show what is true: interrupted.
+  TempDir dir;
+  const auto file = dir / "runs.db";
+  { RunStore s(file); }
+  const pid_t child = ::fork();
+  if (child == 0) {
+    RunStore s(file);
+    s.beginRun("doomed", "exp", "sparse", 0, "cpu", {});
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  const auto before = test::readBytes(file);
+  {
+    RunStore reader(file, RunStore::ReadOnly{});
+    const auto runs = reader.listRuns();
+    ASSERT_EQ(runs.size(), 1u);
+    EXPECT_EQ(runs[0].status, "interrupted");
+    EXPECT_EQ(reader.run(runs[0].id).run.status, "interrupted");
+  }
+  EXPECT_EQ(test::readBytes(file), before) << "a read-only open wrote the store";
+  // The row itself still says running until a read-write open marks it.
+  RunStore s(file);
+  EXPECT_EQ(s.interruptedOnOpen(), 1);
+}
+
 TEST(RunStore, FlattenYamlGivesSortedKeyPaths) {
   auto f = flattenYaml("b: 1\na: {x: [1, {y: 2}]}\n");
   ASSERT_EQ(f.size(), 3u);
