@@ -19,24 +19,13 @@ cli=$(realpath "$build/app/upcycle")
 work=$(mktemp -d /tmp/upcycle-diskfull.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/mnt"
-cat > "$work/tiny.yaml" <<YAML
-name: tiny
-seed: 5
-out: $work/mnt/out
-base: {pretrain: {steps: 4, documents: 40, hidden: 32, ff: 64, layers: 2, heads: 2, kv_heads: 1, block: 32, batch_size: 4}}
-data: {generate: {per_domain: 3, eval_per_domain: 1}, template: compact}
-sft: {epochs: 1, save_every: 0.5, batch_size: 7}
-post: {epochs: 1, batch_size: 7}
-eval: {accuracy: true, max_new_tokens: 2}
-runs:
-  - {name: sparse, method: sparse, experts: 4, top_k: 2}
-YAML
+cp tests/fixtures/experiments/disk_full_tiny.yaml "$work/tiny.yaml"
 # Runs inside the namespace, with the tmpfs mounted; prints one result line.
 cat > "$work/inner.sh" <<'INNER'
 set -u
 cli=$1; work=$2; size=$3
 mount -t tmpfs -o size=${size}k tmpfs "$work/mnt" || exit 99
-"$cli" run "$work/tiny.yaml" --db "$work/mnt/runs.db" > "$work/out.txt" 2> "$work/err.txt"
+"$cli" run "$work/tiny.yaml" --out "$work/mnt/out" --db "$work/mnt/runs.db" > "$work/out.txt" 2> "$work/err.txt"
 rc=$?
 problems=""
 case $rc in 0|1) ;; *) problems+=" exit=$rc";; esac

@@ -99,15 +99,12 @@ std::string createModel(const fs::path& out) {  // about 5.8 MB of float32 weigh
 }
 bool isRoot() { return ::geteuid() == 0; }
 
-// DIR/tiny.yaml: a whole experiment in a few seconds (pretraining, data, SFT with two checkpoints, a
-// sparse MoE, post-training, evaluation) writing under DIR/mnt/out (scripts/disk_full.sh runs the same).
-void writeTinyExperiment(const fs::path& dir) {
-  test::writeBytes(dir / "tiny.yaml",
-                   "name: tiny\nseed: 5\nout: " + (dir / "mnt/out").string() +
-                       "\nbase: {pretrain: {steps: 4, documents: 40, hidden: 32, ff: 64, layers: 2, heads: 2, kv_heads: 1, "
-                       "block: 32, batch_size: 4}}\ndata: {generate: {per_domain: 3, eval_per_domain: 1}, template: compact}\n"
-                       "sft: {epochs: 1, save_every: 0.5, batch_size: 7}\npost: {epochs: 1, batch_size: 7}\n"
-                       "eval: {accuracy: true, max_new_tokens: 2}\nruns:\n  - {name: sparse, method: sparse, experts: 4, top_k: 2}\n");
+// `upcycle run` of fixtures/experiments/disk_full_tiny.yaml (also run by scripts/disk_full.sh), copied
+// to DIR/tiny.yaml, writing under DIR/mnt/out.
+std::string runTinyExperiment(const fs::path& dir) {
+  fs::copy_file(fs::path(UPCYCLE_FIXTURES) / "experiments/disk_full_tiny.yaml", dir / "tiny.yaml",
+                fs::copy_options::overwrite_existing);
+  return kCli + " run " + (dir / "tiny.yaml").string() + " --out " + (dir / "mnt/out").string();
 }
 
 }  // namespace
@@ -187,10 +184,9 @@ TEST(DiskFull, StoreOnAFullFileSystemRollsBackAndStaysIntact) {
 
 TEST(DiskFull, RunInProgressIsMarkedFailedWhenItsCheckpointCannotBeWritten) {
   TempDir dir;
-  writeTinyExperiment(dir.path());
   const fs::path db = dir / "runs.db";  // the store on a disk with room; the outputs on a full one
   const Result r = runOnTmpfs(dir, dir / "mnt", "400k",
-                              kCli + " run " + (dir / "tiny.yaml").string() + " --db " + db.string(), dir / "mnt");
+                              runTinyExperiment(dir.path()) + " --db " + db.string(), dir / "mnt");
   if (r.rc < 0) GTEST_SKIP() << "cannot mount a tmpfs here (unshare -m)";
   EXPECT_EQ(r.rc, 1) << r.err;
   ASSERT_NE(r.err.find("upcycle: error: cannot "), std::string::npos) << r.err;
@@ -216,10 +212,9 @@ TEST(DiskFull, RunsCheckOnAFullFileSystemSaysItCannotReadNotThatTheStoreIsDamage
   // scripts/disk_full.sh at 32 KiB: the store's -shm filled the file system, and `runs check` called
   // the sound store DAMAGED (SQLite's "disk I/O error": it cannot grow the -shm to read the WAL).
   TempDir dir;
-  writeTinyExperiment(dir.path());
   const fs::path db = dir / "mnt/runs.db";
   const Result r = runOnTmpfs(dir, dir / "mnt", "32k",
-                              kCli + " run " + (dir / "tiny.yaml").string() + " --db " + db.string() +
+                              runTinyExperiment(dir.path()) + " --db " + db.string() +
                                   " > /dev/null 2>&1; cp " + db.string() + " " + (dir / "copy.db").string() + "; " + kCli +
                                   " runs check --db " + db.string(),
                               dir / "mnt");
@@ -237,11 +232,10 @@ TEST(DiskFull, OutputsAndStoreOnOneFullFileSystemNeverCrashTheRun) {
   // "failed" then failed on the full store, and the Recorder's destructor threw while unwinding:
   // std::terminate, exit 134. Every size must end in 0 or one clear error line.
   TempDir dir;
-  writeTinyExperiment(dir.path());
   for (const char* size : {"96k", "320k", "800k", "1280k"}) {
     const fs::path db = dir / "mnt/runs.db";
     const Result r = runOnTmpfs(dir, dir / "mnt", size,
-                                kCli + " run " + (dir / "tiny.yaml").string() + " --db " + db.string(), dir / "mnt");
+                                runTinyExperiment(dir.path()) + " --db " + db.string(), dir / "mnt");
     if (r.rc < 0) GTEST_SKIP() << "cannot mount a tmpfs here (unshare -m)";
     EXPECT_TRUE(r.rc == 0 || r.rc == 1) << size << ": exit " << r.rc << ": " << r.err;
     if (r.rc == 1) {
