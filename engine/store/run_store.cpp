@@ -1,11 +1,15 @@
 #include "store/run_store.h"
 
+#include <chrono>
+#include <thread>
 #include <signal.h>
 #include <sqlite3.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -125,10 +129,6 @@ class Transaction {
   bool m_done = false;
 };
 
-}  // namespace
-
-namespace {
-
 // The process that began a run (runs.pid) no longer exists on this machine.
 bool processGone(int64_t pid) { return pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH); }
 
@@ -143,7 +143,34 @@ RunStore::RunStore(const fs::path& file) : m_path(file) {
     throw UserError("cannot open run store " + file.string() + ": " + msg);
   }
   sqlite3_busy_timeout(m_db, 10000);
-  try {
+  // Opening is retried for up to 10 s while SQLite answers "database is locked": while another process
+  // is creating the file or switching it to WAL, `PRAGMA journal_mode` and the first read can get
+  // SQLITE_BUSY without the busy handler being called (the soak test saw it: three processes opening
+  // a new store at once). Every step below is idempotent.
+  const auto giveUp = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    try {
+      setUp();
+      return;
+    } catch (const UserError&) {
+      const int rc = sqlite3_errcode(m_db) & 0xff;
+      if ((rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && std::chrono::steady_clock::now() < giveUp) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+      sqlite3_close(m_db);
+      m_db = nullptr;
+      throw;
+    } catch (...) {
+      sqlite3_close(m_db);
+      m_db = nullptr;
+      throw;
+    }
+  }
+}
+
+void RunStore::setUp() {
+  {
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA foreign_keys=ON");
     exec("PRAGMA synchronous=NORMAL");
@@ -167,10 +194,6 @@ RunStore::RunStore(const fs::path& file) : m_path(file) {
       t.commit();
       m_interrupted = static_cast<int64_t>(dead.size());
     }
-  } catch (...) {
-    sqlite3_close(m_db);
-    m_db = nullptr;
-    throw;
   }
 }
 

@@ -107,6 +107,7 @@ class RunStore {
   void exec(const std::string& sql) const;
   void migrate();
   std::vector<RunRow> rows(int64_t only) const;  // only = 0: every run
+  void setUp();  // WAL, pragmas, schema, runs of dead processes (the read-write constructor)
   sqlite3* m_db = nullptr;
   std::filesystem::path m_path;
   int64_t m_interrupted = 0;
